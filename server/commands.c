@@ -1,0 +1,43 @@
+/* The command table of the `imago` executable.
+ *
+ * To add a command: write `int imago_cmd_NAME(int argc, char **argv)` in its
+ * own file (argv holds the arguments after the command name; return an
+ * IMAGO_EXIT_* status), declare it in a header, add the file to
+ * imago_cli_sources in server/meson.build, and add one row below, e.g.
+ *
+ *     {"extract", "image files -> descriptors (.npy or JSON lines)",
+ *      "imago extract IMAGE... [--model F] [--out file.npy|-]", imago_cmd_extract, 0},
+ *
+ * Commands that read the server configuration call imago_cli_load_config()
+ * (server/cli.h) and set the last field to 1 so `imago help NAME` lists the
+ * config options. Rows appear in `imago help` in this order.
+ */
+#include "cli.h"
+
+#include <string.h>
+
+const imago_cli_command imago_cli_commands[] = {
+    {"serve", "run the HTTP image-search server",
+     "imago serve [--config FILE] [--SECTION.KEY VALUE]... [--dump-config[=FORMAT]]\n"
+     "\n"
+     "  Loads the configuration (defaults < --config FILE < IMAGO_* environment <\n"
+     "  flags) and runs the server.\n"
+     "  --dump-config[=FORMAT]  print the effective configuration and exit; FORMAT is\n"
+     "                          json (default: value, source and origin of every key),\n"
+     "                          text, values (loadable with --config) or example\n"
+     "                          (values plus \"_help\", as config/imago.example.json)",
+     imago_cmd_serve, 1},
+    {"help", "show the commands, or the usage of one", "imago help [COMMAND]", imago_cmd_help,
+     0},
+    {"version", "print the version and the compiled-in features (also --version)",
+     "imago version", imago_cmd_version, 0},
+    {NULL, NULL, NULL, NULL, 0},
+};
+
+const imago_cli_command *imago_cli_find(const char *name)
+{
+    for (const imago_cli_command *c = imago_cli_commands; name && c->name; c++)
+        if (strcmp(c->name, name) == 0)
+            return c;
+    return NULL;
+}
