@@ -1,0 +1,87 @@
+/* JPEG decoding through the TurboJPEG 2.1 API, with DCT scaling (1/2, 1/4,
+ * 1/8) and errors translated into IMAGO_ERR_FORMAT.
+ *
+ * Warnings policy: libjpeg-turbo only *warns* on a truncated stream (it pads
+ * the missing data with gray and returns success), so a decode that ends
+ * with a warning is refused as IMAGO_ERR_FORMAT, with one exception: the
+ * "extraneous bytes before marker" warning, which many cameras trigger on
+ * otherwise intact files and which Pillow decodes silently. The decode runs
+ * without TJFLAG_STOPONWARNING so that the last warning (the one that
+ * decides) is the one TurboJPEG reports.
+ */
+#include "image_int.h"
+
+#include <string.h>
+#include <turbojpeg.h>
+
+static int tj_fail(tjhandle h, imago_error *err, const char *what)
+{
+    return imago_error_set(err, IMAGO_ERR_FORMAT, "invalid JPEG (%s): %s", what,
+                           tjGetErrorStr2(h));
+}
+
+int imago_jpeg_read_header(const uint8_t *data, size_t len, imago_image_header *hdr,
+                           imago_error *err)
+{
+    if (len > (size_t)0xFFFFFFFFu)
+        return imago_error_set(err, IMAGO_ERR_TOO_LARGE, "JPEG over 4 GiB");
+    tjhandle h = tjInitDecompress();
+    if (!h)
+        return imago_error_set(err, IMAGO_ERR_NOMEM, "tjInitDecompress: %s",
+                               tjGetErrorStr2(NULL));
+    int w = 0, ht = 0, subsamp = 0, cs = 0;
+    int rc = 0;
+    if (tjDecompressHeader3(h, data, (unsigned long)len, &w, &ht, &subsamp, &cs) != 0)
+        rc = tj_fail(h, err, "header");
+    else if (w <= 0 || ht <= 0)
+        rc = imago_error_set(err, IMAGO_ERR_FORMAT, "invalid JPEG: size %dx%d", w, ht);
+    else if (cs == TJCS_CMYK || cs == TJCS_YCCK)
+        rc = imago_error_set(err, IMAGO_ERR_UNSUPPORTED,
+                             "CMYK/YCCK JPEGs are not supported (convert to RGB)");
+    tjDestroy(h);
+    if (rc != 0)
+        return rc;
+    hdr->format = IMAGO_IMAGE_JPEG;
+    hdr->width = w;
+    hdr->height = ht;
+    hdr->orientation = imago_jpeg_exif_orientation(data, len);
+    return 0;
+}
+
+int imago_jpeg_scale_ok(int w0, int h0, int k)
+{
+    if (k == 1)
+        return 1;
+    int want_w = (w0 + k - 1) / k, want_h = (h0 + k - 1) / k;
+    int n = 0;
+    tjscalingfactor *sf = tjGetScalingFactors(&n);
+    if (!sf)
+        return 0;
+    /* The same search tjDecompress2 does: the first (largest) factor whose
+     * scaled size fits the requested one. */
+    for (int i = 0; i < n; i++) {
+        if (TJSCALED(w0, sf[i]) <= want_w && TJSCALED(h0, sf[i]) <= want_h)
+            return sf[i].num * k == sf[i].denom;
+    }
+    return 0;
+}
+
+int imago_jpeg_decode(const uint8_t *data, size_t len, const imago_image_header *hdr, int k,
+                      uint8_t *dst, imago_error *err)
+{
+    tjhandle h = tjInitDecompress();
+    if (!h)
+        return imago_error_set(err, IMAGO_ERR_NOMEM, "tjInitDecompress: %s",
+                               tjGetErrorStr2(NULL));
+    int dw = (hdr->width + k - 1) / k, dh = (hdr->height + k - 1) / k;
+    int rc = 0;
+    if (tjDecompress2(h, data, (unsigned long)len, dst, dw, 0, dh, TJPF_RGB, 0) != 0) {
+        const char *msg = tjGetErrorStr2(h);
+        if (tjGetErrorCode(h) == TJERR_FATAL)
+            rc = tj_fail(h, err, "decode");
+        else if (!strstr(msg, "extraneous bytes before marker"))
+            rc = imago_error_set(err, IMAGO_ERR_FORMAT, "corrupt or truncated JPEG: %s", msg);
+    }
+    tjDestroy(h);
+    return rc;
+}

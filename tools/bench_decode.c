@@ -1,0 +1,90 @@
+/* Decode benchmark: a large JPEG to max_side px with DCT-scaled decoding +
+ * resize vs full decode + resize (the same resize code), N runs each,
+ * median time, images/s and the ratio side by side. Single-threaded.
+ *
+ *   bench_decode [FILE] [RUNS] [MAX_SIDE]
+ *   (default: $IMAGO_SHARED/data/photos/large/Elephants_5640x3172.jpg, 9, 1024)
+ * tools/bench_decode.py runs this and Pillow (the peer) in one go.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double run(const unsigned char *d, size_t len, int max_side, int dct, int runs,
+                  int *w, int *h)
+{
+    double *t = calloc((size_t)runs, sizeof *t);
+    imago_decode_params p = imago_decode_params_default();
+    p.max_bytes = 0;
+    p.max_side = max_side;
+    p.allow_dct_scaling = dct;
+    for (int i = 0; i < runs; i++) {
+        imago_image *img = NULL;
+        imago_error err;
+        imago_error_clear(&err);
+        double t0 = imago_now_s();
+        if (imago_image_decode(d, len, &p, &img, &err) != 0) {
+            fprintf(stderr, "decode failed: %s\n", err.msg);
+            exit(1);
+        }
+        t[i] = imago_now_s() - t0;
+        *w = img->width;
+        *h = img->height;
+        imago_image_free(img);
+    }
+    qsort(t, (size_t)runs, sizeof *t, cmp_double);
+    double med = t[runs / 2];
+    free(t);
+    return med;
+}
+
+int main(int argc, char **argv)
+{
+    char def[4096];
+    const char *shared = getenv("IMAGO_SHARED");
+    snprintf(def, sizeof def, "%s/data/photos/large/Elephants_5640x3172.jpg",
+             shared ? shared : "../shared");
+    const char *file = argc > 1 ? argv[1] : def;
+    int runs = argc > 2 ? atoi(argv[2]) : 9;
+    int max_side = argc > 3 ? atoi(argv[3]) : 1024;
+    if (runs < 1)
+        runs = 1;
+    FILE *f = fopen(file, "rb");
+    if (!f) {
+        perror(file);
+        return 1;
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *d = malloc((size_t)n);
+    if (fread(d, 1, (size_t)n, f) != (size_t)n) {
+        fprintf(stderr, "short read\n");
+        return 1;
+    }
+    fclose(f);
+    int w0 = 0, h0 = 0, w = 0, h = 0;
+    imago_image_probe(d, (size_t)n, NULL, &w0, &h0, NULL);
+    /* one warm-up of each */
+    run(d, (size_t)n, max_side, 1, 1, &w, &h);
+    run(d, (size_t)n, max_side, 0, 1, &w, &h);
+    double tf = run(d, (size_t)n, max_side, 0, runs, &w, &h);
+    double ts = run(d, (size_t)n, max_side, 1, runs, &w, &h);
+    printf("file: %s (%dx%d, %ld bytes) -> %dx%d, %d runs, median\n", file, w0, h0, n, w, h,
+           runs);
+    printf("%-34s %10s %10s\n", "", "ms", "images/s");
+    printf("%-34s %10.1f %10.2f\n", "imago full decode + resize", tf * 1e3, 1.0 / tf);
+    printf("%-34s %10.1f %10.2f\n", "imago DCT-scaled decode + resize", ts * 1e3, 1.0 / ts);
+    printf("ratio full / DCT-scaled: %.2fx\n", tf / ts);
+    printf("imago_dct_ms=%.3f imago_full_ms=%.3f\n", ts * 1e3, tf * 1e3);
+    free(d);
+    return 0;
+}
