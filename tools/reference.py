@@ -419,7 +419,7 @@ def glam_global_spatial(f, m):
 
 def glam_fuse(f, f_l, f_g, theta):
     """(w_l, w_g, w) = softmax(theta) in the order (local, global, identity)."""
-    w = torch.softmax(theta.float(), dim=0)
+    w = torch.softmax(theta, dim=0)
     return w[0] * f_l + w[1] * f_g + w[2] * f
 
 
