@@ -56,6 +56,13 @@ int imago_config_dump_json(const imago_config *cfg, imago_config_dump_mode mode,
     json_t *root = json_object();
     if (!root)
         return imago_error_set(err, IMAGO_ERR_NOMEM, "config dump: out of memory");
+    if (mode == IMAGO_CONFIG_DUMP_EXAMPLE)
+        json_object_set_new(
+            root, "_comment",
+            json_string("imago configuration: every key with its default. Load it with "
+                        "`imago serve --config FILE`; IMAGO_<SECTION>_<KEY> variables and "
+                        "--section.key flags override it. Keys starting with \"_\" are "
+                        "comments. Regenerate with `imago serve --dump-config=example`."));
     for (int s = 0; imago_config_sections[s]; s++) {
         const char *sec = imago_config_sections[s];
         size_t sec_len = strlen(sec);
