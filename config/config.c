@@ -170,8 +170,8 @@ static int report_errors(imago_config_full *full, imago_error *err)
     if (full->n_errors == 1) {
         snprintf(buf, sizeof buf, "%s", full->errors[0]);
     } else {
-        size_t n = (size_t)snprintf(buf, sizeof buf, "%d configuration errors: %s",
-                                    full->n_errors, full->errors[0]);
+        size_t n = (size_t)snprintf(buf, sizeof buf, "%d configuration errors: %s", full->n_errors,
+                                    full->errors[0]);
         for (int i = 1; i < full->n_errors && n < sizeof buf; i++)
             n += (size_t)snprintf(buf + n, sizeof buf - n, "; %s", full->errors[i]);
     }
@@ -191,8 +191,8 @@ static int edit_distance(const char *a, const char *b)
     for (size_t i = 1; i <= la; i++) {
         cur[0] = (int)i;
         for (size_t j = 1; j <= lb; j++) {
-            int sub = prev[j - 1] + (tolower((unsigned char)a[i - 1]) !=
-                                     tolower((unsigned char)b[j - 1]));
+            int sub = prev[j - 1] +
+                      (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
             int del = prev[j] + 1, ins = cur[j - 1] + 1;
             cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
         }
@@ -242,7 +242,10 @@ static const char *suggest_text(const suggest *s, const char *prefix, char *buf,
 static void value_free(const imago_config_option *opt, value *v)
 {
     switch (opt->type) {
-    case IMAGO_CONFIG_STRING: free(v->s); v->s = NULL; break;
+    case IMAGO_CONFIG_STRING:
+        free(v->s);
+        v->s = NULL;
+        break;
     case IMAGO_CONFIG_STRLIST:
         for (int i = 0; i < v->sl.n; i++)
             free(v->sl.items[i]);
@@ -296,7 +299,8 @@ static const char *allowed_text(const imago_config_option *opt, char *buf, size_
     case IMAGO_CONFIG_INT64:
         snprintf(buf, cap, "an integer in [%.0f, %.0f]%s", opt->min, opt->max,
                  (opt->flags & IMAGO_CONFIG_F_BYTES)
-                     ? " (bytes; suffixes K, KiB, M, MiB, G, GiB allowed)" : "");
+                     ? " (bytes; suffixes K, KiB, M, MiB, G, GiB allowed)"
+                     : "");
         break;
     case IMAGO_CONFIG_DOUBLE: snprintf(buf, cap, "a number in [%g, %g]", opt->min, opt->max); break;
     case IMAGO_CONFIG_STRING: snprintf(buf, cap, "a string"); break;
@@ -382,8 +386,8 @@ static int parse_integer_text(const char *s, int bytes, long long *out, char *wh
         static const struct {
             const char *suffix;
             long long mult;
-        } units[] = {{"k", 1LL << 10}, {"kib", 1LL << 10}, {"m", 1LL << 20},
-                     {"mib", 1LL << 20}, {"g", 1LL << 30}, {"gib", 1LL << 30}};
+        } units[] = {{"k", 1LL << 10},   {"kib", 1LL << 10}, {"m", 1LL << 20},
+                     {"mib", 1LL << 20}, {"g", 1LL << 30},   {"gib", 1LL << 30}};
         int found = 0;
         for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
             if (strcasecmp(end, units[i].suffix) == 0) {
@@ -429,12 +433,10 @@ static int in_range(const imago_config_option *opt, double v)
     return v >= opt->min && v <= opt->max;
 }
 
-static int parse_json_value(const imago_config_option *opt, json_t *j, value *v,
-                            char *why);
+static int parse_json_value(const imago_config_option *opt, json_t *j, value *v, char *why);
 
 /* Parses text (env, flag, default) into v. On failure *why says why. */
-static int parse_text_value(const imago_config_option *opt, const char *text, value *v,
-                            char *why)
+static int parse_text_value(const imago_config_option *opt, const char *text, value *v, char *why)
 {
     memset(v, 0, sizeof *v);
     long long ll;
@@ -561,15 +563,14 @@ static const char *json_type_text(const json_t *j)
 }
 
 /* Parses a JSON value (config file, or a JSON array in env/flags) into v. */
-static int parse_json_value(const imago_config_option *opt, json_t *j, value *v,
-                            char *why)
+static int parse_json_value(const imago_config_option *opt, json_t *j, value *v, char *why)
 {
     memset(v, 0, sizeof *v);
-#define WRONG_TYPE(expected)                                                                 \
-    do {                                                                                     \
-        snprintf(why, WHY_CAP, "wrong JSON type: expected %s, got %s", expected,            \
-                 json_type_text(j));                                                         \
-        return -1;                                                                           \
+#define WRONG_TYPE(expected)                                                                       \
+    do {                                                                                           \
+        snprintf(why, WHY_CAP, "wrong JSON type: expected %s, got %s", expected,                   \
+                 json_type_text(j));                                                               \
+        return -1;                                                                                 \
     } while (0)
     switch (opt->type) {
     case IMAGO_CONFIG_BOOL:
@@ -708,9 +709,8 @@ static void shown_value(const imago_config_option *opt, const char *text, json_t
 }
 
 /* Parses and commits one value from one source; records an error on failure. */
-static int apply_value(imago_config_full *full, const imago_config_option *opt,
-                       const char *text, json_t *j, imago_config_source src,
-                       const char *origin)
+static int apply_value(imago_config_full *full, const imago_config_option *opt, const char *text,
+                       json_t *j, imago_config_source src, const char *origin)
 {
     value v;
     char why[WHY_CAP] = "";
@@ -839,21 +839,22 @@ static void apply_file(imago_config_full *full, const char *path)
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
         if (jerr.line > 0)
-            add_error(full, "config file %s: %s (line %d, column %d)", path, jerr.text,
-                      jerr.line, jerr.column);
+            add_error(full, "config file %s: %s (line %d, column %d)", path, jerr.text, jerr.line,
+                      jerr.column);
         else
             add_error(full, "config file %s: %s", path, jerr.text);
         return;
     }
     if (!json_is_object(root)) {
-        add_error(full, "config file %s: the top level must be an object of sections, got %s",
-                  path, json_type_text(root));
+        add_error(full, "config file %s: the top level must be an object of sections, got %s", path,
+                  json_type_text(root));
         json_decref(root);
         return;
     }
     const char *sec;
     json_t *body;
-    json_object_foreach(root, sec, body) {
+    json_object_foreach(root, sec, body)
+    {
         if (sec[0] == '_')
             continue; /* "_help", "_comment": comments */
         const imago_config_option *direct = strchr(sec, '.') ? imago_config_find(sec) : NULL;
@@ -885,7 +886,8 @@ static void apply_file(imago_config_full *full, const char *path)
         }
         const char *key;
         json_t *val;
-        json_object_foreach(body, key, val) {
+        json_object_foreach(body, key, val)
+        {
             if (key[0] == '_')
                 continue;
             char name[160];
@@ -1004,7 +1006,8 @@ static void unknown_flag_error(imago_config_full *full, const char *arg, const c
     char best_buf[160] = "";
     for (int i = 0; i < imago_config_table_len; i++) {
         imago_config_flag_name(&imago_config_table[i], cand, sizeof cand);
-        int d1 = edit_distance(word, cand + 2), d2 = edit_distance(word, imago_config_table[i].name);
+        int d1 = edit_distance(word, cand + 2),
+            d2 = edit_distance(word, imago_config_table[i].name);
         int d = d1 < d2 ? d1 : d2;
         if (d <= s.limit && d < s.dist) {
             s.dist = d;
@@ -1036,8 +1039,8 @@ static void unknown_flag_error(imago_config_full *full, const char *arg, const c
 }
 
 int imago_config_load(imago_config *cfg, int argc, char **argv, char **envp,
-                      const imago_config_flag *command_flags, int *rest_argc,
-                      char ***rest_argv, imago_error *err)
+                      const imago_config_flag *command_flags, int *rest_argc, char ***rest_argv,
+                      imago_error *err)
 {
     imago_config_full *full = imago_config_full_of(cfg);
     clear_errors(full);
@@ -1141,31 +1144,34 @@ int imago_config_load(imago_config *cfg, int argc, char **argv, char **envp,
     char where[320];
     if (!cfg->server.tls_cert[0] != !cfg->server.tls_key[0]) {
         int cert_set = cfg->server.tls_cert[0] != 0;
-        describe_source(cert_set ? s_cert : s_key, cert_set ? o_cert : o_key, where,
-                        sizeof where);
-        add_error(full, "%s: set (from %s) without %s: HTTPS needs both a certificate and a "
-                        "key",
+        describe_source(cert_set ? s_cert : s_key, cert_set ? o_cert : o_key, where, sizeof where);
+        add_error(full,
+                  "%s: set (from %s) without %s: HTTPS needs both a certificate and a "
+                  "key",
                   cert_set ? "server.tls_cert" : "server.tls_key", where,
                   cert_set ? "server.tls_key" : "server.tls_cert");
     }
     if (cfg->server.tls_cert[0] && !IMAGO_HAVE_TLS) {
         describe_source(s_cert, o_cert, where, sizeof where);
-        add_error(full, "server.tls_cert: set (from %s) but this build of libmicrohttpd has no "
-                        "TLS support",
+        add_error(full,
+                  "server.tls_cert: set (from %s) but this build of libmicrohttpd has no "
+                  "TLS support",
                   where);
     }
     imago_config_source s_backend = imago_config_source_of(cfg, "engine.backend", &o_backend);
     if (strcmp(cfg->engine.backend, "cuda") == 0 && !IMAGO_HAVE_CUDA) {
         describe_source(s_backend, o_backend, where, sizeof where);
-        add_error(full, "engine.backend: bad value \"cuda\" from %s: this build has no CUDA "
-                        "support (rebuild with -Dcuda=enabled); allowed here: auto, cpu",
+        add_error(full,
+                  "engine.backend: bad value \"cuda\" from %s: this build has no CUDA "
+                  "support (rebuild with -Dcuda=enabled); allowed here: auto, cpu",
                   where);
     }
     imago_config_source s_prec = imago_config_source_of(cfg, "engine.precision", &o_prec);
     if (strcmp(cfg->engine.precision, "fp16") == 0 && strcmp(cfg->engine.backend, "cpu") == 0) {
         describe_source(s_prec, o_prec, where, sizeof where);
-        add_error(full, "engine.precision: bad value \"fp16\" from %s: fp16 needs the CUDA "
-                        "backend, and engine.backend is cpu; allowed on cpu: fp32, bf16",
+        add_error(full,
+                  "engine.precision: bad value \"fp16\" from %s: fp16 needs the CUDA "
+                  "backend, and engine.backend is cpu; allowed on cpu: fp32, bf16",
                   where);
     }
 

@@ -49,43 +49,43 @@ typedef struct imago_config_numlist {
  * Booleans are int 0/1. Treat everything as read-only. */
 typedef struct imago_config {
     struct {
-        char *listen;             /* IPv4/IPv6 literal or "localhost" */
-        int port;                 /* 0 = pick a free port */
-        int threads;              /* HTTP worker threads, 0 = number of cores */
+        char *listen; /* IPv4/IPv6 literal or "localhost" */
+        int port;     /* 0 = pick a free port */
+        int threads;  /* HTTP worker threads, 0 = number of cores */
         int64_t max_body_bytes;
         int max_connections;
         int connection_timeout_s; /* idle connection timeout, 0 = none */
         int request_timeout_s;    /* whole request budget, 0 = none */
         char *tls_cert;           /* PEM paths; both or neither */
         char *tls_key;
-        char *cors_origin;        /* "" = no CORS headers */
-        int web;                  /* serve the web page at / */
-        const char *log_level;    /* "debug" | "info" | "warn" | "error" */
-        const char *log_format;   /* "text" | "json" */
+        char *cors_origin;      /* "" = no CORS headers */
+        int web;                /* serve the web page at / */
+        const char *log_level;  /* "debug" | "info" | "warn" | "error" */
+        const char *log_format; /* "text" | "json" */
     } server;
     struct {
-        char *admin_token;        /* "" = generate one on first start */
-        char *search_token;       /* "" = search is open */
-        char *admin_token_file;   /* resolved: default <index.data_dir>/admin.token */
+        char *admin_token;      /* "" = generate one on first start */
+        char *search_token;     /* "" = search is open */
+        char *admin_token_file; /* resolved: default <index.data_dir>/admin.token */
     } auth;
     struct {
-        char *model;              /* .safetensors path, "" = the demo model */
-        const char *demo_arch;    /* "resnet50-gem", "resnet101-agem", ... */
-        const char *backend;      /* "auto" | "cpu" | "cuda" */
-        const char *precision;    /* "fp32" | "bf16" | "fp16" */
-        int threads;              /* 0 = all cores */
+        char *model;           /* .safetensors path, "" = the demo model */
+        const char *demo_arch; /* "resnet50-gem", "resnet101-agem", ... */
+        const char *backend;   /* "auto" | "cpu" | "cuda" */
+        const char *precision; /* "fp32" | "bf16" | "fp16" */
+        int threads;           /* 0 = all cores */
         int max_side;
         imago_config_numlist scales;
         int max_batch;
         int max_delay_us;
         int queue_depth;
-        int decode_threads;       /* 0 = number of cores */
+        int decode_threads; /* 0 = number of cores */
         int64_t max_pixels;
         int64_t max_image_bytes;
     } engine;
     struct {
         char *data_dir;
-        char *factory;            /* FAISS factory string, "Flat" = imago's exact search */
+        char *factory; /* FAISS factory string, "Flat" = imago's exact search */
         int nprobe;
         int ef_search;
         int dba;
@@ -94,13 +94,13 @@ typedef struct imago_config {
         int qe;
         int qe_k;
         double qe_alpha;
-        int snapshot_interval_s;  /* 0 = snapshot only at shutdown */
-        const char *durability;   /* "normal" | "full" */
-        const char *precision;    /* flat store: "fp32" | "fp16" | "bf16" */
+        int snapshot_interval_s; /* 0 = snapshot only at shutdown */
+        const char *durability;  /* "normal" | "full" */
+        const char *precision;   /* flat store: "fp32" | "fp16" | "bf16" */
     } index;
     struct {
         imago_config_strlist roots;
-        int parallelism;          /* 0 = number of cores */
+        int parallelism; /* 0 = number of cores */
         imago_config_strlist extensions;
         int recursive;
     } ingest;
@@ -109,14 +109,14 @@ typedef struct imago_config {
 /* ---- the option table -------------------------------------------------- */
 
 typedef enum imago_config_type {
-    IMAGO_CONFIG_BOOL,     /* int 0/1; JSON true/false; text true/false/1/0/yes/no/on/off */
-    IMAGO_CONFIG_INT,      /* int */
-    IMAGO_CONFIG_INT64,    /* int64_t; with IMAGO_CONFIG_F_BYTES also "32MiB", "1G" */
-    IMAGO_CONFIG_DOUBLE,   /* double */
-    IMAGO_CONFIG_STRING,   /* char * */
-    IMAGO_CONFIG_ENUM,     /* const char * into choices */
-    IMAGO_CONFIG_STRLIST,  /* imago_config_strlist; text "a,b" or a JSON array */
-    IMAGO_CONFIG_NUMLIST   /* imago_config_numlist; text "1,0.5" or a JSON array */
+    IMAGO_CONFIG_BOOL,    /* int 0/1; JSON true/false; text true/false/1/0/yes/no/on/off */
+    IMAGO_CONFIG_INT,     /* int */
+    IMAGO_CONFIG_INT64,   /* int64_t; with IMAGO_CONFIG_F_BYTES also "32MiB", "1G" */
+    IMAGO_CONFIG_DOUBLE,  /* double */
+    IMAGO_CONFIG_STRING,  /* char * */
+    IMAGO_CONFIG_ENUM,    /* const char * into choices */
+    IMAGO_CONFIG_STRLIST, /* imago_config_strlist; text "a,b" or a JSON array */
+    IMAGO_CONFIG_NUMLIST  /* imago_config_numlist; text "1,0.5" or a JSON array */
 } imago_config_type;
 
 /* Option flags. */
@@ -127,15 +127,15 @@ typedef enum imago_config_type {
 
 /* One row of the table. All pointers are static. */
 typedef struct imago_config_option {
-    const char *name;          /* "engine.max_batch" */
+    const char *name; /* "engine.max_batch" */
     imago_config_type type;
-    unsigned flags;            /* IMAGO_CONFIG_F_* */
-    size_t offset;             /* of the field in imago_config */
-    const char *def;           /* default in the text syntax of env/flags */
-    double min, max;           /* numeric bounds (for lists: of each item) */
-    int max_items;             /* lists: most items (0 = no limit) */
+    unsigned flags;             /* IMAGO_CONFIG_F_* */
+    size_t offset;              /* of the field in imago_config */
+    const char *def;            /* default in the text syntax of env/flags */
+    double min, max;            /* numeric bounds (for lists: of each item) */
+    int max_items;              /* lists: most items (0 = no limit) */
     const char *const *choices; /* ENUM: NULL-terminated allowed values */
-    const char *help;          /* one or two sentences */
+    const char *help;           /* one or two sentences */
     /* Extra check of a parsed value (field points into the config): returns 0,
      * or writes why the value is invalid to msg and returns -1. May be NULL. */
     int (*check)(const void *field, char *msg, size_t cap);
@@ -212,8 +212,8 @@ typedef struct imago_config_flag {
  * many and quotes the first, and the full list is in imago_config_error_at().
  * Options with a bad value keep their previous value. Call once per config. */
 int imago_config_load(imago_config *cfg, int argc, char **argv, char **envp,
-                      const imago_config_flag *command_flags, int *rest_argc,
-                      char ***rest_argv, imago_error *err);
+                      const imago_config_flag *command_flags, int *rest_argc, char ***rest_argv,
+                      imago_error *err);
 
 /* Sets one option from text (same syntax as an environment variable) with
  * source "api": for tests and embedders. Runs the cross-option checks again.

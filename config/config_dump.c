@@ -10,8 +10,7 @@ static const char *redacted = "<redacted>";
 
 /* The JSON value of one option, secrets redacted; raw_derived writes a
  * derived option that is still at its default as its raw default. */
-static json_t *option_json(const imago_config *cfg, const imago_config_option *opt,
-                           int raw_derived)
+static json_t *option_json(const imago_config *cfg, const imago_config_option *opt, int raw_derived)
 {
     const imago_config_full *full = imago_config_full_of_const(cfg);
     const void *field = imago_config_field_const(cfg, opt);
@@ -124,8 +123,8 @@ int imago_config_dump_text(const imago_config *cfg, FILE *out, imago_error *err)
     for (int i = 0; i < imago_config_table_len; i++) {
         const imago_config_option *opt = &imago_config_table[i];
         json_t *j = option_json(cfg, opt, 0);
-        char *v = j ? json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(15))
-                    : NULL;
+        char *v =
+            j ? json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
         json_decref(j);
         if (!v)
             return imago_error_set(err, IMAGO_ERR_NOMEM, "config dump: out of memory");
@@ -134,8 +133,8 @@ int imago_config_dump_text(const imago_config *cfg, FILE *out, imago_error *err)
         free(v);
         int rc;
         if (full->origin[i])
-            rc = fprintf(out, "%-48s # %s %s\n", line,
-                         imago_config_source_name(full->source[i]), full->origin[i]);
+            rc = fprintf(out, "%-48s # %s %s\n", line, imago_config_source_name(full->source[i]),
+                         full->origin[i]);
         else
             rc = fprintf(out, "%-48s # %s\n", line, imago_config_source_name(full->source[i]));
         if (rc < 0)
@@ -199,12 +198,13 @@ void imago_config_print_help(FILE *out)
         snprintf(flagcol, sizeof flagcol, "%s%s", flag, value_word(opt));
         fprintf(out, "  %-36s %s\n", flagcol, env);
         fprintf(out, "      %s\n", opt->help);
-        fprintf(out, "      default: %s%s%s%s%s%s\n",
-                opt->def[0] ? opt->def : "\"\"", allowed[0] ? "; allowed: " : "", allowed,
+        fprintf(out, "      default: %s%s%s%s%s%s\n", opt->def[0] ? opt->def : "\"\"",
+                allowed[0] ? "; allowed: " : "", allowed,
                 (opt->flags & IMAGO_CONFIG_F_RELOADABLE) ? "; reloadable" : "",
                 (opt->flags & IMAGO_CONFIG_F_SECRET) ? "; secret (redacted in dumps)" : "",
                 opt->type == IMAGO_CONFIG_STRLIST || opt->type == IMAGO_CONFIG_NUMLIST
-                    ? "; list: comma-separated or a JSON array" : "");
+                    ? "; list: comma-separated or a JSON array"
+                    : "");
     }
     fprintf(out, "\nShort flags: --port = --server.port, --model = --engine.model, "
                  "--data-dir = --index.data-dir,\n--config FILE (or $IMAGO_CONFIG) reads a "

@@ -14,7 +14,7 @@ extern const char *const imago_config_sections[];
 /* Bookkeeping kept next to the public struct: imago_config_new allocates one
  * imago_config_full and hands out &full->cfg. */
 typedef struct imago_config_full {
-    imago_config cfg; /* first: the public pointer is the whole allocation */
+    imago_config cfg;            /* first: the public pointer is the whole allocation */
     imago_config_source *source; /* per option, table order */
     char **origin;               /* per option, owned, NULL = "" */
     char **errors;               /* messages of the last load/set */

@@ -15,33 +15,51 @@
 #define MIB (1024.0 * 1024.0)
 #define GIB (1024.0 * 1024.0 * 1024.0)
 
-#define BOOL(nm, fld, dflt, fl, hlp)                                                         \
-    {.name = nm, .type = IMAGO_CONFIG_BOOL, .flags = fl, .offset = F(fld), .def = dflt,     \
-     .help = hlp}
-#define INT(nm, fld, dflt, lo, hi, fl, hlp)                                                  \
-    {.name = nm, .type = IMAGO_CONFIG_INT, .flags = fl, .offset = F(fld), .def = dflt,      \
-     .min = lo, .max = hi, .help = hlp}
-#define BYTES(nm, fld, dflt, lo, hi, fl, hlp)                                                \
-    {.name = nm, .type = IMAGO_CONFIG_INT64, .flags = (fl) | IMAGO_CONFIG_F_BYTES,          \
-     .offset = F(fld), .def = dflt, .min = lo, .max = hi, .help = hlp}
-#define INT64(nm, fld, dflt, lo, hi, fl, hlp)                                                \
-    {.name = nm, .type = IMAGO_CONFIG_INT64, .flags = fl, .offset = F(fld), .def = dflt,    \
-     .min = lo, .max = hi, .help = hlp}
-#define DOUBLE(nm, fld, dflt, lo, hi, fl, hlp)                                               \
-    {.name = nm, .type = IMAGO_CONFIG_DOUBLE, .flags = fl, .offset = F(fld), .def = dflt,   \
-     .min = lo, .max = hi, .help = hlp}
-#define STRING(nm, fld, dflt, fl, chk, hlp)                                                  \
-    {.name = nm, .type = IMAGO_CONFIG_STRING, .flags = fl, .offset = F(fld), .def = dflt,   \
-     .help = hlp, .check = chk}
-#define ENUM(nm, fld, dflt, values, fl, hlp)                                                 \
-    {.name = nm, .type = IMAGO_CONFIG_ENUM, .flags = fl, .offset = F(fld), .def = dflt,     \
-     .choices = values, .help = hlp}
-#define STRLIST(nm, fld, dflt, most, fl, chk, hlp)                                           \
-    {.name = nm, .type = IMAGO_CONFIG_STRLIST, .flags = fl, .offset = F(fld), .def = dflt,  \
-     .max_items = most, .help = hlp, .check = chk}
-#define NUMLIST(nm, fld, dflt, lo, hi, most, fl, hlp)                                        \
-    {.name = nm, .type = IMAGO_CONFIG_NUMLIST, .flags = fl, .offset = F(fld), .def = dflt,  \
-     .min = lo, .max = hi, .max_items = most, .help = hlp}
+#define BOOL(nm, fld, dflt, fl, hlp)                                                               \
+    {                                                                                              \
+        .name = nm, .type = IMAGO_CONFIG_BOOL, .flags = fl, .offset = F(fld), .def = dflt,         \
+        .help = hlp                                                                                \
+    }
+#define INT(nm, fld, dflt, lo, hi, fl, hlp)                                                        \
+    {                                                                                              \
+        .name = nm, .type = IMAGO_CONFIG_INT, .flags = fl, .offset = F(fld), .def = dflt,          \
+        .min = lo, .max = hi, .help = hlp                                                          \
+    }
+#define BYTES(nm, fld, dflt, lo, hi, fl, hlp)                                                      \
+    {                                                                                              \
+        .name = nm, .type = IMAGO_CONFIG_INT64, .flags = (fl) | IMAGO_CONFIG_F_BYTES,              \
+        .offset = F(fld), .def = dflt, .min = lo, .max = hi, .help = hlp                           \
+    }
+#define INT64(nm, fld, dflt, lo, hi, fl, hlp)                                                      \
+    {                                                                                              \
+        .name = nm, .type = IMAGO_CONFIG_INT64, .flags = fl, .offset = F(fld), .def = dflt,        \
+        .min = lo, .max = hi, .help = hlp                                                          \
+    }
+#define DOUBLE(nm, fld, dflt, lo, hi, fl, hlp)                                                     \
+    {                                                                                              \
+        .name = nm, .type = IMAGO_CONFIG_DOUBLE, .flags = fl, .offset = F(fld), .def = dflt,       \
+        .min = lo, .max = hi, .help = hlp                                                          \
+    }
+#define STRING(nm, fld, dflt, fl, chk, hlp)                                                        \
+    {                                                                                              \
+        .name = nm, .type = IMAGO_CONFIG_STRING, .flags = fl, .offset = F(fld), .def = dflt,       \
+        .help = hlp, .check = chk                                                                  \
+    }
+#define ENUM(nm, fld, dflt, values, fl, hlp)                                                       \
+    {                                                                                              \
+        .name = nm, .type = IMAGO_CONFIG_ENUM, .flags = fl, .offset = F(fld), .def = dflt,         \
+        .choices = values, .help = hlp                                                             \
+    }
+#define STRLIST(nm, fld, dflt, most, fl, chk, hlp)                                                 \
+    {                                                                                              \
+        .name = nm, .type = IMAGO_CONFIG_STRLIST, .flags = fl, .offset = F(fld), .def = dflt,      \
+        .max_items = most, .help = hlp, .check = chk                                               \
+    }
+#define NUMLIST(nm, fld, dflt, lo, hi, most, fl, hlp)                                              \
+    {                                                                                              \
+        .name = nm, .type = IMAGO_CONFIG_NUMLIST, .flags = fl, .offset = F(fld), .def = dflt,      \
+        .min = lo, .max = hi, .max_items = most, .help = hlp                                       \
+    }
 
 /* ---- extra checks ------------------------------------------------------ */
 
@@ -61,8 +79,9 @@ static int check_listen(const void *field, char *msg, size_t cap)
     if (strcmp(s, "localhost") == 0 || inet_pton(AF_INET, s, buf) == 1 ||
         inet_pton(AF_INET6, s, buf) == 1)
         return 0;
-    snprintf(msg, cap, "must be an IPv4 or IPv6 address (\"0.0.0.0\", \"::\", \"127.0.0.1\") "
-                       "or \"localhost\"");
+    snprintf(msg, cap,
+             "must be an IPv4 or IPv6 address (\"0.0.0.0\", \"::\", \"127.0.0.1\") "
+             "or \"localhost\"");
     return -1;
 }
 
@@ -105,17 +124,16 @@ static int check_extensions(const void *field, char *msg, size_t cap)
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_formats[] = {"text", "json", NULL};
-static const char *const demo_archs[] = {
-    "resnet50-gem",  "resnet101-gem",  "resnet152-gem",  "resnet50-agem",
-    "resnet101-agem", "resnet152-agem", "resnet50-glam", "resnet101-glam",
-    "resnet152-glam", "mobilenet_v2-gem", "mobilenet_v2-glam", NULL};
+static const char *const demo_archs[] = {"resnet50-gem",     "resnet101-gem",     "resnet152-gem",
+                                         "resnet50-agem",    "resnet101-agem",    "resnet152-agem",
+                                         "resnet50-glam",    "resnet101-glam",    "resnet152-glam",
+                                         "mobilenet_v2-gem", "mobilenet_v2-glam", NULL};
 static const char *const backends[] = {"auto", "cpu", "cuda", NULL};
 static const char *const precisions[] = {"fp32", "bf16", "fp16", NULL};
 static const char *const store_precisions[] = {"fp32", "fp16", "bf16", NULL};
 static const char *const durabilities[] = {"normal", "full", NULL};
 
-const char *const imago_config_sections[] = {"server", "auth", "engine", "index", "ingest",
-                                             NULL};
+const char *const imago_config_sections[] = {"server", "auth", "engine", "index", "ingest", NULL};
 
 /* ---- the table --------------------------------------------------------- */
 
@@ -157,8 +175,11 @@ const imago_config_option imago_config_table[] = {
            "stores it (mode 0600) in auth.admin_token_file and prints it once."),
     STRING("auth.search_token", auth.search_token, "", SECRET | RELOAD, NULL,
            "Bearer token required for search/extract/read endpoints; empty = open."),
-    {.name = "auth.admin_token_file", .type = IMAGO_CONFIG_STRING,
-     .flags = IMAGO_CONFIG_F_DERIVED, .offset = F(auth.admin_token_file), .def = "",
+    {.name = "auth.admin_token_file",
+     .type = IMAGO_CONFIG_STRING,
+     .flags = IMAGO_CONFIG_F_DERIVED,
+     .offset = F(auth.admin_token_file),
+     .def = "",
      .help = "Where a generated admin token is stored; empty = <index.data_dir>/admin.token."},
 
     /* engine */
@@ -233,8 +254,8 @@ const imago_config_option imago_config_table[] = {
             "directory jobs are refused."),
     INT("ingest.parallelism", ingest.parallelism, "0", 0, 256, 0,
         "Files a bulk job reads and decodes at once; 0 = one per CPU core."),
-    STRLIST("ingest.extensions", ingest.extensions, ".jpg,.jpeg,.png", 64, RELOAD,
-            check_extensions, "File extensions a directory job picks up (case-insensitive)."),
+    STRLIST("ingest.extensions", ingest.extensions, ".jpg,.jpeg,.png", 64, RELOAD, check_extensions,
+            "File extensions a directory job picks up (case-insensitive)."),
     BOOL("ingest.recursive", ingest.recursive, "true", RELOAD,
          "Whether directory jobs descend into subdirectories unless the job says."),
 };

@@ -68,17 +68,16 @@ int imago_cli_load_config(const char *cmd, int argc, char **argv,
             fprintf(stderr, "imago %s: config error: %s\n", cmd, imago_config_error_at(cfg, i));
         if (n == 0)
             fprintf(stderr, "imago %s: config error: %s\n", cmd, err.msg);
-        fprintf(stderr, "imago %s: %d configuration error%s; see `imago help %s`\n", cmd,
-                n ? n : 1, n > 1 ? "s" : "", cmd);
+        fprintf(stderr, "imago %s: %d configuration error%s; see `imago help %s`\n", cmd, n ? n : 1,
+                n > 1 ? "s" : "", cmd);
         free(rest);
         imago_config_free(cfg);
         return IMAGO_EXIT_USAGE;
     }
     imago_log_level level = IMAGO_LOG_INFO;
     imago_log_level_parse(cfg->server.log_level, &level); /* validated by the table */
-    imago_log_setup(level,
-                    strcmp(cfg->server.log_format, "json") == 0 ? IMAGO_LOG_JSON : IMAGO_LOG_TEXT,
-                    NULL);
+    imago_log_setup(
+        level, strcmp(cfg->server.log_format, "json") == 0 ? IMAGO_LOG_JSON : IMAGO_LOG_TEXT, NULL);
     *cfg_out = cfg;
     *rest_argc = n_rest;
     *rest_argv = rest;

@@ -24,7 +24,7 @@ typedef struct imago_cli_command {
     const char *usage;   /* full text for `imago help NAME` (may span lines) */
     /* argv[0 .. argc-1] are the arguments after the command name. */
     int (*run)(int argc, char **argv);
-    int config_options;  /* 1: `imago help NAME` also lists the config options */
+    int config_options; /* 1: `imago help NAME` also lists the config options */
 } imago_cli_command;
 
 /* The table (commands.c), terminated by a row with name == NULL. */

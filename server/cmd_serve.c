@@ -51,8 +51,9 @@ int imago_cmd_serve(int argc, char **argv)
             format = argv[i] + 14;
             if (strcmp(format, "json") != 0 && strcmp(format, "text") != 0 &&
                 strcmp(format, "values") != 0 && strcmp(format, "example") != 0) {
-                fprintf(stderr, "imago serve: --dump-config=%s: unknown format (json, text, "
-                                "values, example)\n",
+                fprintf(stderr,
+                        "imago serve: --dump-config=%s: unknown format (json, text, "
+                        "values, example)\n",
                         format);
                 return IMAGO_EXIT_USAGE;
             }

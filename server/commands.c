@@ -27,10 +27,9 @@ const imago_cli_command imago_cli_commands[] = {
      "                          text, values (loadable with --config) or example\n"
      "                          (values plus \"_help\", as config/imago.example.json)",
      imago_cmd_serve, 1},
-    {"help", "show the commands, or the usage of one", "imago help [COMMAND]", imago_cmd_help,
-     0},
-    {"version", "print the version and the compiled-in features (also --version)",
-     "imago version", imago_cmd_version, 0},
+    {"help", "show the commands, or the usage of one", "imago help [COMMAND]", imago_cmd_help, 0},
+    {"version", "print the version and the compiled-in features (also --version)", "imago version",
+     imago_cmd_version, 0},
     {NULL, NULL, NULL, NULL, 0},
 };
 

@@ -81,8 +81,8 @@ int main(void)
             sec_ok |= dot && strlen(sections[s]) == (size_t)(dot - o->name) &&
                       strncmp(o->name, sections[s], (size_t)(dot - o->name)) == 0;
         for (const char *p = o->name; *p; p++)
-            sec_ok &= islower((unsigned char)*p) || isdigit((unsigned char)*p) || *p == '_' ||
-                      *p == '.';
+            sec_ok &=
+                islower((unsigned char)*p) || isdigit((unsigned char)*p) || *p == '_' || *p == '.';
         sec_ok &= dot && strchr(dot + 1, '.') == NULL;
         if (!sec_ok) {
             bad_name++;

@@ -36,8 +36,7 @@ int main(void)
                               " \"auth\": {\"search_token\": \"file-secret-123\"}}");
     const char *env[] = {"IMAGO_ENGINE_MAX_BATCH=16", "IMAGO_AUTH_ADMIN_TOKEN=env-secret-456",
                          NULL};
-    imago_config *cfg = tc_load(TC_ARGS("--config", file, "--engine.scales=1,0.5"), env, &rc,
-                                &err);
+    imago_config *cfg = tc_load(TC_ARGS("--config", file, "--engine.scales=1,0.5"), env, &rc, &err);
     is_int(rc, 0, "load: %s", err.msg);
 
     /* ---- sources mode ---- */
@@ -178,8 +177,8 @@ int main(void)
         ok(in_file && generated && json_equal(in_file, generated),
            "example file == `imago serve --dump-config=example` of the defaults (regenerate "
            "it after changing the table)");
-        ok(json_is_string(entry(generated, "engine", "_help") ?
-                              json_object_get(entry(generated, "engine", "_help"), "max_batch")
+        ok(json_is_string(entry(generated, "engine", "_help")
+                              ? json_object_get(entry(generated, "engine", "_help"), "max_batch")
                               : NULL),
            "example has per-section help");
         json_decref(in_file);

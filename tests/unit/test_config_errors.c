@@ -29,10 +29,10 @@ static imago_config *load3(const char *file_text, const char *const *env,
     return cfg;
 }
 
-#define EXPECT(cfg, what, ...)                                                               \
-    do {                                                                                     \
-        if (!ok(tc_has_error(cfg, TC_PARTS(__VA_ARGS__)), "%s", what))                      \
-            tc_diag_errors(cfg);                                                             \
+#define EXPECT(cfg, what, ...)                                                                     \
+    do {                                                                                           \
+        if (!ok(tc_has_error(cfg, TC_PARTS(__VA_ARGS__)), "%s", what))                             \
+            tc_diag_errors(cfg);                                                                   \
     } while (0)
 
 int main(void)
@@ -59,8 +59,7 @@ int main(void)
     imago_config_free(cfg);
 
     cfg = tc_load(TC_ARGS("--server.port=99999999999999999999999"), NULL, &rc, &err);
-    EXPECT(cfg, "integer overflow is out of range", "server.port", "out of range",
-           "[0, 65535]");
+    EXPECT(cfg, "integer overflow is out of range", "server.port", "out of range", "[0, 65535]");
     imago_config_free(cfg);
 
     cfg = tc_load(TC_ARGS("--engine.backend", "gpu"), NULL, &rc, &err);
@@ -136,8 +135,7 @@ int main(void)
     is_int(rc, IMAGO_ERR_INVALID, "load fails");
     is_int(imago_config_error_count(cfg), 5, "all 5 errors are reported");
     tc_diag_errors(cfg);
-    ok(strncmp(err.msg, "5 configuration errors: ", 24) == 0, "err.msg counts them: %s",
-       err.msg);
+    ok(strncmp(err.msg, "5 configuration errors: ", 24) == 0, "err.msg counts them: %s", err.msg);
     EXPECT(cfg, "file error", "engine.max_batch", "file ", "[1, 1024]");
     EXPECT(cfg, "second file error", "index.dba_k", "[1, 64]");
     EXPECT(cfg, "env error", "server.port", "env IMAGO_SERVER_PORT", "[0, 65535]");
@@ -160,8 +158,7 @@ int main(void)
     imago_config_free(cfg);
 
     const char *env_unknown[] = {"IMAGO_ENGINE_MAX_BACH=8", "IMAGO_INDEX_NOTHING_LIKE_IT=1",
-                                 "IMAGO_SOURCE_ROOT=/src", "IMAGO_PYTHON=/usr/bin/python3",
-                                 NULL};
+                                 "IMAGO_SOURCE_ROOT=/src", "IMAGO_PYTHON=/usr/bin/python3", NULL};
     cfg = tc_load(NULL, env_unknown, &rc, &err);
     is_int(imago_config_error_count(cfg), 2, "two unknown variables, other IMAGO_* ignored");
     EXPECT(cfg, "unknown env with suggestion", "IMAGO_ENGINE_MAX_BACH",
@@ -169,8 +166,7 @@ int main(void)
     EXPECT(cfg, "unknown env", "IMAGO_INDEX_NOTHING_LIKE_IT", "unknown environment variable");
     imago_config_free(cfg);
 
-    cfg = tc_load(TC_ARGS("--engine.max-bach", "8", "--prot=1", "--frobnicate"), NULL, &rc,
-                  &err);
+    cfg = tc_load(TC_ARGS("--engine.max-bach", "8", "--prot=1", "--frobnicate"), NULL, &rc, &err);
     is_int(imago_config_error_count(cfg), 3, "three unknown flags");
     EXPECT(cfg, "unknown flag with suggestion", "--engine.max-bach", "unknown flag",
            "did you mean --engine.max-batch?");
@@ -208,14 +204,13 @@ int main(void)
     cfg = tc_load(TC_ARGS("--server.tls-cert", "/etc/cert.pem"), NULL, &rc, &err);
     EXPECT(cfg, "cert without key", "server.tls_cert", "without server.tls_key");
     imago_config_free(cfg);
-    cfg = tc_load(TC_ARGS("--server.tls-cert", "/c.pem", "--server.tls-key", "/k.pem"), NULL,
-                  &rc, &err);
+    cfg = tc_load(TC_ARGS("--server.tls-cert", "/c.pem", "--server.tls-key", "/k.pem"), NULL, &rc,
+                  &err);
     is_int(rc, IMAGO_HAVE_TLS ? 0 : IMAGO_ERR_INVALID, "cert + key (TLS built: %d)",
            IMAGO_HAVE_TLS);
     imago_config_free(cfg);
     cfg = tc_load(TC_ARGS("--engine.backend=cpu", "--engine.precision=fp16"), NULL, &rc, &err);
-    EXPECT(cfg, "fp16 on cpu", "engine.precision", "fp16", "flag --engine.precision",
-           "fp32, bf16");
+    EXPECT(cfg, "fp16 on cpu", "engine.precision", "fp16", "flag --engine.precision", "fp32, bf16");
     imago_config_free(cfg);
     cfg = tc_load(TC_ARGS("--engine.backend=cuda"), NULL, &rc, &err);
     is_int(rc, IMAGO_HAVE_CUDA ? 0 : IMAGO_ERR_INVALID, "backend cuda (CUDA built: %d)",

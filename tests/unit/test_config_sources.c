@@ -26,9 +26,12 @@ int main(void)
     snprintf(cfg_flag, sizeof cfg_flag, "--config=%s", file);
 
     /* ---- precedence and recorded sources ---- */
-    const char *env[] = {"PATH=/usr/bin", "IMAGO_SOURCE_ROOT=/not/an/option",
-                         "IMAGO_ENGINE_MAX_BATCH=16", "IMAGO_SERVER_THREADS=5",
-                         "IMAGO_INDEX_QE=1", NULL};
+    const char *env[] = {"PATH=/usr/bin",
+                         "IMAGO_SOURCE_ROOT=/not/an/option",
+                         "IMAGO_ENGINE_MAX_BATCH=16",
+                         "IMAGO_SERVER_THREADS=5",
+                         "IMAGO_INDEX_QE=1",
+                         NULL};
     imago_config *cfg = tc_load(TC_ARGS(cfg_flag, "--server.threads", "7"), env, &rc, &err);
     is_int(rc, 0, "load file + env + flags: %s", err.msg);
     tc_diag_errors(cfg);
@@ -85,14 +88,14 @@ int main(void)
     static const struct {
         const char *text;
         int want;
-    } bools[] = {{"true", 1}, {"false", 0}, {"1", 1}, {"0", 0}, {"TRUE", 1},
-                 {"no", 0},   {"on", 1},    {"off", 0}};
+    } bools[] = {{"true", 1}, {"false", 0}, {"1", 1},  {"0", 0},
+                 {"TRUE", 1}, {"no", 0},    {"on", 1}, {"off", 0}};
     for (size_t i = 0; i < sizeof bools / sizeof bools[0]; i++) {
         char v[64];
         snprintf(v, sizeof v, "IMAGO_SERVER_WEB=%s", bools[i].text);
         cfg = load_env1(v, &rc);
-        ok(rc == 0 && cfg->server.web == bools[i].want, "env bool \"%s\" -> %d",
-           bools[i].text, bools[i].want);
+        ok(rc == 0 && cfg->server.web == bools[i].want, "env bool \"%s\" -> %d", bools[i].text,
+           bools[i].want);
         imago_config_free(cfg);
     }
     cfg = load_env1("IMAGO_ENGINE_QUEUE_DEPTH= 42 ", &rc);
@@ -146,8 +149,8 @@ int main(void)
     imago_config_source_of(cfg, "engine.max_batch", &origin);
     is_str(origin, "--engine.max_batch", "origin is the flag as written");
     imago_config_free(cfg);
-    cfg = tc_load(TC_ARGS("--port", "0", "--model=/m/a.safetensors", "--data-dir", "/var/x"),
-                  NULL, &rc, &err);
+    cfg = tc_load(TC_ARGS("--port", "0", "--model=/m/a.safetensors", "--data-dir", "/var/x"), NULL,
+                  &rc, &err);
     ok(rc == 0 && cfg->server.port == 0, "--port alias (0 = pick a free port)");
     is_str(cfg->engine.model, "/m/a.safetensors", "--model alias");
     is_str(cfg->index.data_dir, "/var/x", "--data-dir alias");
@@ -183,8 +186,8 @@ int main(void)
     /* ---- rest arguments and command flags ---- */
     static const imago_config_flag cmd_flags[] = {
         {"dump-config", IMAGO_CONFIG_ARG_OPTIONAL}, {"k", IMAGO_CONFIG_ARG_REQUIRED}, {NULL}};
-    char *argv[] = {"--dump-config", "img.jpg", "--k", "5", "--engine.max-batch", "3",
-                    "-", "--", "--port", NULL};
+    char *argv[] = {"--dump-config", "img.jpg", "--k", "5", "--engine.max-batch", "3", "-", "--",
+                    "--port",        NULL};
     cfg = imago_config_new();
     int n_rest = -1;
     char **rest = NULL;

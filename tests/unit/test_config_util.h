@@ -37,7 +37,7 @@ static inline void tc_unlink(char *path)
 /* Loads a fresh config from args (NULL-terminated) and env (NULL-terminated,
  * may be NULL); returns the config and the load status in *rc. */
 static inline imago_config *tc_load(const char *const *args, const char *const *env, int *rc,
-                             imago_error *err)
+                                    imago_error *err)
 {
     char *argv[64];
     int argc = 0;
