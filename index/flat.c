@@ -1,0 +1,499 @@
+/* index/flat.c: imago's exact-search hot loop and the dense math of DBA and
+ * alpha-QE. fp32 rows are scored with OpenBLAS (sgemv for one query, sgemm
+ * for a batch); fp16 / bf16 rows with AVX-512 kernels (F16C / AVX512-BF16,
+ * picked at run time, scalar fallback) parallelised with OpenMP. The top k
+ * is kept in a bounded min-heap (topk.c style, here) over the score vector.
+ */
+#include <cblas.h>
+#include <immintrin.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "index_int.h"
+
+/* ---- top-k heap ---------------------------------------------------------- */
+
+void ix_topk_init(ix_topk *t, int k, float *score_buf, int64_t *key_buf)
+{
+    t->k = k;
+    t->n = 0;
+    t->score = score_buf;
+    t->key = key_buf;
+}
+
+/* "a is worse than b": lower score, or equal score and larger key. */
+static inline int worse(float sa, int64_t ka, float sb, int64_t kb)
+{
+    return sa < sb || (sa == sb && ka > kb);
+}
+
+void ix_topk_sift_(ix_topk *t, float s, int64_t key)
+{
+    int i;
+    if (t->n < t->k) {
+        /* sift up */
+        i = t->n++;
+        while (i > 0) {
+            int p = (i - 1) / 2;
+            if (!worse(s, key, t->score[p], t->key[p]))
+                break;
+            t->score[i] = t->score[p];
+            t->key[i] = t->key[p];
+            i = p;
+        }
+        t->score[i] = s;
+        t->key[i] = key;
+        return;
+    }
+    if (!worse(t->score[0], t->key[0], s, key))
+        return;
+    /* replace the root and sift down */
+    i = 0;
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        float ms = s;
+        int64_t mk = key;
+        if (l < t->n && worse(t->score[l], t->key[l], ms, mk)) {
+            m = l;
+            ms = t->score[l];
+            mk = t->key[l];
+        }
+        if (r < t->n && worse(t->score[r], t->key[r], ms, mk))
+            m = r;
+        if (m == i)
+            break;
+        t->score[i] = t->score[m];
+        t->key[i] = t->key[m];
+        i = m;
+    }
+    t->score[i] = s;
+    t->key[i] = key;
+}
+
+void ix_topk_sort(ix_topk *t)
+{
+    /* heap sort: pop the worst to the end */
+    int n = t->n;
+    while (t->n > 1) {
+        int last = t->n - 1;
+        float s0 = t->score[0];
+        int64_t k0 = t->key[0];
+        float s = t->score[last];
+        int64_t key = t->key[last];
+        t->n = last;
+        /* re-insert last at the root */
+        int i = 0;
+        for (;;) {
+            int l = 2 * i + 1, r = l + 1, m = i;
+            float ms = s;
+            int64_t mk = key;
+            if (l < t->n && worse(t->score[l], t->key[l], ms, mk)) {
+                m = l;
+                ms = t->score[l];
+                mk = t->key[l];
+            }
+            if (r < t->n && worse(t->score[r], t->key[r], ms, mk))
+                m = r;
+            if (m == i)
+                break;
+            t->score[i] = t->score[m];
+            t->key[i] = t->key[m];
+            i = m;
+        }
+        t->score[i] = s;
+        t->key[i] = key;
+        t->score[last] = s0;
+        t->key[last] = k0;
+    }
+    t->n = n;
+}
+
+/* ---- precisions ---------------------------------------------------------- */
+
+int ix_prec_parse(const char *s, int *out)
+{
+    if (!s || !*s || strcmp(s, "fp32") == 0)
+        *out = IX_FP32;
+    else if (strcmp(s, "fp16") == 0)
+        *out = IX_FP16;
+    else if (strcmp(s, "bf16") == 0)
+        *out = IX_BF16;
+    else
+        return IMAGO_ERR_INVALID;
+    return 0;
+}
+
+const char *ix_prec_name(int p)
+{
+    return p == IX_FP16 ? "fp16" : p == IX_BF16 ? "bf16" : "fp32";
+}
+
+size_t ix_prec_size(int p) { return p == IX_FP32 ? 4 : 2; }
+
+static inline uint16_t f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);         /* round to nearest even */
+    return (uint16_t)(u >> 16);
+}
+
+static inline float bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* IEEE half <-> float in software (round to nearest even); the hot loop
+ * uses the AVX-512 conversion instead. */
+static inline uint16_t f32_to_f16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) /* inf / nan */
+        return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0));
+    if (ax >= 0x477ff000u) /* overflows half: inf */
+        return (uint16_t)(sign | 0x7c00u);
+    if (ax < 0x38800000u) { /* subnormal half or zero */
+        if (ax < 0x33000000u)
+            return (uint16_t)sign;
+        uint32_t e = ax >> 23;
+        uint32_t m = (ax & 0x7fffffu) | 0x800000u;
+        uint32_t shift = 126 - e; /* 13 mantissa bits + (113 - e) of denormalisation */
+        uint32_t hm = m >> shift;
+        uint32_t rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (hm & 1)))
+            hm++;
+        return (uint16_t)(sign | hm);
+    }
+    uint32_t r = ax + 0xfffu + ((ax >> 13) & 1u); /* round mantissa to 10 bits */
+    return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
+}
+
+static inline float f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu, x;
+    if (e == 0) {
+        if (m == 0) {
+            x = sign;
+        } else { /* subnormal */
+            e = 113;
+            while (!(m & 0x400u)) {
+                m <<= 1;
+                e--;
+            }
+            x = sign | (e << 23) | ((m & 0x3ffu) << 13);
+        }
+    } else if (e == 31) {
+        x = sign | 0x7f800000u | (m << 13);
+    } else {
+        x = sign | ((e + 112) << 23) | (m << 13);
+    }
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+void ix_to_prec(const float *src, int prec, size_t count, void *dst)
+{
+    if (prec == IX_FP32) {
+        memcpy(dst, src, count * sizeof(float));
+        return;
+    }
+    uint16_t *d = dst;
+    for (size_t i = 0; i < count; i++)
+        d[i] = prec == IX_BF16 ? f32_to_bf16(src[i]) : f32_to_f16(src[i]);
+}
+
+void ix_from_prec(const void *src, int prec, size_t count, float *dst)
+{
+    if (prec == IX_FP32) {
+        memcpy(dst, src, count * sizeof(float));
+        return;
+    }
+    const uint16_t *s = src;
+    for (size_t i = 0; i < count; i++)
+        dst[i] = prec == IX_BF16 ? bf16_to_f32(s[i]) : f16_to_f32(s[i]);
+}
+
+/* ---- half-precision dot kernels ------------------------------------------ */
+
+static float dot_bf16_scalar(const uint16_t *r, const float *q, int d)
+{
+    float s = 0;
+    for (int i = 0; i < d; i++)
+        s += bf16_to_f32(r[i]) * q[i];
+    return s;
+}
+
+static float dot_f16_scalar(const uint16_t *r, const float *q, int d)
+{
+    float s = 0;
+    for (int i = 0; i < d; i++)
+        s += f16_to_f32(r[i]) * q[i];
+    return s;
+}
+
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
+scores_bf16_avx512(const uint16_t *rows, size_t n, int d, const float *q, float *out)
+{
+    /* The query is rounded to bf16 once, pairs are multiplied with vdpbf16ps
+     * (fp32 accumulation). Rows are processed 4 at a time to reuse q loads. */
+    int d32 = d & ~31;
+    __m512bh *qb = aligned_alloc(64, ((size_t)d32 / 32 + 1) * 64);
+    for (int i = 0; i < d32; i += 32) {
+        __m512 lo = _mm512_loadu_ps(q + i), hi = _mm512_loadu_ps(q + i + 16);
+        qb[i / 32] = _mm512_cvtne2ps_pbh(hi, lo);
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < n; r++) {
+        const uint16_t *row = rows + r * (size_t)d;
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        int i = 0;
+        for (; i + 64 <= d32; i += 64) {
+            __m512bh a0 = (__m512bh)_mm512_loadu_si512((const void *)(row + i));
+            __m512bh a1 = (__m512bh)_mm512_loadu_si512((const void *)(row + i + 32));
+            acc0 = _mm512_dpbf16_ps(acc0, a0, qb[i / 32]);
+            acc1 = _mm512_dpbf16_ps(acc1, a1, qb[i / 32 + 1]);
+        }
+        for (; i < d32; i += 32) {
+            __m512bh a0 = (__m512bh)_mm512_loadu_si512((const void *)(row + i));
+            acc0 = _mm512_dpbf16_ps(acc0, a0, qb[i / 32]);
+        }
+        float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+        for (; i < d; i++)
+            s += bf16_to_f32(row[i]) * q[i];
+        out[r] = s;
+    }
+    free(qb);
+}
+
+__attribute__((target("avx512f"))) static void scores_f16_avx512(const uint16_t *rows, size_t n,
+                                                                  int d, const float *q,
+                                                                  float *out)
+{
+    int d16 = d & ~15;
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < n; r++) {
+        const uint16_t *row = rows + r * (size_t)d;
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        int i = 0;
+        for (; i + 32 <= d16; i += 32) {
+            __m512 a0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + i)));
+            __m512 a1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + i + 16)));
+            acc0 = _mm512_fmadd_ps(a0, _mm512_loadu_ps(q + i), acc0);
+            acc1 = _mm512_fmadd_ps(a1, _mm512_loadu_ps(q + i + 16), acc1);
+        }
+        for (; i < d16; i += 16) {
+            __m512 a0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + i)));
+            acc0 = _mm512_fmadd_ps(a0, _mm512_loadu_ps(q + i), acc0);
+        }
+        float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+        for (; i < d; i++)
+            s += f16_to_f32(row[i]) * q[i];
+        out[r] = s;
+    }
+}
+
+static int cpu_bf16(void)
+{
+    static int v = -1;
+    if (v < 0)
+        v = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw");
+    return v;
+}
+
+static int cpu_avx512(void)
+{
+    static int v = -1;
+    if (v < 0)
+        v = __builtin_cpu_supports("avx512f");
+    return v;
+}
+
+void ix_scores(const void *rows, int prec, size_t n, int d, const float *q, float *scores)
+{
+    if (n == 0)
+        return;
+    if (prec == IX_FP32) {
+        /* sgemv takes int sizes: go in chunks that fit. */
+        const size_t chunk = (size_t)1 << 24; /* rows per BLAS call (int sizes) */
+        for (size_t off = 0; off < n; off += chunk) {
+            size_t m = n - off < chunk ? n - off : chunk;
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)m, d, 1.0f,
+                        (const float *)rows + off * (size_t)d, d, q, 1, 0.0f, scores + off, 1);
+        }
+        return;
+    }
+    const uint16_t *r = rows;
+    if (prec == IX_BF16 && cpu_bf16()) {
+        scores_bf16_avx512(r, n, d, q, scores);
+        return;
+    }
+    if (prec == IX_FP16 && cpu_avx512()) {
+        scores_f16_avx512(r, n, d, q, scores);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++)
+        scores[i] = prec == IX_BF16 ? dot_bf16_scalar(r + i * (size_t)d, q, d)
+                                    : dot_f16_scalar(r + i * (size_t)d, q, d);
+}
+
+void ix_scores_batch(const void *rows, int prec, size_t n, int d, const float *q, size_t nq,
+                     float *scores)
+{
+    if (n == 0 || nq == 0)
+        return;
+    if (nq == 1) {
+        ix_scores(rows, prec, n, d, q, scores);
+        return;
+    }
+    if (prec == IX_FP32) {
+        const size_t chunk = (size_t)1 << 24; /* rows per BLAS call (int sizes) */
+        for (size_t off = 0; off < n; off += chunk) {
+            size_t m = n - off < chunk ? n - off : chunk;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nq, d, 1.0f,
+                        (const float *)rows + off * (size_t)d, d, q, d, 0.0f,
+                        scores + off * nq, (int)nq);
+        }
+        return;
+    }
+    /* Half precision: convert blocks of rows to fp32 and use sgemm. */
+    const size_t blk = 1024;
+    float *tmp = malloc(blk * (size_t)d * sizeof(float));
+    if (!tmp) {
+        float *col = imago_xmalloc(n * sizeof(float));
+        for (size_t j = 0; j < nq; j++) {
+            ix_scores(rows, prec, n, d, q + j * (size_t)d, col);
+            for (size_t i = 0; i < n; i++)
+                scores[i * nq + j] = col[i];
+        }
+        free(col);
+        return;
+    }
+    for (size_t off = 0; off < n; off += blk) {
+        size_t m = n - off < blk ? n - off : blk;
+        ix_from_prec((const uint16_t *)rows + off * (size_t)d, prec, m * (size_t)d, tmp);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nq, d, 1.0f, tmp, d,
+                    q, d, 0.0f, scores + off * nq, (int)nq);
+    }
+    free(tmp);
+}
+
+double ix_normalize(float *v, int d)
+{
+    double s = 0;
+    for (int i = 0; i < d; i++)
+        s += (double)v[i] * v[i];
+    double nrm = sqrt(s);
+    if (nrm > 0) {
+        float inv = (float)(1.0 / nrm);
+        for (int i = 0; i < d; i++)
+            v[i] *= inv;
+    }
+    return nrm;
+}
+
+/* ---- kNN of a set with itself (DBA) ------------------------------------- */
+
+int ix_knn_self_exact(const float *X, size_t n, int d, int k, int64_t *nb, float *sim,
+                      imago_error *err)
+{
+    const size_t blk = 256;
+    float *S = NULL;
+    size_t cols = n ? n : 1;
+    int rc = imago_alloc_array(blk, cols * sizeof(float), 0, (void **)&S, err);
+    if (rc)
+        return rc;
+    float *hs = imago_xmalloc((size_t)k * sizeof *hs);
+    int64_t *hk = imago_xmalloc((size_t)k * sizeof *hk);
+    for (size_t b0 = 0; b0 < n; b0 += blk) {
+        size_t m = n - b0 < blk ? n - b0 : blk;
+        /* S (m x n) = X[b0:b0+m] X^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, d, 1.0f,
+                    X + b0 * (size_t)d, d, X, d, 0.0f, S, (int)n);
+        for (size_t r = 0; r < m; r++) {
+            size_t i = b0 + r;
+            ix_topk t;
+            ix_topk_init(&t, k, hs, hk);
+            const float *row = S + r * n;
+            for (size_t j = 0; j < n; j++)
+                if (j != i)
+                    ix_topk_push(&t, row[j], (int64_t)j);
+            ix_topk_sort(&t);
+            for (int j = 0; j < k; j++) {
+                nb[i * (size_t)k + j] = j < t.n ? t.key[j] : -1;
+                sim[i * (size_t)k + j] = j < t.n ? t.score[j] : 0.0f;
+            }
+        }
+    }
+    free(hs);
+    free(hk);
+    imago_free_aligned(S);
+    return 0;
+}
+
+static double weight(double s, double e)
+{
+    if (e == 0)
+        return 1.0;
+    return pow(s > 0 ? s : 0.0, e);
+}
+
+void ix_dba_apply(const float *X, size_t n, int d, const int64_t *nb, const float *sim, int k,
+                  double beta, float *out)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float *o = out + i * (size_t)d;
+        const float *x = X + i * (size_t)d;
+        double *acc = malloc((size_t)d * sizeof *acc);
+        for (int c = 0; c < d; c++)
+            acc[c] = x[c];
+        for (int j = 0; j < k; j++) {
+            int64_t nj = nb[i * (size_t)k + j];
+            if (nj < 0)
+                continue;
+            double w = weight(sim[i * (size_t)k + j], beta);
+            const float *y = X + (size_t)nj * d;
+            for (int c = 0; c < d; c++)
+                acc[c] += w * y[c];
+        }
+        double s = 0;
+        for (int c = 0; c < d; c++)
+            s += acc[c] * acc[c];
+        double inv = s > 0 ? 1.0 / sqrt(s) : 0.0;
+        for (int c = 0; c < d; c++)
+            o[c] = (float)(acc[c] * inv);
+        free(acc);
+    }
+}
+
+void ix_qe_apply(const float *q, int d, const float *nbrs, const float *sims, int m,
+                 double alpha, float *out)
+{
+    double *acc = imago_xmalloc((size_t)d * sizeof *acc);
+    for (int c = 0; c < d; c++)
+        acc[c] = q[c];
+    for (int j = 0; j < m; j++) {
+        double w = weight(sims[j], alpha);
+        for (int c = 0; c < d; c++)
+            acc[c] += w * nbrs[(size_t)j * d + c];
+    }
+    double s = 0;
+    for (int c = 0; c < d; c++)
+        s += acc[c] * acc[c];
+    double inv = s > 0 ? 1.0 / sqrt(s) : 0.0;
+    for (int c = 0; c < d; c++)
+        out[c] = (float)(acc[c] * inv);
+    free(acc);
+}

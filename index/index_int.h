@@ -1,0 +1,150 @@
+/* index module internals: the store layer (store.c), the in-memory search
+ * core (core.c: Flat BLAS path or a FAISS index, tombstones, DBA/QE math,
+ * snapshot files) and the top-k helpers (topk.c). Not for other modules.
+ */
+#ifndef IMAGO_INDEX_INT_H
+#define IMAGO_INDEX_INT_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "index.h"
+
+/* ---- store (SQLite) ----------------------------------------------------- */
+
+typedef struct ix_store ix_store;
+typedef struct ix_conn ix_conn; /* one SQLite connection + its prepared statements */
+
+#define IX_SCHEMA_VERSION 1
+
+/* Opens/creates data_dir/imago.db, migrates, sets WAL + synchronous. On a new
+ * store records fingerprint, dim and the collection settings in meta. */
+int ix_store_open(const char *data_dir, const char *durability, ix_store **out,
+                  imago_error *err);
+void ix_store_free(ix_store *st);
+
+/* meta key/value (text). get: *out malloc'ed or NULL when absent. */
+int ix_store_meta_get(ix_store *st, const char *key, char **out, imago_error *err);
+int ix_store_meta_set(ix_store *st, const char *key, const char *value, imago_error *err);
+
+/* The writer connection (caller holds the index writer mutex). */
+ix_conn *ix_store_writer(ix_store *st);
+/* A reader connection from the pool; give it back with ix_store_release. */
+int ix_store_acquire(ix_store *st, ix_conn **out, imago_error *err);
+void ix_store_release(ix_store *st, ix_conn *c);
+
+int ix_conn_begin(ix_conn *c, int write, imago_error *err);
+int ix_conn_commit(ix_conn *c, imago_error *err);
+void ix_conn_rollback(ix_conn *c);
+
+/* Current sequence stored in meta (writer). */
+int ix_store_seq(ix_conn *c, int64_t *seq, imago_error *err);
+int ix_store_set_seq(ix_conn *c, int64_t seq, imago_error *err);
+
+/* Inside a write transaction: insert or replace (same external_id keeps the
+ * id) an image with its descriptor, stamped with seq. *id = image id;
+ * *replaced = whether the id existed (live or tombstoned). */
+int ix_store_put_image(ix_conn *c, const imago_index_item *it, const char *model, int dim,
+                       int64_t seq, int64_t *id, int *replaced, imago_error *err);
+/* Inside a write transaction: tombstone; IMAGO_ERR_NOT_FOUND if absent/deleted. */
+int ix_store_delete_image(ix_conn *c, int64_t id, int64_t seq, imago_error *err);
+/* Physically removes tombstoned rows (compaction). */
+int ix_store_purge_deleted(ix_conn *c, int64_t *n_purged, imago_error *err);
+
+int ix_store_get_info(ix_conn *c, int64_t id, const char *external_id,
+                      imago_image_info **out, imago_error *err);
+int ix_store_get_thumbnail(ix_conn *c, int64_t id, void **data, size_t *len,
+                           imago_error *err);
+int ix_store_get_metadata(ix_conn *c, int64_t id, char **json, int *found, imago_error *err);
+/* Raw vector of a live image into out (dim floats). */
+int ix_store_get_vector(ix_conn *c, int64_t id, int dim, float *out, imago_error *err);
+
+/* All live descriptors (ordered by id): *ids (malloc) and *vecs (aligned,
+ * n x dim fp32; imago_free_aligned); also the sequence the read covers
+ * (consistent: one read transaction). */
+int ix_store_load_all(ix_conn *c, int dim, int64_t **ids, float **vecs, size_t *n,
+                      int64_t *seq, imago_error *err);
+/* Counts of live and tombstoned images. */
+int ix_store_counts(ix_conn *c, int64_t *live, int64_t *deleted, imago_error *err);
+
+/* Changes after seq, in sequence order: callback per row (id, deleted). */
+typedef int (*ix_change_fn)(void *user, int64_t id, int deleted, int64_t seq,
+                            imago_error *err);
+int ix_store_changes(ix_conn *c, int64_t after_seq, ix_change_fn fn, void *user,
+                     imago_error *err);
+
+/* jobs (store.c) */
+int ix_job_create(ix_conn *c, const char *kind, const char *params, int64_t *id,
+                  imago_error *err);
+int ix_job_add_items(ix_conn *c, int64_t job_id, const char *const *sources,
+                     const char *const *external_ids, size_t n, imago_error *err);
+int ix_job_set_state(ix_conn *c, int64_t job_id, imago_job_state st, const char *error,
+                     imago_error *err);
+int ix_job_claim(ix_conn *c, int64_t job_id, size_t max, imago_job_item **items, size_t *n,
+                 imago_error *err);
+int ix_job_item_finish(ix_conn *c, int64_t item_id, int ok_, int64_t image_id, int code,
+                       const char *msg, imago_error *err);
+int ix_job_get(ix_conn *c, int64_t job_id, imago_job_info *out, imago_error *err);
+int ix_job_list(ix_conn *c, int64_t *ids, size_t max, size_t *n, imago_error *err);
+int ix_job_errors(ix_conn *c, int64_t job_id, size_t max, imago_job_item **items, size_t *n,
+                  imago_error *err);
+int ix_job_resume(ix_conn *c, int64_t **ids, size_t *n, imago_error *err);
+
+/* ---- top-k -------------------------------------------------------------- */
+
+/* A bounded min-heap of (score, key) keeping the k best scores. */
+typedef struct ix_topk {
+    int k, n;
+    float *score;
+    int64_t *key;
+} ix_topk;
+
+void ix_topk_init(ix_topk *t, int k, float *score_buf, int64_t *key_buf);
+static inline void ix_topk_push(ix_topk *t, float s, int64_t key);
+/* Sorts the kept entries best first (ties: smaller key first). */
+void ix_topk_sort(ix_topk *t);
+
+void ix_topk_sift_(ix_topk *t, float s, int64_t key);
+static inline void ix_topk_push(ix_topk *t, float s, int64_t key)
+{
+    if (t->n == t->k && !(s > t->score[0]))
+        return;
+    ix_topk_sift_(t, s, key);
+}
+
+/* ---- dense kernels (flat.c) -------------------------------------------- */
+
+enum { IX_FP32 = 0, IX_FP16 = 1, IX_BF16 = 2 };
+
+int ix_prec_parse(const char *s, int *out);
+const char *ix_prec_name(int p);
+size_t ix_prec_size(int p);
+
+/* scores[i] = <rows[i], q> for n rows of dim d stored in precision prec. */
+void ix_scores(const void *rows, int prec, size_t n, int d, const float *q, float *scores);
+/* scores (n x nq, row-major: scores[i*nq + j]) for nq queries (nq x d). */
+void ix_scores_batch(const void *rows, int prec, size_t n, int d, const float *q, size_t nq,
+                     float *scores);
+/* Converts n*d floats to/from the storage precision. */
+void ix_to_prec(const float *src, int prec, size_t count, void *dst);
+void ix_from_prec(const void *src, int prec, size_t count, float *dst);
+
+/* L2-normalises v (d floats); returns the original norm. */
+double ix_normalize(float *v, int d);
+
+/* Exact k nearest neighbours (by inner product) of every row of X among the
+ * rows of X, excluding the row itself: nb (n x k) receives row indices (-1
+ * when fewer), sim the scores. Blocked sgemm, memory O(block x n). */
+int ix_knn_self_exact(const float *X, size_t n, int d, int k, int64_t *nb, float *sim,
+                      imago_error *err);
+
+/* DBA of the rows of X given neighbour lists: out_i = normalize(x_i + sum_j
+ * w(x_i . x_j) x_j), w(s) = max(s, 0)^beta. */
+void ix_dba_apply(const float *X, size_t n, int d, const int64_t *nb, const float *sim, int k,
+                  double beta, float *out);
+/* q' = normalize(q + sum_j max(q . x_j, 0)^alpha x_j) over m neighbour rows. */
+void ix_qe_apply(const float *q, int d, const float *nbrs, const float *sims, int m,
+                 double alpha, float *out);
+
+#endif
