@@ -219,8 +219,8 @@ const imago_config_option imago_config_table[] = {
     /* index */
     STRING("index.data_dir", index.data_dir, "./imago-data", 0, check_nonempty,
            "Directory of the SQLite store, index snapshots and the admin token (created if "
-           "missing). Relative paths are relative to the working directory; the container "
-           "and systemd unit set /var/lib/imago."),
+           "missing). Relative paths are relative to the working directory; a system "
+           "service should use /var/lib/imago."),
     STRING("index.factory", index.factory, "Flat", 0, check_nonempty,
            "FAISS index factory string: \"Flat\" (exact, imago's own BLAS search), "
            "\"HNSW32\", \"IVF4096,PQ64\", ..."),
