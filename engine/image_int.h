@@ -53,6 +53,11 @@ void imago_image_orient(const uint8_t *src, int w, int h, int o, uint8_t *dst);
  * Returns 0, IMAGO_ERR_INVALID (bad box / sizes) or IMAGO_ERR_NOMEM. */
 int imago_image_resample(const uint8_t *src, int sw, int sh, size_t src_stride,
                          const float box[4], int tw, int th, uint8_t *dst, imago_error *err);
+/* The same with the SIMD kernels allowed (simd = 1) or not (0, the portable
+ * reference the tests compare the SIMD kernels with). */
+int imago_image_resample_impl(const uint8_t *src, int sw, int sh, size_t src_stride,
+                              const float box[4], int tw, int th, uint8_t *dst, int simd,
+                              imago_error *err);
 
 /* ---- decoders (image_jpeg.c, image_png.c) ------------------------------- */
 

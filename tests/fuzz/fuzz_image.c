@@ -146,7 +146,7 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
             seconds = atof(argv[++i]);
         else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc)
-            rng_state = strtoull(argv[++i], NULL, 0) | 1;
+            rng_state ^= strtoull(argv[++i], NULL, 0) * 0xD1B54A32D192ED03ull;
         else
             dir = argv[i];
     }
