@@ -733,6 +733,7 @@ static int apply_value(imago_config_full *full, const imago_config_option *opt, 
     }
     value_commit(&full->cfg, opt, &v);
     set_source(full, opt, src, origin);
+    full->derived[option_index(opt)] = 0;
     return 0;
 }
 
@@ -740,9 +741,13 @@ static int apply_value(imago_config_full *full, const imago_config_option *opt, 
 
 static void derive(imago_config_full *full)
 {
+    /* auth.admin_token_file: "" (from any source) means <data_dir>/admin.token;
+     * a derived value follows later changes of data_dir */
     const imago_config_option *opt = imago_config_find("auth.admin_token_file");
-    if (full->source[option_index(opt)] != IMAGO_CONFIG_SRC_DEFAULT)
+    int i = option_index(opt);
+    if (!full->derived[i] && full->cfg.auth.admin_token_file[0] != '\0')
         return;
+    full->derived[i] = 1;
     const char *dir = full->cfg.index.data_dir;
     size_t len = strlen(dir);
     const char *sep = (len && dir[len - 1] == '/') ? "" : "/";
@@ -758,6 +763,7 @@ imago_config *imago_config_new(void)
     imago_config_full *full = imago_xcalloc(1, sizeof *full);
     full->source = imago_xcalloc((size_t)imago_config_table_len, sizeof *full->source);
     full->origin = imago_xcalloc((size_t)imago_config_table_len, sizeof *full->origin);
+    full->derived = imago_xcalloc((size_t)imago_config_table_len, sizeof *full->derived);
     for (int i = 0; i < imago_config_table_len; i++) {
         const imago_config_option *opt = &imago_config_table[i];
         value v;
@@ -789,6 +795,7 @@ void imago_config_free(imago_config *cfg)
     clear_errors(full);
     free(full->errors);
     free(full->origin);
+    free(full->derived);
     free(full->source);
     free(full);
 }

@@ -123,7 +123,7 @@ typedef enum imago_config_type {
 #define IMAGO_CONFIG_F_RELOADABLE 1u /* may change in a running server (SIGHUP) */
 #define IMAGO_CONFIG_F_SECRET 2u     /* redacted in dumps and error messages */
 #define IMAGO_CONFIG_F_BYTES 4u      /* INT64 that accepts K/KiB/M/MiB/G/GiB suffixes */
-#define IMAGO_CONFIG_F_DERIVED 8u    /* default computed from other options at load */
+#define IMAGO_CONFIG_F_DERIVED 8u    /* "" is replaced by a value computed from others */
 
 /* One row of the table. All pointers are static. */
 typedef struct imago_config_option {
@@ -249,8 +249,8 @@ typedef enum imago_config_dump_mode {
 
 /* Writes the effective config as pretty JSON (trailing newline) into *out
  * (malloc'ed, caller frees). Secrets are written as "<redacted>" when set and
- * "" when not. Derived options still at their default are written as their
- * raw default ("") in VALUES/EXAMPLE mode so the file stays portable.
+ * "" when not. Derived options (auth.admin_token_file given as "") are
+ * written as "" in VALUES/EXAMPLE mode so the file stays portable.
  * Returns 0 or IMAGO_ERR_NOMEM. Thread-safe on a loaded config. */
 int imago_config_dump_json(const imago_config *cfg, imago_config_dump_mode mode, char **out,
                            imago_error *err);

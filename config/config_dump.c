@@ -8,16 +8,15 @@
 
 static const char *redacted = "<redacted>";
 
-/* The JSON value of one option, secrets redacted; raw_derived writes a
- * derived option that is still at its default as its raw default. */
+/* The JSON value of one option, secrets redacted; raw_derived writes an
+ * option whose value was derived from others as what was given (""). */
 static json_t *option_json(const imago_config *cfg, const imago_config_option *opt, int raw_derived)
 {
     const imago_config_full *full = imago_config_full_of_const(cfg);
     const void *field = imago_config_field_const(cfg, opt);
     int i = (int)(opt - imago_config_table);
-    if ((opt->flags & IMAGO_CONFIG_F_DERIVED) && raw_derived &&
-        full->source[i] == IMAGO_CONFIG_SRC_DEFAULT)
-        return json_string(opt->def);
+    if ((opt->flags & IMAGO_CONFIG_F_DERIVED) && raw_derived && full->derived[i])
+        return json_string("");
     switch (opt->type) {
     case IMAGO_CONFIG_BOOL: return json_boolean(*(const int *)field);
     case IMAGO_CONFIG_INT: return json_integer(*(const int *)field);

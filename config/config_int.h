@@ -17,6 +17,7 @@ typedef struct imago_config_full {
     imago_config cfg;            /* first: the public pointer is the whole allocation */
     imago_config_source *source; /* per option, table order */
     char **origin;               /* per option, owned, NULL = "" */
+    unsigned char *derived;      /* per option: value computed from others (was "") */
     char **errors;               /* messages of the last load/set */
     int n_errors, cap_errors;
 } imago_config_full;

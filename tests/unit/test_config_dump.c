@@ -157,7 +157,7 @@ int main(void)
     /* ---- config/imago.example.json is loadable and matches the table ---- */
     const char *src = getenv("IMAGO_SOURCE_ROOT");
     if (!src) {
-        tap_skip(4, "IMAGO_SOURCE_ROOT is not set (run through meson test)");
+        tap_skip(5, "IMAGO_SOURCE_ROOT is not set (run through meson test)");
     } else {
         char path[1024];
         snprintf(path, sizeof path, "%s/config/imago.example.json", src);
@@ -168,6 +168,8 @@ int main(void)
             from_file += imago_config_source_of(cfg, imago_config_option_at(i)->name, NULL) ==
                          IMAGO_CONFIG_SRC_FILE;
         is_int(from_file, imago_config_option_count(), "the example sets every key");
+        is_str(cfg->auth.admin_token_file, "./imago-data/admin.token",
+               "the example's empty token file resolves under data_dir");
         imago_config_free(cfg);
 
         json_t *in_file = json_load_file(path, 0, &jerr);

@@ -183,6 +183,15 @@ int main(void)
     is_str(cfg->auth.admin_token_file, "/d/admin.token", "no double slash in derived path");
     imago_config_free(cfg);
 
+    char *file_tf = tc_temp_file("{\"auth\": {\"admin_token_file\": \"\"},"
+                                 " \"index\": {\"data_dir\": \"/from-file\"}}");
+    const char *env_dd2[] = {"IMAGO_INDEX_DATA_DIR=/from-env", NULL};
+    cfg = tc_load(TC_ARGS("--config", file_tf), env_dd2, &rc, &err);
+    is_str(cfg->auth.admin_token_file, "/from-env/admin.token",
+           "token file given as \"\" in the file is derived from the final data_dir");
+    imago_config_free(cfg);
+    tc_unlink(file_tf);
+
     /* ---- rest arguments and command flags ---- */
     static const imago_config_flag cmd_flags[] = {
         {"dump-config", IMAGO_CONFIG_ARG_OPTIONAL}, {"k", IMAGO_CONFIG_ARG_REQUIRED}, {NULL}};
