@@ -1,0 +1,1001 @@
+/* The oneDNN CPU backend (Debian libdnnl 2.6, C API): turns an imago_net op
+ * list into convolution / pooling / binary / reorder primitives per input
+ * shape, with BN folded into the weights, bias + activations + residual add
+ * + attention products fused as post-ops, and activations in the layouts the
+ * convolutions choose (format_tag any). fp32 and bf16 (bf16 weights and
+ * activations, fp32 accumulation).
+ *
+ * DESIGN (threads): weights are shared by all callers. A weight is kept in
+ * every layout a convolution asked for ("variants", created once under
+ * b->lock). Each concurrent run() takes an execution context from a pool
+ * (its own stream and its own per-shape plans: primitives, activation
+ * buffers, scratchpad; an LRU of max_plans shapes) and gives it back after
+ * the run, so concurrent calls never share mutable memory. Primitive
+ * creation is cheap after the first context thanks to oneDNN's primitive
+ * cache. oneDNN runs on OpenMP: each run sets its team size to p.threads.
+ */
+#include "backend.h"
+
+#include <limits.h>
+#include <math.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl_debug.h>
+
+#define DN_MAX_VARIANTS 4
+#define DN_MAX_ARGS 10
+
+typedef struct dn_variant {
+    dnnl_memory_desc_t md;
+    dnnl_memory_t mem;
+} dn_variant;
+
+typedef struct dn_layer {
+    float *w;  /* folded fp32 weights, plain oihw / goihw */
+    float *bias;
+    dnnl_memory_desc_t w_md; /* the plain layout of w */
+    dnnl_memory_t w_mem;
+    dnnl_memory_t bias_mem;
+    int n_var;
+    dn_variant var[DN_MAX_VARIANTS];
+} dn_layer;
+
+/* A tensor of a plan: activations live in slots (buffers reused by liveness),
+ * weights in shared fixed memories, the input in the caller's buffer. */
+enum { DN_SLOT_FIXED = -1, DN_SLOT_INPUT = -2 };
+
+typedef struct dn_tensor {
+    dnnl_memory_desc_t md;
+    int slot;
+    dnnl_memory_t fixed; /* DN_SLOT_FIXED */
+    dnnl_memory_t mem;   /* created at finalize (not for FIXED) */
+} dn_tensor;
+
+typedef struct dn_slot {
+    size_t size;
+    int busy;
+    void *ptr;
+} dn_slot;
+
+typedef struct dn_step {
+    dnnl_primitive_t prim;
+    int nargs;
+    int arg[DN_MAX_ARGS];
+    int tensor[DN_MAX_ARGS];
+    dnnl_exec_arg_t exec[DN_MAX_ARGS + 1];
+    dnnl_memory_desc_t scratch_md;
+    dnnl_memory_t scratch_mem;
+} dn_step;
+
+typedef struct dn_plan {
+    int n, h, w;
+    uint64_t used;
+    dn_step *steps;
+    int n_steps, cap_steps;
+    dn_tensor *tensors;
+    int n_tensors, cap_tensors;
+    dn_slot *slots;
+    int n_slots, cap_slots;
+    void *scratch;
+    int input_tensor, output_tensor;
+    int out_h, out_w;
+} dn_plan;
+
+typedef struct dn_ctx {
+    struct dn_ctx *next;
+    dnnl_stream_t stream;
+    dn_plan **plans;
+    int n_plans;
+    uint64_t tick;
+} dn_ctx;
+
+struct imago_backend {
+    imago_backend_params p;
+    dnnl_engine_t eng;
+    dnnl_data_type_t act_dt;
+    const imago_net *net; /* borrowed from the engine; outlives the backend */
+    dn_layer *layers;     /* one per op; only conv ops use theirs */
+    pthread_mutex_t lock; /* weight variants and the context pool */
+    dn_ctx *free_ctx;
+};
+
+static int dn_fail(imago_error *err, dnnl_status_t st, const char *what, const char *where)
+{
+    return imago_error_set(err, IMAGO_ERR_BACKEND, "oneDNN %s failed%s%s: %s", what,
+                           where && where[0] ? " for " : "", where ? where : "",
+                           dnnl_status2str(st));
+}
+
+#define DN_TRY(call, what, where)                                                        \
+    do {                                                                                 \
+        dnnl_status_t st_ = (call);                                                      \
+        if (st_ != dnnl_success) {                                                       \
+            rc = dn_fail(err, st_, what, where);                                         \
+            goto fail;                                                                   \
+        }                                                                                \
+    } while (0)
+
+static const char *isa_name(dnnl_cpu_isa_t isa)
+{
+    switch (isa) {
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_sse41: return "sse41";
+    default: return "generic";
+    }
+}
+
+static int dn_probe(const imago_backend_params *p, char *device, size_t len, imago_error *err)
+{
+    if (p->precision == IMAGO_PREC_FP16)
+        return imago_error_set(err, IMAGO_ERR_UNSUPPORTED,
+                               "the CPU backend runs fp32 or bf16, not fp16");
+    const dnnl_version_t *v = dnnl_version();
+    if (device && len)
+        snprintf(device, len, "oneDNN %d.%d.%d (%s)", v->major, v->minor, v->patch,
+                 isa_name(dnnl_get_effective_cpu_isa()));
+    return 0;
+}
+
+static int dn_create(const imago_backend_params *p, imago_backend **out, imago_error *err)
+{
+    int rc = dn_probe(p, NULL, 0, err);
+    if (rc)
+        return rc;
+    imago_backend *b = imago_xcalloc(1, sizeof *b);
+    b->p = *p;
+    if (b->p.max_plans <= 0)
+        b->p.max_plans = 8;
+    b->act_dt = p->precision == IMAGO_PREC_BF16 ? dnnl_bf16 : dnnl_f32;
+    pthread_mutex_init(&b->lock, NULL);
+    DN_TRY(dnnl_engine_create(&b->eng, dnnl_cpu, 0), "engine creation", "cpu");
+    *out = b;
+    return 0;
+fail:
+    pthread_mutex_destroy(&b->lock);
+    free(b);
+    return rc;
+}
+
+static void layer_free(dn_layer *l)
+{
+    for (int i = 0; i < l->n_var; i++)
+        dnnl_memory_destroy(l->var[i].mem);
+    if (l->w_mem)
+        dnnl_memory_destroy(l->w_mem);
+    if (l->bias_mem)
+        dnnl_memory_destroy(l->bias_mem);
+    free(l->w);
+    free(l->bias);
+}
+
+static void weight_dims(const imago_net_op *op, dnnl_dims_t d, int *nd)
+{
+    if (op->groups > 1) {
+        d[0] = op->groups;
+        d[1] = op->cout / op->groups;
+        d[2] = op->cin / op->groups;
+        d[3] = op->k;
+        d[4] = op->k;
+        *nd = 5;
+    } else {
+        d[0] = op->cout;
+        d[1] = op->cin;
+        d[2] = op->k;
+        d[3] = op->k;
+        *nd = 4;
+    }
+}
+
+static int dn_load(imago_backend *b, const imago_net *net, const imago_model *m,
+                   imago_error *err)
+{
+    int rc = 0;
+    b->net = net;
+    b->layers = imago_xcalloc((size_t)net->n_ops, sizeof *b->layers);
+    for (int i = 0; i < net->n_ops; i++) {
+        const imago_net_op *op = &net->ops[i];
+        if (op->kind != IMAGO_NET_CONV)
+            continue;
+        dn_layer *l = &b->layers[i];
+        imago_tensor shape;
+        rc = imago_model_conv_bn(m, op->weight, op->bn[0] ? op->bn : NULL, &shape, &l->w,
+                                 &l->bias, err);
+        if (rc)
+            return rc;
+        dnnl_dims_t wd;
+        int nd;
+        weight_dims(op, wd, &nd);
+        DN_TRY(dnnl_memory_desc_init_by_tag(&l->w_md, nd, wd, dnnl_f32,
+                                            nd == 5 ? dnnl_goihw : dnnl_oihw),
+               "weights descriptor", op->weight);
+        DN_TRY(dnnl_memory_create(&l->w_mem, &l->w_md, b->eng, l->w), "weights memory",
+               op->weight);
+        dnnl_memory_desc_t bmd;
+        dnnl_dims_t bd = {op->cout};
+        DN_TRY(dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a), "bias descriptor",
+               op->weight);
+        DN_TRY(dnnl_memory_create(&l->bias_mem, &bmd, b->eng, l->bias), "bias memory",
+               op->weight);
+    }
+    return 0;
+fail:
+    return rc;
+}
+
+/* The weights of layer `i` in layout `want`, reordered once and shared. */
+static int get_weights(imago_backend *b, dnnl_stream_t stream, int i,
+                       const dnnl_memory_desc_t *want, dnnl_memory_t *out, imago_error *err)
+{
+    int rc = 0;
+    dn_layer *l = &b->layers[i];
+    const char *name = b->net->ops[i].weight;
+    dnnl_primitive_desc_t rpd = NULL;
+    dnnl_primitive_t r = NULL;
+    dnnl_memory_t mem = NULL;
+    pthread_mutex_lock(&b->lock);
+    for (int v = 0; v < l->n_var; v++) {
+        if (dnnl_memory_desc_equal(&l->var[v].md, want)) {
+            *out = l->var[v].mem;
+            pthread_mutex_unlock(&b->lock);
+            return 0;
+        }
+    }
+    if (l->n_var == DN_MAX_VARIANTS) {
+        rc = imago_error_set(err, IMAGO_ERR_INTERNAL,
+                             "too many weight layouts requested for %s", name);
+        goto fail;
+    }
+    DN_TRY(dnnl_memory_create(&mem, want, b->eng, DNNL_MEMORY_ALLOCATE), "weights memory",
+           name);
+    DN_TRY(dnnl_reorder_primitive_desc_create(&rpd, &l->w_md, b->eng, want, b->eng, NULL),
+           "weights reorder", name);
+    DN_TRY(dnnl_primitive_create(&r, rpd), "weights reorder", name);
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, l->w_mem}, {DNNL_ARG_TO, mem}};
+    DN_TRY(dnnl_primitive_execute(r, stream, 2, args), "weights reorder", name);
+    DN_TRY(dnnl_stream_wait(stream), "weights reorder", name);
+    l->var[l->n_var].md = *want;
+    l->var[l->n_var].mem = mem;
+    l->n_var++;
+    *out = mem;
+    mem = NULL;
+fail:
+    pthread_mutex_unlock(&b->lock);
+    if (r)
+        dnnl_primitive_destroy(r);
+    if (rpd)
+        dnnl_primitive_desc_destroy(rpd);
+    if (mem)
+        dnnl_memory_destroy(mem);
+    return rc;
+}
+
+/* ---- plans ------------------------------------------------------------ */
+
+static void plan_free(dn_plan *pl)
+{
+    if (!pl)
+        return;
+    for (int i = 0; i < pl->n_steps; i++) {
+        if (pl->steps[i].prim)
+            dnnl_primitive_destroy(pl->steps[i].prim);
+        if (pl->steps[i].scratch_mem)
+            dnnl_memory_destroy(pl->steps[i].scratch_mem);
+    }
+    for (int i = 0; i < pl->n_tensors; i++)
+        if (pl->tensors[i].mem)
+            dnnl_memory_destroy(pl->tensors[i].mem);
+    for (int i = 0; i < pl->n_slots; i++)
+        imago_free_aligned(pl->slots[i].ptr);
+    imago_free_aligned(pl->scratch);
+    free(pl->steps);
+    free(pl->tensors);
+    free(pl->slots);
+    free(pl);
+}
+
+static int new_tensor(dn_plan *pl, const dnnl_memory_desc_t *md, int slot)
+{
+    if (pl->n_tensors == pl->cap_tensors) {
+        pl->cap_tensors = pl->cap_tensors ? 2 * pl->cap_tensors : 128;
+        pl->tensors = imago_xrealloc(pl->tensors, (size_t)pl->cap_tensors * sizeof(dn_tensor));
+    }
+    dn_tensor *t = &pl->tensors[pl->n_tensors];
+    memset(t, 0, sizeof *t);
+    t->md = *md;
+    t->slot = slot;
+    return pl->n_tensors++;
+}
+
+/* Best-fit reuse of a free slot, else a new one; sizes grow to fit. */
+static int slot_acquire(dn_plan *pl, size_t size)
+{
+    int best = -1;
+    for (int i = 0; i < pl->n_slots; i++) {
+        if (pl->slots[i].busy)
+            continue;
+        if (best < 0)
+            best = i;
+        else {
+            size_t bs = pl->slots[best].size, s = pl->slots[i].size;
+            /* prefer the smallest slot that fits, else the largest one (grown) */
+            int fits = s >= size, bfits = bs >= size;
+            if ((fits && (!bfits || s < bs)) || (!fits && !bfits && s > bs))
+                best = i;
+        }
+    }
+    if (best < 0) {
+        if (pl->n_slots == pl->cap_slots) {
+            pl->cap_slots = pl->cap_slots ? 2 * pl->cap_slots : 16;
+            pl->slots = imago_xrealloc(pl->slots, (size_t)pl->cap_slots * sizeof(dn_slot));
+        }
+        best = pl->n_slots++;
+        pl->slots[best].size = 0;
+        pl->slots[best].ptr = NULL;
+    }
+    if (pl->slots[best].size < size)
+        pl->slots[best].size = size;
+    pl->slots[best].busy = 1;
+    return best;
+}
+
+static int act_tensor(dn_plan *pl, const dnnl_memory_desc_t *md)
+{
+    return new_tensor(pl, md, slot_acquire(pl, dnnl_memory_desc_get_size(md)));
+}
+
+static dn_step *new_step(dn_plan *pl)
+{
+    if (pl->n_steps == pl->cap_steps) {
+        pl->cap_steps = pl->cap_steps ? 2 * pl->cap_steps : 128;
+        pl->steps = imago_xrealloc(pl->steps, (size_t)pl->cap_steps * sizeof(dn_step));
+    }
+    dn_step *s = &pl->steps[pl->n_steps++];
+    memset(s, 0, sizeof *s);
+    return s;
+}
+
+static void step_arg(dn_step *s, int arg, int tensor)
+{
+    s->arg[s->nargs] = arg;
+    s->tensor[s->nargs] = tensor;
+    s->nargs++;
+}
+
+/* Creates the primitive of pd into a new step (pd is destroyed). */
+static int add_step(dn_plan *pl, dnnl_primitive_desc_t pd, dn_step **out, const char *what,
+                    const char *where, imago_error *err)
+{
+    int rc = 0;
+    dn_step *s = new_step(pl);
+    s->scratch_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    DN_TRY(dnnl_primitive_create(&s->prim, pd), what, where);
+    dnnl_primitive_desc_destroy(pd);
+    *out = s;
+    return 0;
+fail:
+    dnnl_primitive_desc_destroy(pd);
+    pl->n_steps--;
+    return rc;
+}
+
+static int scratch_attr(dnnl_primitive_attr_t *attr, imago_error *err)
+{
+    int rc = 0;
+    DN_TRY(dnnl_primitive_attr_create(attr), "attribute creation", "");
+    DN_TRY(dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user),
+           "scratchpad mode", "");
+    return 0;
+fail:
+    return rc;
+}
+
+/* Returns a tensor holding tensor `t` in layout `want` (t itself, or a new
+ * one filled by a reorder step; its slot is released by the caller through
+ * `temps`). */
+static int ensure_md(imago_backend *b, dn_plan *pl, int t, const dnnl_memory_desc_t *want,
+                     int *out, int *temps, int *n_temps, const char *where, imago_error *err)
+{
+    (void)b;
+    int rc = 0;
+    if (dnnl_memory_desc_equal(&pl->tensors[t].md, want)) {
+        *out = t;
+        return 0;
+    }
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    if ((rc = scratch_attr(&attr, err)))
+        goto fail;
+    DN_TRY(dnnl_reorder_primitive_desc_create(&pd, &pl->tensors[t].md, b->eng, want, b->eng,
+                                              attr),
+           "reorder", where);
+    dnnl_primitive_attr_destroy(attr);
+    attr = NULL;
+    int nt = act_tensor(pl, want);
+    if (temps)
+        temps[(*n_temps)++] = nt;
+    dn_step *s;
+    if ((rc = add_step(pl, pd, &s, "reorder", where, err)))
+        goto fail;
+    step_arg(s, DNNL_ARG_FROM, t);
+    step_arg(s, DNNL_ARG_TO, nt);
+    *out = nt;
+    return 0;
+fail:
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    return rc;
+}
+
+static dnnl_alg_kind_t act_alg(imago_net_act a, float *alpha, float *beta)
+{
+    switch (a) {
+    case IMAGO_ACT_RELU: *alpha = 0; *beta = 0; return dnnl_eltwise_relu;
+    case IMAGO_ACT_RELU6: *alpha = 0; *beta = 6; return dnnl_eltwise_clip;
+    case IMAGO_ACT_SIGMOID: *alpha = 0; *beta = 0; return dnnl_eltwise_logistic;
+    case IMAGO_ACT_LINEAR: return dnnl_eltwise_linear;
+    }
+    return dnnl_eltwise_relu;
+}
+
+typedef struct build_state {
+    int *vt;        /* value -> tensor (-1 once its slot is released or moved) */
+    unsigned char *keep_f32; /* bf16 mode: values kept in fp32 (the residual stream) */
+    int *last_use;  /* value -> index of the last op reading it */
+    int *hs, *ws;
+} build_state;
+
+static void release_value(dn_plan *pl, build_state *bs, int v)
+{
+    int t = bs->vt[v];
+    if (t >= 0 && pl->tensors[t].slot >= 0)
+        pl->slots[pl->tensors[t].slot].busy = 0;
+    bs->vt[v] = -1;
+}
+
+static int build_conv(imago_backend *b, dn_plan *pl, dn_ctx *ctx, build_state *bs, int i,
+                      int *temps, int *n_temps, imago_error *err)
+{
+    int rc = 0;
+    const imago_net_op *op = &b->net->ops[i];
+    const char *name = op->weight;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    int ih = bs->hs[op->in], iw = bs->ws[op->in];
+    int oh = bs->hs[op->out], ow = bs->ws[op->out];
+    dnnl_memory_desc_t src_md, wei_md, bias_md, dst_md;
+    dnnl_dims_t sd = {pl->n, op->cin, ih, iw}, dd = {pl->n, op->cout, oh, ow}, wd;
+    dnnl_dims_t bd = {op->cout};
+    int nd;
+    weight_dims(op, wd, &nd);
+    DN_TRY(dnnl_memory_desc_init_by_tag(&src_md, 4, sd, b->act_dt, dnnl_format_tag_any),
+           "descriptor", name);
+    DN_TRY(dnnl_memory_desc_init_by_tag(&wei_md, nd, wd, b->act_dt, dnnl_format_tag_any),
+           "descriptor", name);
+    DN_TRY(dnnl_memory_desc_init_by_tag(&bias_md, 1, bd, dnnl_f32, dnnl_a), "descriptor",
+           name);
+    DN_TRY(dnnl_memory_desc_init_by_tag(&dst_md, 4, dd,
+                                        bs->keep_f32[op->out] ? dnnl_f32 : b->act_dt,
+                                        dnnl_format_tag_any),
+           "descriptor", name);
+    dnnl_dims_t strides = {op->stride, op->stride}, dil = {op->dilation - 1, op->dilation - 1};
+    dnnl_dims_t pl_ = {op->pad, op->pad}, pr_ = {op->pad, op->pad};
+    if (op->tf_same) {
+        int a, c;
+        imago_net_same_pad(ih, op->k, op->stride, op->dilation, &a, &c);
+        pl_[0] = a;
+        pr_[0] = c;
+        imago_net_same_pad(iw, op->k, op->stride, op->dilation, &a, &c);
+        pl_[1] = a;
+        pr_[1] = c;
+    }
+    dnnl_convolution_desc_t cd;
+    DN_TRY(dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
+                                                      dnnl_convolution_direct, &src_md,
+                                                      &wei_md, &bias_md, &dst_md, strides, dil,
+                                                      pl_, pr_),
+           "convolution descriptor", name);
+    if ((rc = scratch_attr(&attr, err)))
+        goto fail;
+    DN_TRY(dnnl_post_ops_create(&po), "post-ops", name);
+    int sum_value = -1;
+    for (int j = 0; j < op->n_post; j++) {
+        const imago_net_post *p = &op->post[j];
+        if (p->kind == IMAGO_POST_ACT) {
+            float alpha = p->alpha, beta = p->beta;
+            dnnl_alg_kind_t alg = act_alg(p->act, &alpha, &beta);
+            DN_TRY(dnnl_post_ops_append_eltwise(po, 1.0f, alg, alpha, beta), "post-ops", name);
+        } else if (p->kind == IMAGO_POST_SUM) {
+            sum_value = p->value;
+            DN_TRY(dnnl_post_ops_append_sum(po, 1.0f), "post-ops", name);
+        } else {
+            int t = bs->vt[p->value];
+            DN_TRY(dnnl_post_ops_append_binary(po, p->kind == IMAGO_POST_MUL ? dnnl_binary_mul
+                                                                             : dnnl_binary_add,
+                                               &pl->tensors[t].md),
+                   "post-ops", name);
+        }
+    }
+    DN_TRY(dnnl_primitive_attr_set_post_ops(attr, po), "post-ops", name);
+    DN_TRY(dnnl_primitive_desc_create(&pd, &cd, attr, b->eng, NULL), "convolution", name);
+    dnnl_post_ops_destroy(po);
+    po = NULL;
+    dnnl_primitive_attr_destroy(attr);
+    attr = NULL;
+
+    const dnnl_memory_desc_t *want_src = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    const dnnl_memory_desc_t *want_wei =
+        dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    dnnl_memory_desc_t want_dst = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    int src_t;
+    if ((rc = ensure_md(b, pl, bs->vt[op->in], want_src, &src_t, temps, n_temps, name, err)))
+        goto fail;
+    dnnl_memory_t wmem = NULL;
+    if ((rc = get_weights(b, ctx->stream, i, want_wei, &wmem, err)))
+        goto fail;
+    int wei_t = new_tensor(pl, want_wei, DN_SLOT_FIXED);
+    pl->tensors[wei_t].fixed = wmem;
+    int bias_t = new_tensor(pl, &bias_md, DN_SLOT_FIXED);
+    pl->tensors[bias_t].fixed = b->layers[i].bias_mem;
+
+    int dst_t;
+    if (sum_value >= 0) {
+        int st = bs->vt[sum_value];
+        if (bs->last_use[sum_value] == i && sum_value != b->net->output &&
+            dnnl_memory_desc_equal(&pl->tensors[st].md, &want_dst)) {
+            /* accumulate in place: the residual's buffer becomes the output */
+            dst_t = new_tensor(pl, &want_dst, pl->tensors[st].slot);
+            bs->vt[sum_value] = -1;
+        } else {
+            int dummy = 0;
+            int copy;
+            /* ensure_md copies into a fresh tensor only when layouts differ; force
+             * a copy when the residual is still needed later. */
+            if (!dnnl_memory_desc_equal(&pl->tensors[st].md, &want_dst)) {
+                if ((rc = ensure_md(b, pl, st, &want_dst, &copy, NULL, &dummy, name, err)))
+                    goto fail;
+            } else {
+                dnnl_primitive_desc_t rpd = NULL;
+                DN_TRY(dnnl_reorder_primitive_desc_create(&rpd, &want_dst, b->eng, &want_dst,
+                                                          b->eng, NULL),
+                       "reorder", name);
+                copy = act_tensor(pl, &want_dst);
+                dn_step *s;
+                if ((rc = add_step(pl, rpd, &s, "reorder", name, err)))
+                    goto fail;
+                step_arg(s, DNNL_ARG_FROM, st);
+                step_arg(s, DNNL_ARG_TO, copy);
+            }
+            dst_t = copy;
+        }
+    } else {
+        dst_t = act_tensor(pl, &want_dst);
+    }
+    dn_step *s;
+    if ((rc = add_step(pl, pd, &s, "convolution", name, err))) {
+        pd = NULL;
+        goto fail;
+    }
+    pd = NULL;
+    step_arg(s, DNNL_ARG_SRC, src_t);
+    step_arg(s, DNNL_ARG_WEIGHTS, wei_t);
+    step_arg(s, DNNL_ARG_BIAS, bias_t);
+    step_arg(s, DNNL_ARG_DST, dst_t);
+    for (int j = 0; j < op->n_post; j++) {
+        const imago_net_post *p = &op->post[j];
+        if (p->kind == IMAGO_POST_MUL || p->kind == IMAGO_POST_ADD)
+            step_arg(s, DNNL_ARG_ATTR_MULTIPLE_POST_OP(j) | DNNL_ARG_SRC_1, bs->vt[p->value]);
+    }
+    bs->vt[op->out] = dst_t;
+    return 0;
+fail:
+    if (po)
+        dnnl_post_ops_destroy(po);
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    return rc;
+}
+
+static int build_maxpool(imago_backend *b, dn_plan *pl, build_state *bs, int i,
+                         imago_error *err)
+{
+    int rc = 0;
+    const imago_net_op *op = &b->net->ops[i];
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    int st = bs->vt[op->in];
+    dnnl_memory_desc_t dst_md;
+    dnnl_dims_t dd = {pl->n, op->cout, bs->hs[op->out], bs->ws[op->out]};
+    DN_TRY(dnnl_memory_desc_init_by_tag(&dst_md, 4, dd, b->act_dt, dnnl_format_tag_any),
+           "descriptor", "maxpool");
+    dnnl_dims_t strides = {op->stride, op->stride}, kernel = {op->k, op->k}, dil = {0, 0};
+    dnnl_dims_t pad = {op->pad, op->pad};
+    dnnl_pooling_v2_desc_t d;
+    DN_TRY(dnnl_pooling_v2_forward_desc_init(&d, dnnl_forward_inference, dnnl_pooling_max,
+                                             &pl->tensors[st].md, &dst_md, strides, kernel, dil,
+                                             pad, pad),
+           "pooling descriptor", "maxpool");
+    if ((rc = scratch_attr(&attr, err)))
+        goto fail;
+    DN_TRY(dnnl_primitive_desc_create(&pd, &d, attr, b->eng, NULL), "pooling", "maxpool");
+    dnnl_primitive_attr_destroy(attr);
+    attr = NULL;
+    int dst_t = act_tensor(pl, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0));
+    dn_step *s;
+    rc = add_step(pl, pd, &s, "pooling", "maxpool", err);
+    pd = NULL;
+    if (rc)
+        goto fail;
+    step_arg(s, DNNL_ARG_SRC, st);
+    step_arg(s, DNNL_ARG_DST, dst_t);
+    bs->vt[op->out] = dst_t;
+    return 0;
+fail:
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    return rc;
+}
+
+static int build_binary(imago_backend *b, dn_plan *pl, build_state *bs, int i, int *temps,
+                        int *n_temps, imago_error *err)
+{
+    int rc = 0;
+    const imago_net_op *op = &b->net->ops[i];
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    int a = bs->vt[op->in], c;
+    if ((rc = ensure_md(b, pl, bs->vt[op->in2], &pl->tensors[a].md, &c, temps, n_temps,
+                        "binary", err)))
+        return rc;
+    dnnl_binary_desc_t d;
+    DN_TRY(dnnl_binary_desc_init(&d, op->binary_mul ? dnnl_binary_mul : dnnl_binary_add,
+                                 &pl->tensors[a].md, &pl->tensors[c].md, &pl->tensors[a].md),
+           "binary descriptor", "binary");
+    if ((rc = scratch_attr(&attr, err)))
+        goto fail;
+    DN_TRY(dnnl_primitive_desc_create(&pd, &d, attr, b->eng, NULL), "binary", "binary");
+    dnnl_primitive_attr_destroy(attr);
+    attr = NULL;
+    int dst_t = act_tensor(pl, &pl->tensors[a].md);
+    dn_step *s;
+    rc = add_step(pl, pd, &s, "binary", "binary", err);
+    pd = NULL;
+    if (rc)
+        goto fail;
+    step_arg(s, DNNL_ARG_SRC_0, a);
+    step_arg(s, DNNL_ARG_SRC_1, c);
+    step_arg(s, DNNL_ARG_DST, dst_t);
+    bs->vt[op->out] = dst_t;
+    return 0;
+fail:
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    return rc;
+}
+
+/* Allocates the slots and the scratchpad, creates the memory objects and
+ * fills the execution argument lists. */
+static int plan_finalize(imago_backend *b, dn_plan *pl, imago_error *err)
+{
+    int rc = 0;
+    for (int i = 0; i < pl->n_slots; i++)
+        if ((rc = imago_alloc_array(pl->slots[i].size, 1, 0, &pl->slots[i].ptr, err)))
+            return rc;
+    size_t scratch = 0;
+    for (int i = 0; i < pl->n_steps; i++) {
+        size_t s = dnnl_memory_desc_get_size(&pl->steps[i].scratch_md);
+        if (s > scratch)
+            scratch = s;
+    }
+    if (scratch && (rc = imago_alloc_array(scratch, 1, 0, &pl->scratch, err)))
+        return rc;
+    for (int i = 0; i < pl->n_tensors; i++) {
+        dn_tensor *t = &pl->tensors[i];
+        if (t->slot == DN_SLOT_FIXED)
+            continue;
+        void *h = t->slot >= 0 ? pl->slots[t->slot].ptr : DNNL_MEMORY_NONE;
+        DN_TRY(dnnl_memory_create(&t->mem, &t->md, b->eng, h), "memory creation", "activation");
+    }
+    for (int i = 0; i < pl->n_steps; i++) {
+        dn_step *s = &pl->steps[i];
+        for (int j = 0; j < s->nargs; j++) {
+            dn_tensor *t = &pl->tensors[s->tensor[j]];
+            s->exec[j].arg = s->arg[j];
+            s->exec[j].memory = t->slot == DN_SLOT_FIXED ? t->fixed : t->mem;
+        }
+        if (dnnl_memory_desc_get_size(&s->scratch_md) > 0) {
+            DN_TRY(dnnl_memory_create(&s->scratch_mem, &s->scratch_md, b->eng, pl->scratch),
+                   "memory creation", "scratchpad");
+            s->exec[s->nargs].arg = DNNL_ARG_SCRATCHPAD;
+            s->exec[s->nargs].memory = s->scratch_mem;
+            s->nargs++;
+        }
+    }
+    return 0;
+fail:
+    return rc;
+}
+
+static int plan_build(imago_backend *b, dn_ctx *ctx, int n, int h, int w, dn_plan **out,
+                      imago_error *err)
+{
+    const imago_net *net = b->net;
+    int rc = 0;
+    dn_plan *pl = imago_xcalloc(1, sizeof *pl);
+    pl->n = n;
+    pl->h = h;
+    pl->w = w;
+    build_state bs = {0};
+    int nv = net->n_values;
+    bs.vt = imago_xmalloc((size_t)nv * 4 * sizeof(int));
+    bs.last_use = bs.vt + nv;
+    bs.hs = bs.vt + 2 * nv;
+    bs.ws = bs.vt + 3 * nv;
+    for (int v = 0; v < nv; v++) {
+        bs.vt[v] = -1;
+        bs.last_use[v] = -1;
+    }
+    if ((rc = imago_net_shapes(net, h, w, bs.hs, bs.ws, err)))
+        goto fail;
+    for (int i = 0; i < net->n_ops; i++) {
+        const imago_net_op *op = &net->ops[i];
+        bs.last_use[op->in] = i;
+        if (op->in2 >= 0)
+            bs.last_use[op->in2] = i;
+        for (int j = 0; j < op->n_post; j++)
+            if (op->post[j].kind != IMAGO_POST_ACT)
+                bs.last_use[op->post[j].value] = i;
+    }
+    bs.last_use[net->output] = INT_MAX;
+    /* bf16: values kept in fp32 (none for now: keeping the residual stream
+     * in fp32 was measured not to improve the bf16 descriptors). */
+    bs.keep_f32 = imago_xcalloc((size_t)nv, 1);
+    bs.keep_f32[net->input] = 0;
+
+    dnnl_memory_desc_t in_md;
+    dnnl_dims_t id = {n, 3, h, w};
+    DN_TRY(dnnl_memory_desc_init_by_tag(&in_md, 4, id, dnnl_f32, dnnl_nhwc), "descriptor",
+           "input");
+    pl->input_tensor = new_tensor(pl, &in_md, DN_SLOT_INPUT);
+    bs.vt[net->input] = pl->input_tensor;
+
+    int temps[8];
+    for (int i = 0; i < net->n_ops; i++) {
+        const imago_net_op *op = &net->ops[i];
+        int n_temps = 0;
+        if (op->kind == IMAGO_NET_CONV)
+            rc = build_conv(b, pl, ctx, &bs, i, temps, &n_temps, err);
+        else if (op->kind == IMAGO_NET_MAXPOOL)
+            rc = build_maxpool(b, pl, &bs, i, err);
+        else
+            rc = build_binary(b, pl, &bs, i, temps, &n_temps, err);
+        if (rc)
+            goto fail;
+        for (int t = 0; t < n_temps; t++)
+            if (pl->tensors[temps[t]].slot >= 0)
+                pl->slots[pl->tensors[temps[t]].slot].busy = 0;
+        /* release every value this op read for the last time */
+        if (bs.last_use[op->in] == i)
+            release_value(pl, &bs, op->in);
+        if (op->in2 >= 0 && bs.last_use[op->in2] == i)
+            release_value(pl, &bs, op->in2);
+        for (int j = 0; j < op->n_post; j++) {
+            int v = op->post[j].value;
+            if (op->post[j].kind != IMAGO_POST_ACT && bs.last_use[v] == i)
+                release_value(pl, &bs, v);
+        }
+    }
+
+    /* the pooled feature map: plain nhwc fp32 */
+    dnnl_memory_desc_t out_md;
+    pl->out_h = bs.hs[net->output];
+    pl->out_w = bs.ws[net->output];
+    dnnl_dims_t od = {n, net->feat_dim, pl->out_h, pl->out_w};
+    DN_TRY(dnnl_memory_desc_init_by_tag(&out_md, 4, od, dnnl_f32, dnnl_nhwc), "descriptor",
+           "output");
+    if ((rc = ensure_md(b, pl, bs.vt[net->output], &out_md, &pl->output_tensor, NULL, NULL,
+                        "output", err)))
+        goto fail;
+    if ((rc = plan_finalize(b, pl, err)))
+        goto fail;
+    free(bs.vt);
+    free(bs.keep_f32);
+    *out = pl;
+    return 0;
+fail:
+    free(bs.vt);
+    free(bs.keep_f32);
+    plan_free(pl);
+    return rc;
+}
+
+/* ---- contexts ---------------------------------------------------------- */
+
+static void ctx_free(dn_ctx *c)
+{
+    for (int i = 0; i < c->n_plans; i++)
+        plan_free(c->plans[i]);
+    free(c->plans);
+    if (c->stream)
+        dnnl_stream_destroy(c->stream);
+    free(c);
+}
+
+static int ctx_acquire(imago_backend *b, dn_ctx **out, imago_error *err)
+{
+    int rc = 0;
+    pthread_mutex_lock(&b->lock);
+    dn_ctx *c = b->free_ctx;
+    if (c)
+        b->free_ctx = c->next;
+    pthread_mutex_unlock(&b->lock);
+    if (!c) {
+        c = imago_xcalloc(1, sizeof *c);
+        c->plans = imago_xcalloc((size_t)b->p.max_plans, sizeof *c->plans);
+        DN_TRY(dnnl_stream_create(&c->stream, b->eng, dnnl_stream_default_flags),
+               "stream creation", "");
+    }
+    *out = c;
+    return 0;
+fail:
+    ctx_free(c);
+    return rc;
+}
+
+static void ctx_release(imago_backend *b, dn_ctx *c)
+{
+    pthread_mutex_lock(&b->lock);
+    c->next = b->free_ctx;
+    b->free_ctx = c;
+    pthread_mutex_unlock(&b->lock);
+}
+
+static int ctx_plan(imago_backend *b, dn_ctx *c, int n, int h, int w, dn_plan **out,
+                    imago_error *err)
+{
+    c->tick++;
+    for (int i = 0; i < c->n_plans; i++) {
+        dn_plan *pl = c->plans[i];
+        if (pl->n == n && pl->h == h && pl->w == w) {
+            pl->used = c->tick;
+            *out = pl;
+            return 0;
+        }
+    }
+    dn_plan *pl;
+    int rc = plan_build(b, c, n, h, w, &pl, err);
+    if (rc)
+        return rc;
+    pl->used = c->tick;
+    if (c->n_plans == b->p.max_plans) {
+        int lru = 0;
+        for (int i = 1; i < c->n_plans; i++)
+            if (c->plans[i]->used < c->plans[lru]->used)
+                lru = i;
+        plan_free(c->plans[lru]);
+        c->plans[lru] = pl;
+    } else {
+        c->plans[c->n_plans++] = pl;
+    }
+    *out = pl;
+    return 0;
+}
+
+/* ---- pooling ----------------------------------------------------------- */
+
+static void pool_features(const imago_net *net, const float *fm, int n, int hw, int threads,
+                          float *out)
+{
+    int C = net->feat_dim;
+    double p = net->gem_p;
+    int cube = p == 3.0;
+    for (int img = 0; img < n; img++) {
+        const float *x = fm + (size_t)img * hw * C;
+        float *o = out + (size_t)img * C;
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int c0 = 0; c0 < C; c0 += 64) {
+            int c1 = c0 + 64 < C ? c0 + 64 : C;
+            double acc[64];
+            for (int c = c0; c < c1; c++)
+                acc[c - c0] = net->pool == IMAGO_POOL_MAC ? -INFINITY : 0.0;
+            for (int i = 0; i < hw; i++) {
+                const float *row = x + (size_t)i * C;
+                for (int c = c0; c < c1; c++) {
+                    float v = row[c];
+                    if (net->pool == IMAGO_POOL_MAC) {
+                        if (v > acc[c - c0])
+                            acc[c - c0] = v;
+                    } else if (net->pool == IMAGO_POOL_SPOC) {
+                        acc[c - c0] += v;
+                    } else {
+                        double t = v > 1e-6f ? v : 1e-6;
+                        acc[c - c0] += cube ? t * t * t : pow(t, p);
+                    }
+                }
+            }
+            for (int c = c0; c < c1; c++) {
+                double a = acc[c - c0];
+                if (net->pool == IMAGO_POOL_GEM)
+                    a = pow(a / hw, 1.0 / p);
+                else if (net->pool == IMAGO_POOL_SPOC)
+                    a /= hw;
+                o[c] = (float)a;
+            }
+        }
+    }
+}
+
+static int dn_run(imago_backend *b, const float *nhwc, int n, int h, int w, float *pooled,
+                  imago_error *err)
+{
+    int rc = 0;
+    dn_ctx *c = NULL;
+    if (n < 1 || h < 1 || w < 1)
+        return imago_error_set(err, IMAGO_ERR_INVALID, "empty batch %dx%dx%d", n, h, w);
+    if ((rc = ctx_acquire(b, &c, err)))
+        return rc;
+    int threads = b->p.threads > 0 ? b->p.threads : omp_get_num_procs();
+    omp_set_num_threads(threads);
+    dn_plan *pl;
+    if ((rc = ctx_plan(b, c, n, h, w, &pl, err)))
+        goto done;
+    DN_TRY(dnnl_memory_set_data_handle(pl->tensors[pl->input_tensor].mem, (void *)nhwc),
+           "set input", "");
+    for (int i = 0; i < pl->n_steps; i++) {
+        dn_step *s = &pl->steps[i];
+        DN_TRY(dnnl_primitive_execute(s->prim, c->stream, s->nargs, s->exec), "execution", "");
+    }
+    DN_TRY(dnnl_stream_wait(c->stream), "execution", "");
+    {
+        const float *fm = pl->slots[pl->tensors[pl->output_tensor].slot].ptr;
+        pool_features(b->net, fm, n, pl->out_h * pl->out_w, threads, pooled);
+    }
+    goto done;
+fail:
+done:
+    ctx_release(b, c);
+    return rc;
+}
+
+static void dn_destroy(imago_backend *b)
+{
+    while (b->free_ctx) {
+        dn_ctx *c = b->free_ctx;
+        b->free_ctx = c->next;
+        ctx_free(c);
+    }
+    if (b->layers) {
+        for (int i = 0; i < b->net->n_ops; i++)
+            layer_free(&b->layers[i]);
+        free(b->layers);
+    }
+    if (b->eng)
+        dnnl_engine_destroy(b->eng);
+    pthread_mutex_destroy(&b->lock);
+    free(b);
+}
+
+const imago_backend_vtable imago_backend_dnnl = {
+    .name = "cpu",
+    .probe = dn_probe,
+    .create = dn_create,
+    .load = dn_load,
+    .run = dn_run,
+    .destroy = dn_destroy,
+};
