@@ -1045,6 +1045,56 @@ static void unknown_flag_error(imago_config_full *full, const char *arg, const c
     add_error(full, "%s: unknown flag%s", arg, hint);
 }
 
+/* Checks that involve several options; adds to the error list. */
+static void cross_checks(imago_config_full *full)
+{
+    imago_config *cfg = &full->cfg;
+    const char *o_cert, *o_key, *o_backend, *o_prec;
+    imago_config_source s_cert = imago_config_source_of(cfg, "server.tls_cert", &o_cert);
+    imago_config_source s_key = imago_config_source_of(cfg, "server.tls_key", &o_key);
+    char where[320];
+    if (!cfg->server.tls_cert[0] != !cfg->server.tls_key[0]) {
+        int cert_set = cfg->server.tls_cert[0] != 0;
+        describe_source(cert_set ? s_cert : s_key, cert_set ? o_cert : o_key, where, sizeof where);
+        add_error(full,
+                  "%s: set (from %s) without %s: HTTPS needs both a certificate and a "
+                  "key",
+                  cert_set ? "server.tls_cert" : "server.tls_key", where,
+                  cert_set ? "server.tls_key" : "server.tls_cert");
+    }
+    if (cfg->server.tls_cert[0] && !IMAGO_HAVE_TLS) {
+        describe_source(s_cert, o_cert, where, sizeof where);
+        add_error(full,
+                  "server.tls_cert: set (from %s) but this build of libmicrohttpd has no "
+                  "TLS support",
+                  where);
+    }
+    imago_config_source s_backend = imago_config_source_of(cfg, "engine.backend", &o_backend);
+    if (strcmp(cfg->engine.backend, "cuda") == 0 && !IMAGO_HAVE_CUDA) {
+        describe_source(s_backend, o_backend, where, sizeof where);
+        add_error(full,
+                  "engine.backend: bad value \"cuda\" from %s: this build has no CUDA "
+                  "support (rebuild with -Dcuda=enabled); allowed here: auto, cpu",
+                  where);
+    }
+    imago_config_source s_prec = imago_config_source_of(cfg, "engine.precision", &o_prec);
+    if (strcmp(cfg->engine.precision, "fp16") == 0 && strcmp(cfg->engine.backend, "cpu") == 0) {
+        describe_source(s_prec, o_prec, where, sizeof where);
+        add_error(full,
+                  "engine.precision: bad value \"fp16\" from %s: fp16 needs the CUDA "
+                  "backend, and engine.backend is cpu; allowed on cpu: fp32, bf16",
+                  where);
+    }
+}
+
+int imago_config_check(imago_config *cfg, imago_error *err)
+{
+    imago_config_full *full = imago_config_full_of(cfg);
+    clear_errors(full);
+    cross_checks(full);
+    return report_errors(full, err);
+}
+
 int imago_config_load(imago_config *cfg, int argc, char **argv, char **envp,
                       const imago_config_flag *command_flags, int *rest_argc, char ***rest_argv,
                       imago_error *err)
@@ -1144,43 +1194,7 @@ int imago_config_load(imago_config *cfg, int argc, char **argv, char **envp,
 
     derive(full);
 
-    /* checks that involve several options */
-    const char *o_cert, *o_key, *o_backend, *o_prec;
-    imago_config_source s_cert = imago_config_source_of(cfg, "server.tls_cert", &o_cert);
-    imago_config_source s_key = imago_config_source_of(cfg, "server.tls_key", &o_key);
-    char where[320];
-    if (!cfg->server.tls_cert[0] != !cfg->server.tls_key[0]) {
-        int cert_set = cfg->server.tls_cert[0] != 0;
-        describe_source(cert_set ? s_cert : s_key, cert_set ? o_cert : o_key, where, sizeof where);
-        add_error(full,
-                  "%s: set (from %s) without %s: HTTPS needs both a certificate and a "
-                  "key",
-                  cert_set ? "server.tls_cert" : "server.tls_key", where,
-                  cert_set ? "server.tls_key" : "server.tls_cert");
-    }
-    if (cfg->server.tls_cert[0] && !IMAGO_HAVE_TLS) {
-        describe_source(s_cert, o_cert, where, sizeof where);
-        add_error(full,
-                  "server.tls_cert: set (from %s) but this build of libmicrohttpd has no "
-                  "TLS support",
-                  where);
-    }
-    imago_config_source s_backend = imago_config_source_of(cfg, "engine.backend", &o_backend);
-    if (strcmp(cfg->engine.backend, "cuda") == 0 && !IMAGO_HAVE_CUDA) {
-        describe_source(s_backend, o_backend, where, sizeof where);
-        add_error(full,
-                  "engine.backend: bad value \"cuda\" from %s: this build has no CUDA "
-                  "support (rebuild with -Dcuda=enabled); allowed here: auto, cpu",
-                  where);
-    }
-    imago_config_source s_prec = imago_config_source_of(cfg, "engine.precision", &o_prec);
-    if (strcmp(cfg->engine.precision, "fp16") == 0 && strcmp(cfg->engine.backend, "cpu") == 0) {
-        describe_source(s_prec, o_prec, where, sizeof where);
-        add_error(full,
-                  "engine.precision: bad value \"fp16\" from %s: fp16 needs the CUDA "
-                  "backend, and engine.backend is cpu; allowed on cpu: fp32, bf16",
-                  where);
-    }
+    cross_checks(full);
 
     if (rest_argv) {
         *rest_argv = rest;

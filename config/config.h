@@ -216,10 +216,18 @@ int imago_config_load(imago_config *cfg, int argc, char **argv, char **envp,
                       imago_error *err);
 
 /* Sets one option from text (same syntax as an environment variable) with
- * source "api": for tests and embedders. Runs the cross-option checks again.
- * Returns 0 or IMAGO_ERR_INVALID / IMAGO_ERR_NOT_FOUND with the message in err
- * (and in the error list). */
+ * source "api": for tests and embedders. Checks the value (type, bounds,
+ * allowed values) but not the rules between options (a TLS cert needs a key):
+ * call imago_config_check() after the last set. Returns 0 or
+ * IMAGO_ERR_INVALID / IMAGO_ERR_NOT_FOUND with the message in err (and in the
+ * error list); a bad value leaves the option unchanged. */
 int imago_config_set(imago_config *cfg, const char *name, const char *value, imago_error *err);
+
+/* Runs the checks between options that imago_config_load() runs last
+ * (server.tls_cert with server.tls_key and a TLS build; engine.backend cuda in
+ * a CUDA build; no fp16 with engine.backend cpu). Returns 0, or
+ * IMAGO_ERR_INVALID with every violation in the error list. */
+int imago_config_check(imago_config *cfg, imago_error *err);
 
 /* Errors collected by the last load/set: count, and the i-th message
  * ("engine.max_batch: 0 (env IMAGO_ENGINE_MAX_BATCH) is out of range: must be

@@ -7,6 +7,7 @@
 #include "imago_build.h"
 
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@ static char g_dir[512];
 
 typedef struct result {
     int status; /* exit status, or -1 when it did not exit normally */
+    int signal; /* the signal that ended it, or 0 */
     char *out, *err;
 } result;
 
@@ -38,7 +40,7 @@ static char *slurp(const char *path)
 
 /* Runs imago with args (NULL-terminated, without argv[0]) and exactly the
  * environment env (NULL-terminated). */
-static result run(const char *const *args, const char *const *env)
+static result run_for(const char *const *args, const char *const *env, unsigned watchdog_s)
 {
     char out_path[600], err_path[600];
     snprintf(out_path, sizeof out_path, "%s/stdout", g_dir);
@@ -56,12 +58,16 @@ static result run(const char *const *args, const char *const *env)
     if (pid == 0) {
         if (!freopen(out_path, "wb", stdout) || !freopen(err_path, "wb", stderr))
             _exit(126);
+        /* the pending alarm survives execve: a command that does not end is
+         * killed instead of hanging the test */
+        alarm(watchdog_s);
         execve(g_imago, argv, (char **)env);
         _exit(127);
     }
     int st;
     waitpid(pid, &st, 0);
-    result r = {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(out_path), slurp(err_path)};
+    result r = {WIFEXITED(st) ? WEXITSTATUS(st) : -1, WIFSIGNALED(st) ? WTERMSIG(st) : 0,
+                slurp(out_path), slurp(err_path)};
     /* shown as TAP comments, so a failure says what the binary printed */
     for (char *line = r.err, *nl; line && *line; line = nl ? nl + 1 : NULL) {
         nl = strchr(line, '\n');
@@ -69,6 +75,11 @@ static result run(const char *const *args, const char *const *env)
                  nl ? (int)(nl - line) : (int)strlen(line), line);
     }
     return r;
+}
+
+static result run(const char *const *args, const char *const *env)
+{
+    return run_for(args, env, 60);
 }
 
 static void result_free(result *r)
@@ -219,9 +230,13 @@ int main(int argc, char **argv)
     result_free(&r);
 
     /* serve itself: not built yet, and says so */
-    r = run(ARGS("serve", "--port", "0"), no_env);
-    ok(r.status != 0 && strstr(r.err, "imago serve: the HTTP server is not built yet"),
-       "serve without --dump-config fails visibly (exit %d)", r.status);
+    r = run_for(ARGS("serve", "--port", "0", "--server.listen", "127.0.0.1"), no_env, 5);
+    if (r.signal == SIGALRM && !strstr(r.err, "not built yet"))
+        tap_skip(1, "the HTTP server is built (serve kept running until stopped): the "
+                    "not-built check no longer applies");
+    else
+        ok(r.status > 0 && strstr(r.err, "imago serve: the HTTP server is not built yet"),
+           "serve without --dump-config fails visibly (exit %d)", r.status);
     result_free(&r);
 
     /* logging is configured from server.log_format before the command runs */

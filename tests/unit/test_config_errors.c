@@ -217,6 +217,17 @@ int main(void)
            IMAGO_HAVE_CUDA);
     imago_config_free(cfg);
 
+    /* the same rules after imago_config_set */
+    cfg = imago_config_new();
+    is_int(imago_config_set(cfg, "server.tls_key", "/k.pem", &err), 0, "set tls_key alone");
+    imago_error_clear(&err);
+    is_int(imago_config_check(cfg, &err), IMAGO_ERR_INVALID, "check: key without cert");
+    EXPECT(cfg, "check names the key and its source", "server.tls_key", "api",
+           "without server.tls_cert");
+    imago_config_set(cfg, "server.tls_key", "", NULL);
+    is_int(imago_config_check(cfg, NULL), 0, "check passes again");
+    imago_config_free(cfg);
+
     /* a good value after a bad one from an earlier source still reports the bad one */
     const char *env_fix[] = {"IMAGO_ENGINE_MAX_BATCH=4", NULL};
     cfg = load3("{\"engine\": {\"max_batch\": 5000}}", env_fix, NULL, &rc, &err, NULL);
