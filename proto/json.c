@@ -13,7 +13,7 @@
 static int load_object(const char *body, size_t len, const char *what, json_t **out,
                        imago_error *err)
 {
-    json_t *j;
+    json_t *j = NULL;
     int rc = proto_json_load(body, len, what, &j, err);
     if (rc)
         return rc;
@@ -114,7 +114,7 @@ static int parse_extensions(json_t *arr, imago_job_request *r, imago_error *err)
 int imago_job_request_parse(const char *body, size_t len, imago_job_request *out,
                             imago_error *err)
 {
-    json_t *root;
+    json_t *root = NULL;
     int rc = load_object(body, len, "body", &root, err);
     if (rc)
         return rc;
@@ -198,7 +198,7 @@ int imago_reindex_request_parse(const char *body, size_t len, imago_reindex_requ
         *out = r;
         return 0;
     }
-    json_t *root;
+    json_t *root = NULL;
     int rc = load_object(body, len, "body", &root, err);
     if (rc)
         return rc;

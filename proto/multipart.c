@@ -251,7 +251,7 @@ static int parse_part_headers(const char *body, size_t len, size_t *pos,
             return imago_error_set(err, IMAGO_ERR_TOO_LARGE,
                                    "multipart: more than %d headers in a part", lim->max_headers);
         /* a bare LF inside the line is also a control character: rejected */
-        hdr_line h;
+        hdr_line h = {0};
         int rc = split_header(body + p, ll, &h, err);
         if (rc)
             return rc;

@@ -211,7 +211,7 @@ static void filter_free(imago_search_params *p)
 
 static int parse_filter(imago_search_params *p, const char *v, size_t n, imago_error *err)
 {
-    json_t *j;
+    json_t *j = NULL;
     int rc = proto_json_load(v, n, "filter", &j, err);
     if (rc)
         return rc;

@@ -1,7 +1,8 @@
-/* `imago serve`: loads the configuration and runs the HTTP server. The HTTP
- * server itself is not built yet: until it is, serve only supports
- * --dump-config and otherwise fails with a clear message. */
+/* `imago serve`: loads the configuration and runs the HTTP server
+ * (server/http.c) until SIGTERM/SIGINT; --dump-config prints the effective
+ * configuration instead. */
 #include "cli.h"
+#include "server.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -77,10 +78,23 @@ int imago_cmd_serve(int argc, char **argv)
         rc = dump(cfg, format);
         goto out;
     }
-    /* Visibly unfinished: the HTTP server (server/http*.c) comes in a later
-     * step; do not pretend to serve. */
-    fprintf(stderr, "imago serve: the HTTP server is not built yet\n");
-    rc = IMAGO_EXIT_FAILURE;
+    {
+        /* The HTTP core (server/http.c). The model and the index are not
+         * connected to it yet: /readyz answers 503 and the endpoints that
+         * need them answer 503 not_ready after validating the request. */
+        imago_server *srv = NULL;
+        imago_error err = {0};
+        if (imago_server_open(cfg, &srv, &err) != 0) {
+            fprintf(stderr, "imago serve: %s\n", err.msg);
+            rc = IMAGO_EXIT_FAILURE;
+            goto out;
+        }
+        int drain_s = cfg->server.request_timeout_s > 0 ? cfg->server.request_timeout_s : 30;
+        rc = imago_server_run(srv, drain_s, &err) == 0 ? IMAGO_EXIT_OK : IMAGO_EXIT_FAILURE;
+        if (rc != IMAGO_EXIT_OK)
+            fprintf(stderr, "imago serve: %s\n", err.msg);
+        imago_server_free(srv);
+    }
 out:
     free(rest);
     imago_config_free(cfg);

@@ -1,0 +1,769 @@
+/* The HTTP core on libmicrohttpd: daemon setup (listen address, port 0,
+ * TLS, thread pool on epoll, suspend/resume), the request lifecycle, body
+ * accumulation under per-route limits, responses, the access log and the
+ * graceful shutdown.
+ *
+ * DESIGN: request lifecycle (one imago_http_request per HTTP request, in
+ * MHD's *con_cls):
+ *   1. first access call (headers only): route lookup (404/405), CORS
+ *      preflight, auth (401/403), Content-Type and Content-Length checks
+ *      (415/413). An error is answered at once, before the body is read, and
+ *      MHD then closes the connection.
+ *   2. upload calls: the body is appended up to the route's limit; past it
+ *      the rest is discarded and 413 is sent at the end (chunked uploads
+ *      have no Content-Length to refuse early).
+ *   3. final call: the handler runs. It fills a response (sent now), or
+ *      defers: the connection is suspended and imago_http_complete() from
+ *      any thread stores the response and resumes it; MHD calls us again
+ *      and the stored response is queued.
+ *   4. completion callback: metrics, access log, free.
+ * in_flight counts requests between 1 and 4; shutdown stops accepting and
+ * waits for it to reach zero (bounded).
+ */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "imago_build.h"
+
+struct imago_server {
+    const imago_config *cfg;
+    imago_auth auth;
+    imago_metrics *metrics;
+    struct MHD_Daemon *daemon;
+    int port;
+    atomic_long in_flight;
+    atomic_int ready;
+    int stop_pipe[2];
+    char *tls_cert, *tls_key;
+};
+
+enum req_state {
+    REQ_NEW = 0,
+    REQ_BODY,      /* receiving the body */
+    REQ_DEFERRED,  /* suspended, waiting for imago_http_complete */
+    REQ_COMPLETED, /* complete() stored the response; resume pending */
+    REQ_SENT
+};
+
+struct imago_http_request {
+    imago_server *srv;
+    struct MHD_Connection *conn;
+    int64_t t0_us;
+    char method[16];
+    char *path;
+    const imago_route *route;
+    const char *route_name; /* static: pattern or "unmatched" */
+    char *params[IMAGO_ROUTE_MAX_PARAMS];
+    uint8_t *body;
+    size_t body_len, body_cap, body_limit;
+    int body_overflow;
+    _Atomic int state;
+    imago_http_response stored; /* deferred response */
+    int status;                 /* sent status, 0 = none */
+    size_t bytes_out;
+    const char *api_error;
+};
+
+/* ---- accessors ------------------------------------------------------------ */
+
+const char *imago_http_method(const imago_http_request *r) { return r->method; }
+const char *imago_http_path(const imago_http_request *r) { return r->path; }
+imago_server *imago_http_server(const imago_http_request *r) { return r->srv; }
+
+const char *imago_http_header(const imago_http_request *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+const char *imago_http_path_param(const imago_http_request *r, int i)
+{
+    return (i >= 0 && i < IMAGO_ROUTE_MAX_PARAMS) ? r->params[i] : NULL;
+}
+
+const uint8_t *imago_http_body(const imago_http_request *r, size_t *len)
+{
+    *len = r->body_len;
+    return r->body;
+}
+
+typedef struct query_iter {
+    imago_query_cb cb;
+    void *ctx;
+    imago_error *err;
+    int rc;
+} query_iter;
+
+static enum MHD_Result query_one(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 size_t key_size, const char *value, size_t value_size)
+{
+    (void)kind;
+    query_iter *it = cls;
+    if (!key || key_size == 0 || strlen(key) != key_size) {
+        it->rc = imago_error_set(it->err, IMAGO_ERR_INVALID,
+                                 "query string: empty or invalid parameter name");
+        return MHD_NO;
+    }
+    it->rc = it->cb(it->ctx, key, value ? value : "", value ? value_size : 0, it->err);
+    return it->rc ? MHD_NO : MHD_YES;
+}
+
+int imago_http_query_each(const imago_http_request *r, imago_query_cb cb, void *ctx,
+                          imago_error *err)
+{
+    query_iter it = {cb, ctx, err, 0};
+    MHD_get_connection_values_n(r->conn, MHD_GET_ARGUMENT_KIND, query_one, &it);
+    return it.rc;
+}
+
+/* ---- responses ------------------------------------------------------------ */
+
+void imago_http_json(imago_http_response *resp, int status, char *json)
+{
+    resp->status = status;
+    resp->content_type = "application/json";
+    free(resp->body);
+    resp->body = json;
+    resp->body_len = json ? strlen(json) : 0;
+}
+
+void imago_http_error(imago_http_response *resp, imago_api_error code, const char *message)
+{
+    imago_http_json(resp, imago_api_error_status(code), imago_api_error_body(code, message));
+    resp->api_error = imago_api_error_name(code);
+    if (imago_api_error_retry_after(code))
+        resp->retry_after_s = 1;
+    if (code == IMAGO_API_UNAUTHORIZED)
+        resp->www_authenticate = 1;
+}
+
+static void response_clear(imago_http_response *resp)
+{
+    free(resp->body);
+    free(resp->location);
+    memset(resp, 0, sizeof *resp);
+}
+
+/* Queues resp on the connection (takes its owned buffers). */
+static enum MHD_Result send_response(imago_http_request *r, imago_http_response *resp)
+{
+    struct MHD_Response *mr;
+    if (resp->body && resp->body_len) {
+        mr = MHD_create_response_from_buffer(resp->body_len, resp->body, MHD_RESPMEM_MUST_FREE);
+        if (mr)
+            resp->body = NULL; /* MHD owns it now */
+    } else {
+        mr = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    }
+    if (!mr) {
+        response_clear(resp);
+        return MHD_NO;
+    }
+    if (resp->content_type)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
+    if (resp->retry_after_s > 0) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", resp->retry_after_s);
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_RETRY_AFTER, v);
+    }
+    if (resp->allow[0])
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_ALLOW, resp->allow);
+    if (resp->www_authenticate)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"imago\"");
+    if (resp->location)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_LOCATION, resp->location);
+    const char *cors = r->srv->cfg->server.cors_origin;
+    if (cors && cors[0]) {
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, cors);
+        MHD_add_response_header(mr, "Vary", "Origin");
+    }
+    MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    r->status = resp->status;
+    r->bytes_out = resp->body_len;
+    r->api_error = resp->api_error;
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)resp->status, mr);
+    MHD_destroy_response(mr);
+    response_clear(resp);
+    atomic_store(&r->state, REQ_SENT);
+    return ret;
+}
+
+static enum MHD_Result send_error(imago_http_request *r, imago_api_error code, const char *msg)
+{
+    imago_http_response resp;
+    memset(&resp, 0, sizeof resp);
+    imago_http_error(&resp, code, msg);
+    return send_response(r, &resp);
+}
+
+/* ---- deferral --------------------------------------------------------------- */
+
+void imago_http_defer(imago_http_request *r)
+{
+    atomic_store(&r->state, REQ_DEFERRED);
+    MHD_suspend_connection(r->conn);
+}
+
+void imago_http_complete(imago_http_request *r, imago_http_response *resp)
+{
+    r->stored = *resp;
+    memset(resp, 0, sizeof *resp);
+    atomic_store(&r->state, REQ_COMPLETED);
+    MHD_resume_connection(r->conn);
+}
+
+/* ---- the access handler ------------------------------------------------------ */
+
+static void request_free(imago_http_request *r)
+{
+    free(r->path);
+    for (int i = 0; i < IMAGO_ROUTE_MAX_PARAMS; i++)
+        free(r->params[i]);
+    free(r->body);
+    response_clear(&r->stored);
+    free(r);
+}
+
+/* Content-Length, or -1 when absent / not a plain number. */
+static long long content_length(struct MHD_Connection *c)
+{
+    const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (!v || !*v)
+        return -1;
+    long long n = 0;
+    for (const char *p = v; *p; p++) {
+        if (*p < '0' || *p > '9' || n > (1LL << 50))
+            return -1;
+        n = n * 10 + (*p - '0');
+    }
+    return n;
+}
+
+static int has_body(struct MHD_Connection *c)
+{
+    long long cl = content_length(c);
+    const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    return cl > 0 || (te && strcasecmp(te, "identity") != 0);
+}
+
+/* Checks done on the headers alone. Returns MHD_YES with nothing queued
+ * when the request may proceed to its body (r->state = REQ_BODY). */
+static enum MHD_Result first_call(imago_http_request *r, const char *url)
+{
+    imago_server *s = r->srv;
+    const char *pstart[IMAGO_ROUTE_MAX_PARAMS] = {0};
+    size_t plen[IMAGO_ROUTE_MAX_PARAMS] = {0};
+    int known = 0;
+    imago_http_response resp;
+    memset(&resp, 0, sizeof resp);
+
+    const char *cors = s->cfg->server.cors_origin;
+    if (strcmp(r->method, "OPTIONS") == 0 && cors && cors[0]) {
+        const imago_route *any = imago_route_find("GET", url, pstart, plen, &known, resp.allow,
+                                                  sizeof resp.allow);
+        if (any || known) {
+            struct MHD_Response *mr =
+                MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+            if (!mr)
+                return MHD_NO;
+            MHD_add_response_header(mr, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, cors);
+            MHD_add_response_header(mr, "Access-Control-Allow-Methods", "GET, POST, DELETE");
+            MHD_add_response_header(mr, "Access-Control-Allow-Headers",
+                                    "Authorization, Content-Type");
+            MHD_add_response_header(mr, "Access-Control-Max-Age", "600");
+            MHD_add_response_header(mr, "Vary", "Origin");
+            r->status = 204;
+            atomic_store(&r->state, REQ_SENT);
+            enum MHD_Result ret = MHD_queue_response(r->conn, 204, mr);
+            MHD_destroy_response(mr);
+            return ret;
+        }
+    }
+
+    r->route = imago_route_find(r->method, url, pstart, plen, &known, resp.allow,
+                                sizeof resp.allow);
+    if (!r->route) {
+        if (known) {
+            imago_http_error(&resp, IMAGO_API_METHOD_NOT_ALLOWED, NULL);
+            char msg[160];
+            snprintf(msg, sizeof msg, "method %s not allowed here; allowed: %s", r->method,
+                     resp.allow);
+            char *b = imago_api_error_body(IMAGO_API_METHOD_NOT_ALLOWED, msg);
+            imago_http_json(&resp, 405, b);
+            return send_response(r, &resp);
+        }
+        return send_error(r, IMAGO_API_NOT_FOUND, "no such endpoint");
+    }
+    r->route_name = r->route->pattern;
+    for (int i = 0; i < IMAGO_ROUTE_MAX_PARAMS; i++) {
+        if (!pstart[i])
+            continue;
+        r->params[i] = imago_xmalloc(plen[i] + 1);
+        memcpy(r->params[i], pstart[i], plen[i]);
+        r->params[i][plen[i]] = '\0';
+    }
+
+    imago_api_error a = imago_auth_check(&s->auth, r->route->auth,
+                                         imago_http_header(r, MHD_HTTP_HEADER_AUTHORIZATION));
+    if (a != IMAGO_API_OK)
+        return send_error(r, a,
+                          a == IMAGO_API_FORBIDDEN
+                              ? "this endpoint needs the admin token"
+                              : (imago_http_header(r, MHD_HTTP_HEADER_AUTHORIZATION)
+                                     ? "invalid bearer token"
+                                     : "missing Authorization: Bearer token"));
+
+    long long cl = content_length(r->conn);
+    switch (r->route->body) {
+    case IMAGO_BODY_NONE:
+        if (has_body(r->conn))
+            return send_error(r, IMAGO_API_PAYLOAD_TOO_LARGE, "this endpoint takes no request body");
+        r->body_limit = 0;
+        break;
+    case IMAGO_BODY_IMAGE:
+    case IMAGO_BODY_JSON: {
+        imago_content_type ct;
+        imago_error err;
+        imago_error_clear(&err);
+        if (imago_content_type_parse(imago_http_header(r, MHD_HTTP_HEADER_CONTENT_TYPE), &ct,
+                                     &err) != 0)
+            return send_error(r, IMAGO_API_INVALID_REQUEST, err.msg);
+        int ok;
+        if (r->route->body == IMAGO_BODY_IMAGE) {
+            ok = ct.media == IMAGO_MEDIA_MULTIPART || ct.media == IMAGO_MEDIA_JPEG ||
+                 ct.media == IMAGO_MEDIA_PNG || ct.media == IMAGO_MEDIA_OCTET;
+            r->body_limit = (size_t)s->cfg->server.max_body_bytes;
+        } else {
+            ok = ct.media == IMAGO_MEDIA_JSON || (ct.media == IMAGO_MEDIA_NONE && !has_body(r->conn));
+            r->body_limit = IMAGO_JSON_BODY_MAX;
+        }
+        if (!ok) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "Content-Type %s%s%s is not accepted here; use %s",
+                     ct.media == IMAGO_MEDIA_NONE ? "(none)" : "'",
+                     ct.media == IMAGO_MEDIA_NONE ? "" : ct.type,
+                     ct.media == IMAGO_MEDIA_NONE ? "" : "'",
+                     r->route->body == IMAGO_BODY_IMAGE
+                         ? "multipart/form-data, image/jpeg or image/png"
+                         : "application/json");
+            return send_error(r, IMAGO_API_UNSUPPORTED_MEDIA_TYPE, msg);
+        }
+        if (cl >= 0 && (unsigned long long)cl > r->body_limit) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "request body of %lld bytes is over the limit of %zu bytes",
+                     cl, r->body_limit);
+            return send_error(r, IMAGO_API_PAYLOAD_TOO_LARGE, msg);
+        }
+        if (cl > 0) {
+            /* allocate once for a declared length; grow for chunked bodies */
+            r->body_cap = (size_t)cl;
+            r->body = malloc(r->body_cap);
+            if (!r->body)
+                return send_error(r, IMAGO_API_BUSY, "out of memory for the request body");
+        }
+        break;
+    }
+    }
+    atomic_store(&r->state, REQ_BODY);
+    return MHD_YES;
+}
+
+static void append_body(imago_http_request *r, const char *data, size_t n)
+{
+    if (r->body_overflow)
+        return;
+    if (n > r->body_limit - r->body_len) {
+        r->body_overflow = 1; /* keep reading (and dropping) to answer 413 at the end */
+        free(r->body);
+        r->body = NULL;
+        r->body_len = r->body_cap = 0;
+        return;
+    }
+    if (r->body_len + n > r->body_cap) {
+        size_t cap = r->body_cap ? r->body_cap * 2 : 64 * 1024;
+        while (cap < r->body_len + n)
+            cap *= 2;
+        if (cap > r->body_limit)
+            cap = r->body_limit;
+        uint8_t *nb = realloc(r->body, cap);
+        if (!nb) {
+            r->body_overflow = 1;
+            free(r->body);
+            r->body = NULL;
+            r->body_len = r->body_cap = 0;
+            return;
+        }
+        r->body = nb;
+        r->body_cap = cap;
+    }
+    memcpy(r->body + r->body_len, data, n);
+    r->body_len += n;
+}
+
+static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
+                                      const char *method, const char *version,
+                                      const char *upload_data, size_t *upload_data_size,
+                                      void **con_cls)
+{
+    (void)version;
+    imago_server *s = cls;
+    imago_http_request *r = *con_cls;
+    if (!r) {
+        r = imago_xcalloc(1, sizeof *r);
+        r->srv = s;
+        r->conn = conn;
+        r->t0_us = imago_now_us();
+        snprintf(r->method, sizeof r->method, "%s", method);
+        r->path = imago_xstrdup(url);
+        r->route_name = "unmatched";
+        *con_cls = r;
+        atomic_fetch_add(&s->in_flight, 1);
+        return first_call(r, url);
+    }
+    int state = atomic_load(&r->state);
+    if (state == REQ_COMPLETED) {
+        imago_http_response resp = r->stored;
+        memset(&r->stored, 0, sizeof r->stored);
+        return send_response(r, &resp);
+    }
+    if (state != REQ_BODY)
+        return MHD_YES; /* deferred (spurious call) or already answered */
+    if (*upload_data_size) {
+        append_body(r, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (r->body_overflow) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "request body is over the limit of %zu bytes", r->body_limit);
+        return send_error(r, IMAGO_API_PAYLOAD_TOO_LARGE, msg);
+    }
+    imago_http_response resp;
+    memset(&resp, 0, sizeof resp);
+    int hr = r->route->handler(r, &resp);
+    if (hr == IMAGO_HTTP_DEFERRED)
+        return MHD_YES;
+    if (resp.status == 0) {
+        response_clear(&resp);
+        return send_error(r, IMAGO_API_INTERNAL, "handler produced no response");
+    }
+    return send_response(r, &resp);
+}
+
+static void client_addr(struct MHD_Connection *c, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "-");
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c,
+                                                                 MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr)
+        return;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, buf,
+                  (socklen_t)cap);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, buf,
+                  (socklen_t)cap);
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+    imago_server *s = cls;
+    imago_http_request *r = *con_cls;
+    if (!r)
+        return;
+    double secs = (double)(imago_now_us() - r->t0_us) / 1e6;
+    char addr[64];
+    client_addr(conn, addr, sizeof addr);
+    if (r->status)
+        imago_metrics_observe(s->metrics, r->route_name, r->method, r->status, secs);
+    imago_log(r->status >= 500 ? IMAGO_LOG_WARN : IMAGO_LOG_INFO, "http",
+              "%s %s %d %s in=%zu out=%zu %.3fms route=%s client=%s%s", r->method, r->path,
+              r->status, r->api_error ? r->api_error : "-", r->body_len, r->bytes_out,
+              secs * 1e3, r->route_name, addr,
+              toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? ""
+              : toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? " (timeout)"
+              : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT ? " (client closed)"
+              : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? " (shutdown)"
+                                                              : " (error)");
+    request_free(r);
+    *con_cls = NULL;
+    atomic_fetch_sub(&s->in_flight, 1);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    IMAGO_WARN("http", "libmicrohttpd: %s", msg);
+}
+
+/* ---- server lifetime ------------------------------------------------------- */
+
+static int read_file(const char *path, char **out, imago_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return imago_error_set(err, IMAGO_ERR_IO, "opening %s: %s", path, strerror(errno));
+    size_t cap = 4096, n = 0;
+    char *buf = imago_xmalloc(cap);
+    for (;;) {
+        if (n + 1 >= cap) {
+            if (cap > (1u << 20)) {
+                fclose(f);
+                free(buf);
+                return imago_error_set(err, IMAGO_ERR_IO, "%s: larger than 1 MiB", path);
+            }
+            cap *= 2;
+            buf = imago_xrealloc(buf, cap);
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return imago_error_set(err, IMAGO_ERR_IO, "reading %s failed", path);
+    }
+    buf[n] = '\0';
+    *out = buf;
+    return 0;
+}
+
+static int listen_addr(const char *listen, int port, struct sockaddr_storage *ss, int *v6,
+                       imago_error *err)
+{
+    memset(ss, 0, sizeof *ss);
+    const char *host = listen;
+    char buf[64];
+    size_t n = strlen(listen);
+    if (n >= 2 && listen[0] == '[' && listen[n - 1] == ']' && n - 2 < sizeof buf) {
+        memcpy(buf, listen + 1, n - 2);
+        buf[n - 2] = '\0';
+        host = buf;
+    }
+    if (strcmp(host, "localhost") == 0)
+        host = "127.0.0.1";
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        *v6 = 0;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        *v6 = 1;
+        return 0;
+    }
+    return imago_error_set(err, IMAGO_ERR_INVALID,
+                           "server.listen: \"%s\" is not an IPv4/IPv6 address or localhost",
+                           listen);
+}
+
+int imago_server_open(const imago_config *cfg, imago_server **out, imago_error *err)
+{
+    imago_server *s = imago_xcalloc(1, sizeof *s);
+    s->cfg = cfg;
+    s->stop_pipe[0] = s->stop_pipe[1] = -1;
+    atomic_init(&s->in_flight, 0);
+    /* Nothing provides a model or an index to the server yet: not ready. */
+    atomic_init(&s->ready, 0);
+    int rc = imago_auth_init(&s->auth, cfg, err);
+    if (rc)
+        goto fail;
+    s->metrics = imago_metrics_new();
+    if (pipe2(s->stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        rc = imago_error_set(err, IMAGO_ERR_IO, "pipe: %s", strerror(errno));
+        goto fail;
+    }
+    struct sockaddr_storage ss;
+    int v6 = 0;
+    rc = listen_addr(cfg->server.listen, cfg->server.port, &ss, &v6, err);
+    if (rc)
+        goto fail;
+
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG;
+    if (v6) {
+        flags |= MHD_USE_IPv6;
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+        if (IN6_IS_ADDR_UNSPECIFIED(&a6->sin6_addr))
+            flags |= MHD_USE_DUAL_STACK;
+    }
+    int tls = cfg->server.tls_cert[0] && cfg->server.tls_key[0];
+    if (tls) {
+#if IMAGO_HAVE_TLS
+        rc = read_file(cfg->server.tls_cert, &s->tls_cert, err);
+        if (rc == 0)
+            rc = read_file(cfg->server.tls_key, &s->tls_key, err);
+        if (rc)
+            goto fail;
+        flags |= MHD_USE_TLS;
+#else
+        (void)read_file;
+        rc = imago_error_set(err, IMAGO_ERR_UNSUPPORTED,
+                             "server.tls_cert: this libmicrohttpd was built without TLS");
+        goto fail;
+#endif
+    }
+    long threads = cfg->server.threads;
+    if (threads <= 0)
+        threads = sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads < 1)
+        threads = 1;
+
+    struct MHD_OptionItem opts[12];
+    int o = 0;
+    opts[o++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss};
+    opts[o++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, s};
+    opts[o++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
+    opts[o++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT,
+                                        cfg->server.connection_timeout_s, NULL};
+    opts[o++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT,
+                                        cfg->server.max_connections, NULL};
+    /* per-connection pool: request line + headers; bodies are ours */
+    opts[o++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, 64 * 1024, NULL};
+    if (threads > 1)
+        opts[o++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, threads, NULL};
+    if (tls) {
+        opts[o++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert};
+        opts[o++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key};
+    }
+    opts[o++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+
+    s->daemon = MHD_start_daemon(flags, (uint16_t)cfg->server.port, NULL, NULL, access_handler,
+                                 s, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+    if (!s->daemon) {
+        rc = imago_error_set(err, IMAGO_ERR_IO,
+                             "cannot listen on %s port %d (address in use, or not permitted?)",
+                             cfg->server.listen, cfg->server.port);
+        goto fail;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : cfg->server.port;
+    IMAGO_INFO("http", "listening on %s://%s%s%s:%d (%ld thread%s)", tls ? "https" : "http",
+               v6 ? "[" : "", cfg->server.listen, v6 ? "]" : "", s->port, threads,
+               threads == 1 ? "" : "s");
+    *out = s;
+    return 0;
+fail:
+    imago_server_free(s);
+    return rc;
+}
+
+int imago_server_port(const imago_server *s) { return s->port; }
+const imago_config *imago_server_config(const imago_server *s) { return s->cfg; }
+const imago_auth *imago_server_auth(const imago_server *s) { return &s->auth; }
+imago_metrics *imago_server_metrics(const imago_server *s) { return s->metrics; }
+long imago_server_in_flight(const imago_server *s)
+{
+    return atomic_load(&((imago_server *)s)->in_flight);
+}
+int imago_server_ready(const imago_server *s)
+{
+    return atomic_load(&((imago_server *)s)->ready);
+}
+
+static imago_server *volatile signal_target;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    imago_server *s = signal_target;
+    if (s)
+        imago_server_stop(s);
+}
+
+void imago_server_stop(imago_server *s)
+{
+    int saved = errno;
+    char c = 1;
+    if (s->stop_pipe[1] >= 0 && write(s->stop_pipe[1], &c, 1) < 0) {
+        /* full pipe: a stop is already pending */
+    }
+    errno = saved;
+}
+
+int imago_server_run(imago_server *s, int drain_s, imago_error *err)
+{
+    (void)err;
+    struct sigaction sa, old_term, old_int;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    signal_target = s;
+    sigaction(SIGTERM, &sa, &old_term);
+    sigaction(SIGINT, &sa, &old_int);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct pollfd pfd = {.fd = s->stop_pipe[0], .events = POLLIN};
+    for (;;) {
+        int n = poll(&pfd, 1, -1);
+        if (n > 0)
+            break;
+        if (n < 0 && errno != EINTR)
+            break;
+    }
+    IMAGO_INFO("http", "shutting down: no new connections, draining %ld request%s in flight",
+               imago_server_in_flight(s), imago_server_in_flight(s) == 1 ? "" : "s");
+    MHD_socket lfd = MHD_quiesce_daemon(s->daemon);
+    int64_t deadline = imago_now_us() + (int64_t)drain_s * 1000000;
+    while (imago_server_in_flight(s) > 0 && imago_now_us() < deadline) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    long left = imago_server_in_flight(s);
+    if (left > 0)
+        IMAGO_WARN("http", "%ld request%s still in flight after %d s: closing them", left,
+                   left == 1 ? "" : "s", drain_s);
+    MHD_stop_daemon(s->daemon);
+    s->daemon = NULL;
+    if (lfd != MHD_INVALID_SOCKET)
+        close(lfd);
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGINT, &old_int, NULL);
+    signal_target = NULL;
+    IMAGO_INFO("http", "stopped");
+    return 0;
+}
+
+void imago_server_free(imago_server *s)
+{
+    if (!s)
+        return;
+    if (s->daemon)
+        MHD_stop_daemon(s->daemon);
+    if (s->stop_pipe[0] >= 0)
+        close(s->stop_pipe[0]);
+    if (s->stop_pipe[1] >= 0)
+        close(s->stop_pipe[1]);
+    imago_metrics_free(s->metrics);
+    free(s->tls_cert);
+    free(s->tls_key);
+    free(s);
+}

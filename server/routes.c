@@ -1,0 +1,389 @@
+/* The routes table (method, path pattern, auth level, body kind, handler),
+ * path matching, and the handlers of the HTTP API (DESIGN §7).
+ *
+ * Handlers validate everything they can (parameters, bodies, ids) with
+ * proto/, so clients get exact 4xx answers. What needs the engine or the
+ * index answers 503 not_ready: the server does not hold a model or an index
+ * yet (they are wired in by a later step), and /readyz says so.
+ */
+#include "server.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "imago_build.h"
+
+#define NOT_WIRED "the model and the index are not connected to the HTTP server in this build"
+
+/* ---- small helpers --------------------------------------------------------- */
+
+static int fail(imago_http_response *resp, imago_api_error code, const char *msg)
+{
+    imago_http_error(resp, code, msg);
+    return IMAGO_HTTP_DONE;
+}
+
+/* An internal error code from proto -> API error in context. */
+static int fail_code(imago_http_response *resp, const imago_error *err, imago_api_context ctx)
+{
+    return fail(resp, imago_api_error_from_code(err->code, ctx), err->msg);
+}
+
+static int json_ok(imago_http_response *resp, int status, char *json, imago_error *err)
+{
+    if (!json)
+        return fail(resp, IMAGO_API_INTERNAL, err->msg);
+    imago_http_json(resp, status, json);
+    return IMAGO_HTTP_DONE;
+}
+
+static int no_query_cb(void *ctx, const char *name, const char *value, size_t value_len,
+                       imago_error *err)
+{
+    (void)ctx;
+    (void)value;
+    (void)value_len;
+    return imago_error_set(err, IMAGO_ERR_INVALID, "%.64s: unknown parameter", name);
+}
+
+/* Routes without query parameters refuse any. */
+static int no_query(imago_http_request *r, imago_http_response *resp)
+{
+    imago_error err;
+    imago_error_clear(&err);
+    if (imago_http_query_each(r, no_query_cb, NULL, &err) != 0) {
+        fail(resp, IMAGO_API_INVALID_PARAMETER, err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int path_id(imago_http_request *r, imago_http_response *resp, int64_t *id)
+{
+    imago_error err;
+    imago_error_clear(&err);
+    if (imago_proto_parse_id(imago_http_path_param(r, 0), id, &err) != 0) {
+        fail(resp, IMAGO_API_INVALID_PARAMETER, err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- probes, info, metrics -------------------------------------------------- */
+
+static int h_healthz(imago_http_request *r, imago_http_response *resp)
+{
+    (void)r;
+    imago_http_json(resp, 200, imago_xstrdup("{\"status\":\"ok\"}"));
+    return IMAGO_HTTP_DONE;
+}
+
+static int h_readyz(imago_http_request *r, imago_http_response *resp)
+{
+    if (!imago_server_ready(imago_http_server(r)))
+        return fail(resp, IMAGO_API_NOT_READY, NOT_WIRED);
+    imago_http_json(resp, 200, imago_xstrdup("{\"status\":\"ready\"}"));
+    return IMAGO_HTTP_DONE;
+}
+
+static int h_info(imago_http_request *r, imago_http_response *resp)
+{
+    if (no_query(r, resp))
+        return IMAGO_HTTP_DONE;
+    imago_info info;
+    memset(&info, 0, sizeof info);
+    info.version = IMAGO_VERSION;
+    info.ready = imago_server_ready(imago_http_server(r));
+    info.index_size = -1;
+    char *out = NULL;
+    imago_error err;
+    imago_error_clear(&err);
+    imago_info_to_json(&info, &out, &err);
+    return json_ok(resp, 200, out, &err);
+}
+
+static int h_metrics(imago_http_request *r, imago_http_response *resp)
+{
+    imago_server *s = imago_http_server(r);
+    /* this scrape is in flight itself; report the others */
+    char *text = imago_metrics_render(imago_server_metrics(s), imago_server_in_flight(s) - 1);
+    resp->status = 200;
+    resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    resp->body = text;
+    resp->body_len = strlen(text);
+    return IMAGO_HTTP_DONE;
+}
+
+/* ---- image uploads ------------------------------------------------------------ */
+
+typedef enum upload_kind { UPLOAD_SEARCH, UPLOAD_ADD } upload_kind;
+
+typedef struct upload {
+    upload_kind kind;
+    imago_search_params search;
+    imago_add_image_params add;
+    imago_multipart *mp;
+    const uint8_t *image;
+    size_t image_len;
+} upload;
+
+static int set_param(upload *u, const char *name, const char *value, size_t len, imago_error *err)
+{
+    if (u->kind == UPLOAD_SEARCH)
+        return imago_search_params_set(&u->search, name, value, len, err);
+    return imago_add_image_params_set(&u->add, name, value, len, err);
+}
+
+static int query_param_cb(void *ctx, const char *name, const char *value, size_t len,
+                          imago_error *err)
+{
+    return set_param(ctx, name, value, len, err);
+}
+
+static void upload_clear(upload *u)
+{
+    imago_search_params_clear(&u->search);
+    imago_add_image_params_clear(&u->add);
+    imago_multipart_free(u->mp);
+    u->mp = NULL;
+}
+
+/* Reads parameters (query string, multipart fields) and the image of a
+ * search / extract / add request. Returns 0, or -1 with resp filled. */
+static int read_upload(imago_http_request *r, imago_http_response *resp, upload *u)
+{
+    const imago_config *cfg = imago_server_config(imago_http_server(r));
+    imago_error err;
+    imago_error_clear(&err);
+    if (imago_http_query_each(r, query_param_cb, u, &err) != 0) {
+        fail_code(resp, &err, IMAGO_API_CTX_JSON);
+        return -1;
+    }
+    imago_content_type ct;
+    if (imago_content_type_parse(imago_http_header(r, "Content-Type"), &ct, &err) != 0) {
+        fail(resp, IMAGO_API_INVALID_REQUEST, err.msg);
+        return -1;
+    }
+    size_t len = 0;
+    const uint8_t *body = imago_http_body(r, &len);
+    imago_media declared = ct.media;
+    if (ct.media == IMAGO_MEDIA_MULTIPART) {
+        if (imago_multipart_parse(body, len, ct.boundary, NULL, &u->mp, &err) != 0) {
+            fail_code(resp, &err, IMAGO_API_CTX_REQUEST);
+            return -1;
+        }
+        const imago_multipart_part *img = NULL;
+        for (int i = 0; i < u->mp->n_parts; i++) {
+            const imago_multipart_part *p = &u->mp->parts[i];
+            if (strcmp(p->name, IMAGO_PROTO_IMAGE_FIELD) == 0) {
+                if (img) {
+                    fail(resp, IMAGO_API_INVALID_PARAMETER, "image: given more than once");
+                    return -1;
+                }
+                img = p;
+                continue;
+            }
+            if (set_param(u, p->name, (const char *)p->data, p->len, &err) != 0) {
+                fail_code(resp, &err, IMAGO_API_CTX_JSON);
+                return -1;
+            }
+        }
+        if (!img) {
+            fail(resp, IMAGO_API_INVALID_PARAMETER, "image: required (a multipart field named image)");
+            return -1;
+        }
+        declared = IMAGO_MEDIA_OCTET;
+        if (img->content_type) {
+            imago_content_type pct;
+            imago_error_clear(&err);
+            if (imago_content_type_parse(img->content_type, &pct, &err) != 0) {
+                fail(resp, IMAGO_API_INVALID_REQUEST, err.msg);
+                return -1;
+            }
+            if (pct.media != IMAGO_MEDIA_JPEG && pct.media != IMAGO_MEDIA_PNG &&
+                pct.media != IMAGO_MEDIA_OCTET && pct.media != IMAGO_MEDIA_NONE) {
+                char msg[192];
+                snprintf(msg, sizeof msg, "image: Content-Type '%s' is not supported; send "
+                                          "image/jpeg or image/png", pct.type);
+                fail(resp, IMAGO_API_UNSUPPORTED_MEDIA_TYPE, msg);
+                return -1;
+            }
+            if (pct.media != IMAGO_MEDIA_NONE)
+                declared = pct.media;
+        }
+        u->image = img->data;
+        u->image_len = img->len;
+    } else {
+        u->image = body;
+        u->image_len = len;
+    }
+    if (u->image_len == 0) {
+        fail(resp, IMAGO_API_INVALID_IMAGE, "image: empty");
+        return -1;
+    }
+    if ((uint64_t)u->image_len > (uint64_t)cfg->engine.max_image_bytes) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "image: %zu bytes is over engine.max_image_bytes (%lld)",
+                 u->image_len, (long long)cfg->engine.max_image_bytes);
+        fail(resp, IMAGO_API_PAYLOAD_TOO_LARGE, msg);
+        return -1;
+    }
+    if (imago_media_sniff(u->image, u->image_len) == IMAGO_MEDIA_OTHER) {
+        /* declared JPEG/PNG that is not one is corrupt; anything else is a
+         * format imago does not read */
+        if (declared == IMAGO_MEDIA_JPEG || declared == IMAGO_MEDIA_PNG)
+            fail(resp, IMAGO_API_INVALID_IMAGE, "image: not a valid JPEG or PNG file");
+        else
+            fail(resp, IMAGO_API_UNSUPPORTED_MEDIA_TYPE,
+                 "image: only JPEG and PNG images are supported");
+        return -1;
+    }
+    return 0;
+}
+
+static int h_search_or_extract(imago_http_request *r, imago_http_response *resp)
+{
+    upload u;
+    memset(&u, 0, sizeof u);
+    u.kind = UPLOAD_SEARCH;
+    u.search = imago_search_params_default();
+    u.add = imago_add_image_params_default();
+    if (read_upload(r, resp, &u) == 0)
+        fail(resp, IMAGO_API_NOT_READY, NOT_WIRED);
+    upload_clear(&u);
+    return IMAGO_HTTP_DONE;
+}
+
+static int h_add_image(imago_http_request *r, imago_http_response *resp)
+{
+    upload u;
+    memset(&u, 0, sizeof u);
+    u.kind = UPLOAD_ADD;
+    u.search = imago_search_params_default();
+    u.add = imago_add_image_params_default();
+    if (read_upload(r, resp, &u) == 0)
+        fail(resp, IMAGO_API_NOT_READY, NOT_WIRED);
+    upload_clear(&u);
+    return IMAGO_HTTP_DONE;
+}
+
+/* ---- images, jobs, reindex ------------------------------------------------------ */
+
+static int h_by_id(imago_http_request *r, imago_http_response *resp)
+{
+    int64_t id;
+    if (no_query(r, resp) || path_id(r, resp, &id))
+        return IMAGO_HTTP_DONE;
+    return fail(resp, IMAGO_API_NOT_READY, NOT_WIRED);
+}
+
+static int h_create_job(imago_http_request *r, imago_http_response *resp)
+{
+    if (no_query(r, resp))
+        return IMAGO_HTTP_DONE;
+    size_t len;
+    const uint8_t *body = imago_http_body(r, &len);
+    imago_job_request job;
+    imago_error err;
+    imago_error_clear(&err);
+    if (imago_job_request_parse((const char *)body, len, &job, &err) != 0)
+        return fail_code(resp, &err, IMAGO_API_CTX_JSON);
+    imago_job_request_clear(&job);
+    return fail(resp, IMAGO_API_NOT_READY, NOT_WIRED);
+}
+
+static int h_reindex(imago_http_request *r, imago_http_response *resp)
+{
+    if (no_query(r, resp))
+        return IMAGO_HTTP_DONE;
+    size_t len;
+    const uint8_t *body = imago_http_body(r, &len);
+    imago_reindex_request rr;
+    imago_error err;
+    imago_error_clear(&err);
+    if (imago_reindex_request_parse((const char *)body, len, &rr, &err) != 0)
+        return fail_code(resp, &err, IMAGO_API_CTX_JSON);
+    imago_reindex_request_clear(&rr);
+    return fail(resp, IMAGO_API_NOT_READY, NOT_WIRED);
+}
+
+/* ---- the table ----------------------------------------------------------------- */
+
+static const imago_route routes[] = {
+    {"GET", "/healthz", IMAGO_AUTH_OPEN, IMAGO_BODY_NONE, h_healthz},
+    {"GET", "/readyz", IMAGO_AUTH_OPEN, IMAGO_BODY_NONE, h_readyz},
+    {"GET", "/metrics", IMAGO_AUTH_OPEN, IMAGO_BODY_NONE, h_metrics},
+    {"GET", "/v1/info", IMAGO_AUTH_OPEN, IMAGO_BODY_NONE, h_info},
+    {"POST", "/v1/search", IMAGO_AUTH_SEARCH, IMAGO_BODY_IMAGE, h_search_or_extract},
+    {"POST", "/v1/extract", IMAGO_AUTH_SEARCH, IMAGO_BODY_IMAGE, h_search_or_extract},
+    {"POST", "/v1/images", IMAGO_AUTH_ADMIN, IMAGO_BODY_IMAGE, h_add_image},
+    {"GET", "/v1/images/{id}", IMAGO_AUTH_SEARCH, IMAGO_BODY_NONE, h_by_id},
+    {"GET", "/v1/images/{id}/thumbnail", IMAGO_AUTH_SEARCH, IMAGO_BODY_NONE, h_by_id},
+    {"DELETE", "/v1/images/{id}", IMAGO_AUTH_ADMIN, IMAGO_BODY_NONE, h_by_id},
+    {"POST", "/v1/admin/jobs", IMAGO_AUTH_ADMIN, IMAGO_BODY_JSON, h_create_job},
+    {"GET", "/v1/admin/jobs/{id}", IMAGO_AUTH_ADMIN, IMAGO_BODY_NONE, h_by_id},
+    {"DELETE", "/v1/admin/jobs/{id}", IMAGO_AUTH_ADMIN, IMAGO_BODY_NONE, h_by_id},
+    {"POST", "/v1/admin/reindex", IMAGO_AUTH_ADMIN, IMAGO_BODY_JSON, h_reindex},
+};
+
+/* Matches path against pattern segment by segment; {x} takes one non-empty
+ * segment. */
+static int match(const char *pattern, const char *path, const char *ps[IMAGO_ROUTE_MAX_PARAMS],
+                 size_t pl[IMAGO_ROUTE_MAX_PARAMS])
+{
+    int np = 0;
+    const char *a = pattern, *b = path;
+    while (*a && *b) {
+        if (*a != '/' || *b != '/')
+            return 0;
+        a++;
+        b++;
+        const char *ae = strchr(a, '/'), *be = strchr(b, '/');
+        size_t al = ae ? (size_t)(ae - a) : strlen(a);
+        size_t bl = be ? (size_t)(be - b) : strlen(b);
+        if (al > 1 && a[0] == '{' && a[al - 1] == '}') {
+            if (bl == 0 || np >= IMAGO_ROUTE_MAX_PARAMS)
+                return 0;
+            ps[np] = b;
+            pl[np] = bl;
+            np++;
+        } else if (al != bl || memcmp(a, b, al) != 0) {
+            return 0;
+        }
+        a += al;
+        b += bl;
+    }
+    return *a == '\0' && *b == '\0';
+}
+
+const imago_route *imago_route_find(const char *method, const char *path,
+                                    const char *param_start[IMAGO_ROUTE_MAX_PARAMS],
+                                    size_t param_len[IMAGO_ROUTE_MAX_PARAMS], int *path_known,
+                                    char *allow, size_t allow_cap)
+{
+    const char *m = strcmp(method, "HEAD") == 0 ? "GET" : method;
+    *path_known = 0;
+    if (allow_cap)
+        allow[0] = '\0';
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        const char *ps[IMAGO_ROUTE_MAX_PARAMS] = {0};
+        size_t pl[IMAGO_ROUTE_MAX_PARAMS] = {0};
+        if (!match(routes[i].pattern, path, ps, pl))
+            continue;
+        if (strcmp(routes[i].method, m) == 0) {
+            for (int k = 0; k < IMAGO_ROUTE_MAX_PARAMS; k++) {
+                param_start[k] = ps[k];
+                param_len[k] = pl[k];
+            }
+            return &routes[i];
+        }
+        *path_known = 1;
+        size_t n = strlen(allow);
+        snprintf(allow + n, allow_cap - n, "%s%s", n ? ", " : "", routes[i].method);
+        if (strcmp(routes[i].method, "GET") == 0) {
+            n = strlen(allow);
+            snprintf(allow + n, allow_cap - n, ", HEAD");
+        }
+    }
+    return NULL;
+}

@@ -1,0 +1,185 @@
+/* imago server: the HTTP core (private to server/).
+ *
+ *   http.c     libmicrohttpd daemon, request lifecycle, body accumulation and
+ *              limits, responses, suspend/resume, access log, shutdown
+ *   routes.c   the routes table, path matching, and the handlers
+ *   auth.c     admin/search bearer tokens (constant-time compare, generation)
+ *   metrics.c  Prometheus counters and latency histograms
+ *
+ * libmicrohttpd types stay in http.c: handlers see only imago_http_request /
+ * imago_http_response, so they can be tested and reasoned about without MHD.
+ *
+ * Threads: MHD runs an internal polling thread (epoll), or a pool of them
+ * (server.threads); handlers run on those threads and must not block for
+ * long: work that waits (the engine batcher) suspends the connection with
+ * imago_http_defer() and completes it from any thread with
+ * imago_http_complete(). The server object is shared by all threads;
+ * everything it holds is read-only after open, except the metrics (locked)
+ * and the in-flight counter (atomic).
+ */
+#ifndef IMAGO_SERVER_H
+#define IMAGO_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common.h"
+#include "config.h"
+#include "proto.h"
+
+/* ---- auth (auth.c) --------------------------------------------------------- */
+
+typedef enum imago_auth_level {
+    IMAGO_AUTH_OPEN = 0,   /* anyone */
+    IMAGO_AUTH_SEARCH = 1, /* the search token when one is configured (or the admin token) */
+    IMAGO_AUTH_ADMIN = 2   /* the admin token */
+} imago_auth_level;
+
+typedef struct imago_auth {
+    char admin[256];  /* never empty after imago_auth_init */
+    char search[256]; /* "" = search is open */
+} imago_auth;
+
+/* Fills auth from cfg->auth. When no admin token is configured it reads
+ * cfg->auth.admin_token_file, or generates a random token and writes it there
+ * (mode 0600, created exclusively) and logs it once. Returns 0 or
+ * IMAGO_ERR_IO / IMAGO_ERR_INVALID (a token file that is empty, too long or
+ * readable by others). */
+int imago_auth_init(imago_auth *auth, const imago_config *cfg, imago_error *err);
+
+/* Constant-time comparison (time depends only on the lengths' maximum, not
+ * on where the strings differ). Returns 1 when equal. */
+int imago_auth_token_equal(const char *a, const char *b);
+
+/* Checks an Authorization header value (NULL when absent) for a level.
+ * Returns IMAGO_API_OK, IMAGO_API_UNAUTHORIZED (missing, malformed or unknown
+ * token) or IMAGO_API_FORBIDDEN (a valid search token on an admin route). */
+imago_api_error imago_auth_check(const imago_auth *auth, imago_auth_level level,
+                                 const char *authorization);
+
+/* ---- metrics (metrics.c) ----------------------------------------------------- */
+
+typedef struct imago_metrics imago_metrics;
+
+imago_metrics *imago_metrics_new(void);
+void imago_metrics_free(imago_metrics *m);
+
+/* Records one finished request. route is a static string (the route pattern,
+ * or "unmatched"). Thread-safe. */
+void imago_metrics_observe(imago_metrics *m, const char *route, const char *method, int status,
+                           double seconds);
+
+/* Prometheus text exposition format 0.0.4 (new string, caller frees).
+ * in_flight is the current number of requests being served. Thread-safe. */
+char *imago_metrics_render(imago_metrics *m, long in_flight);
+
+/* ---- requests and responses as handlers see them (http.c) ------------------- */
+
+#define IMAGO_ROUTE_MAX_PARAMS 2
+
+typedef struct imago_server imago_server;
+typedef struct imago_http_request imago_http_request;
+
+typedef struct imago_http_response {
+    int status;
+    const char *content_type;  /* static string */
+    char *body;                /* owned (free()); may be NULL */
+    size_t body_len;
+    int retry_after_s;         /* > 0 adds Retry-After */
+    char allow[48];            /* "" or the Allow header value (405) */
+    int www_authenticate;      /* adds WWW-Authenticate: Bearer (401) */
+    char *location;            /* owned; adds Location (201) */
+    const char *api_error;     /* static name of the API error, for the access log */
+} imago_http_response;
+
+/* Accessors for handlers (all strings borrowed for the request's lifetime). */
+const char *imago_http_method(const imago_http_request *r);
+const char *imago_http_path(const imago_http_request *r);
+const char *imago_http_header(const imago_http_request *r, const char *name); /* or NULL */
+const char *imago_http_path_param(const imago_http_request *r, int i);        /* {id} values */
+const uint8_t *imago_http_body(const imago_http_request *r, size_t *len);
+imago_server *imago_http_server(const imago_http_request *r);
+
+/* Calls cb for every query-string argument in order (value "" when the
+ * argument has no '='). Stops at and returns the first non-zero result. */
+int imago_http_query_each(const imago_http_request *r, imago_query_cb cb, void *ctx,
+                          imago_error *err);
+
+/* Fills resp with a JSON body (takes ownership of json, a NUL-terminated
+ * string from proto) and status. */
+void imago_http_json(imago_http_response *resp, int status, char *json);
+
+/* Fills resp with an API error body; status and Retry-After (busy,
+ * not_ready) follow the proto table. message may be NULL. */
+void imago_http_error(imago_http_response *resp, imago_api_error code, const char *message);
+
+/* Handler results. */
+#define IMAGO_HTTP_DONE 0     /* resp is filled: send it */
+#define IMAGO_HTTP_DEFERRED 1 /* imago_http_defer() was called: send later */
+
+/* Suspends the connection: the handler returns IMAGO_HTTP_DEFERRED, and some
+ * thread later calls imago_http_complete(r, resp) exactly once (the request
+ * and its body stay valid until then). */
+void imago_http_defer(imago_http_request *r);
+void imago_http_complete(imago_http_request *r, imago_http_response *resp);
+
+/* ---- routes (routes.c) --------------------------------------------------------- */
+
+typedef int (*imago_route_handler)(imago_http_request *r, imago_http_response *resp);
+
+/* What a route accepts as a body. */
+typedef enum imago_body_kind {
+    IMAGO_BODY_NONE = 0,  /* no body (GET, DELETE) */
+    IMAGO_BODY_IMAGE,     /* multipart/form-data or image/jpeg|png|octet-stream; server.max_body_bytes */
+    IMAGO_BODY_JSON       /* application/json (or none when optional); 1 MiB */
+} imago_body_kind;
+
+typedef struct imago_route {
+    const char *method;     /* "GET", "POST", "DELETE" */
+    const char *pattern;    /* "/v1/images/{id}": {name} matches one non-empty segment */
+    imago_auth_level auth;
+    imago_body_kind body;
+    imago_route_handler handler;
+} imago_route;
+
+#define IMAGO_JSON_BODY_MAX (1 << 20)
+
+/* Finds the route of method + path (HEAD matches GET routes). Returns the
+ * route and fills params (up to IMAGO_ROUTE_MAX_PARAMS borrowed
+ * [start, len) slices of path), or NULL: then *path_known is 1 when the path
+ * exists under other methods (listed in allow, e.g. "GET, DELETE") and 0 when
+ * it does not exist. Thread-safe (the table is immutable). */
+const imago_route *imago_route_find(const char *method, const char *path,
+                                    const char *param_start[IMAGO_ROUTE_MAX_PARAMS],
+                                    size_t param_len[IMAGO_ROUTE_MAX_PARAMS], int *path_known,
+                                    char *allow, size_t allow_cap);
+
+/* ---- the server (http.c) ------------------------------------------------------- */
+
+/* Opens the HTTP server on cfg->server.listen:port (port 0 = any free port)
+ * and starts serving at once. cfg is borrowed and must outlive the server.
+ * Returns 0, or IMAGO_ERR_IO (bind/listen failed, TLS files unreadable),
+ * IMAGO_ERR_INVALID (bad listen address) with err set. */
+int imago_server_open(const imago_config *cfg, imago_server **out, imago_error *err);
+
+/* The port actually bound (useful with port 0). */
+int imago_server_port(const imago_server *s);
+
+/* Blocks until SIGTERM/SIGINT (installed here) or imago_server_stop(), then
+ * shuts down gracefully: stops accepting, waits up to drain_s seconds for
+ * requests in flight, stops the daemon. Returns 0. */
+int imago_server_run(imago_server *s, int drain_s, imago_error *err);
+
+/* Asks run() to return. Async-signal-safe; callable from any thread. */
+void imago_server_stop(imago_server *s);
+
+void imago_server_free(imago_server *s);
+
+/* Shared state the handlers read. */
+const imago_config *imago_server_config(const imago_server *s);
+const imago_auth *imago_server_auth(const imago_server *s);
+imago_metrics *imago_server_metrics(const imago_server *s);
+long imago_server_in_flight(const imago_server *s);
+int imago_server_ready(const imago_server *s); /* model loaded and index ready */
+
+#endif /* IMAGO_SERVER_H */
