@@ -6,6 +6,7 @@
 
 #include "imago_build.h"
 
+#include <ftw.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -80,6 +81,20 @@ static result run_for(const char *const *args, const char *const *env, unsigned 
 static result run(const char *const *args, const char *const *env)
 {
     return run_for(args, env, 60);
+}
+
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* Removes the test directory and whatever a real `imago serve` wrote there. */
+static void remove_tree(const char *dir)
+{
+    nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static void result_free(result *r)
@@ -230,7 +245,11 @@ int main(int argc, char **argv)
     result_free(&r);
 
     /* serve itself: not built yet, and says so */
-    r = run_for(ARGS("serve", "--port", "0", "--server.listen", "127.0.0.1"), no_env, 5);
+    char data_dir[700];
+    snprintf(data_dir, sizeof data_dir, "%s/data", g_dir);
+    r = run_for(
+        ARGS("serve", "--port", "0", "--server.listen", "127.0.0.1", "--data-dir", data_dir),
+        no_env, 5);
     if (r.signal == SIGALRM && !strstr(r.err, "not built yet"))
         tap_skip(1, "the HTTP server is built (serve kept running until stopped): the "
                     "not-built check no longer applies");
@@ -253,6 +272,6 @@ int main(int argc, char **argv)
     unlink(p);
     unlink(cfg_path);
     unlink(values_path);
-    rmdir(g_dir);
+    remove_tree(g_dir);
     return tap_done();
 }
