@@ -112,6 +112,18 @@ def main():
     ref = reference(out("img_scene_o6.jpg"), 40, None, False)
     save_png(ref, "img_scene_o6.ms40nodct.golden.png")
 
+    # ---- other JPEG flavours through the pipeline (DCT scaling + resize) ----
+    small = scene(120, 80, 6)
+    for name, kw in [("444", {"subsampling": 0}), ("422", {"subsampling": 1}),
+                     ("prog", {"progressive": True})]:
+        open(out(f"img_scene_{name}.jpg"), "wb").write(jpeg_bytes(small, quality=75, **kw))
+    open(out("img_scene_gray.jpg"), "wb").write(jpeg_bytes(small.convert("L"), quality=75))
+    for name, max_side in [("444", 30), ("422", 30), ("prog", 30), ("gray", 50),
+                           ("prog", 13)]:
+        ref = reference(out(f"img_scene_{name}.jpg"), max_side, None, True)
+        save_png(ref, f"img_scene_{name}.ms{max_side}.golden.png")
+    open(out("img_cmyk.jpg"), "wb").write(jpeg_bytes(scene(16, 16, 7).convert("CMYK")))
+
     # ---- resize golden: random RGB, Pillow's Lanczos with boxes ------------
     rng = np.random.default_rng(3)
     src = Image.fromarray(rng.integers(0, 256, (23, 37, 3), dtype=np.uint8), "RGB")

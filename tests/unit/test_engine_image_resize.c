@@ -103,6 +103,11 @@ int main(void)
         {"img_scene_o6.ms100.golden.png", 100, 0, 1, {0}},
         {"img_scene_o6.box.golden.png", 30, 1, 1, {10.5, 20.5, 130.0, 190.0}},
         {"img_scene_o6.boxhalf.golden.png", 0, 1, 1, {2.5, 3.5, 61.5, 80.5}},
+        {"img_scene_444.ms30.golden.png", 30, 0, 1, {0}},
+        {"img_scene_422.ms30.golden.png", 30, 0, 1, {0}},
+        {"img_scene_prog.ms30.golden.png", 30, 0, 1, {0}},
+        {"img_scene_prog.ms13.golden.png", 13, 0, 1, {0}},
+        {"img_scene_gray.ms50.golden.png", 50, 0, 1, {0}},
     };
     for (size_t i = 0; i < sizeof pc / sizeof pc[0]; i++) {
         imago_decode_params p = imago_decode_params_default();
@@ -110,7 +115,10 @@ int main(void)
         p.has_box = pc[i].box;
         p.allow_dct_scaling = pc[i].dct;
         memcpy(p.box, pc[i].b, sizeof p.box);
-        imago_image *got = load("img_scene_o6.jpg", &p);
+        /* the JPEG's name is the golden's up to the first '.' */
+        char jpg[64];
+        snprintf(jpg, sizeof jpg, "%.*s.jpg", (int)strcspn(pc[i].golden, "."), pc[i].golden);
+        imago_image *got = load(jpg, &p);
         imago_image *want = load(pc[i].golden, &raw);
         long neq = 0;
         int mx = got && want ? cmp(got->rgb, want, got->width, got->height, &neq) : -1;
