@@ -77,7 +77,14 @@ typedef struct imago_model imago_model;
  * dtype x shape, no overlaps), parses __metadata__["imago.config"], mmaps the
  * data, converts F16/BF16 to fp32 copies, and computes the SHA-256 of the
  * whole file as the fingerprint. IMAGO_ERR_IO / IMAGO_ERR_FORMAT /
- * IMAGO_ERR_UNSUPPORTED with a message naming the tensor or key. */
+ * IMAGO_ERR_UNSUPPORTED with a message naming the tensor or key (prefixed
+ * with the path). F32 tensors aligned to 4 bytes point into the read-only
+ * mapping: the file must not be truncated while the model is loaded (replace
+ * model files by rename, as any mmapped file). The header may be at most
+ * 100 MiB; tensors have at most 4 dims; gaps between tensors are allowed.
+ * When the config takes GeM p from a tensor, that tensor must exist with one
+ * element. *out is set on success (one reference; imago_model_free).
+ * Thread-safe (different calls share nothing). */
 int imago_model_load(const char *path, imago_model **out, imago_error *err);
 
 /* Same checks as imago_model_load over a file image in memory (data is

@@ -132,7 +132,10 @@ static int get_string(json_t *obj, const char *key, const char *path, char *dst,
             return imago_error_set(err, IMAGO_ERR_FORMAT,
                                    "imago.config: %s is too long (%zu bytes, max %zu)", path,
                                    n, cap - 1);
+        /* cut at a UTF-8 character boundary: the value may end up in JSON */
         n = cap - 1;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--;
     }
     memcpy(dst, s, n);
     dst[n] = '\0';

@@ -112,10 +112,13 @@ int imago_model_f16c_available_(void)
 void imago_model_f16_to_f32_(const void *src, float *dst, size_t n, int accel)
 {
 #if IMAGO_ST_X86
-    static int have = -1;
-    if (have < 0)
-        have = imago_model_f16c_available_();
-    if (accel && have) {
+    static atomic_int have = -1;
+    int h = atomic_load_explicit(&have, memory_order_relaxed);
+    if (h < 0) {
+        h = imago_model_f16c_available_();
+        atomic_store_explicit(&have, h, memory_order_relaxed);
+    }
+    if (accel && h) {
         f16_f16c(src, dst, n);
         return;
     }

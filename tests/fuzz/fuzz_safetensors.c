@@ -9,7 +9,8 @@
  *     edits, number/dtype/string replacements inside the JSON header,
  *     splices). Exit status 0 when every input was handled (accepted, or
  *     refused with a consistent error), 1 otherwise; a crash or a sanitizer
- *     report fails it too. Options: --iterations N, --seed S, files...
+ *     report fails it too. Options: --iterations N, --seed S, files...,
+ *     --write-seeds DIR (writes the generated seeds as a corpus and exits).
  *   - libFuzzer: clang -DIMAGO_LIBFUZZER -fsanitize=fuzzer,address,undefined
  *     ... gives LLVMFuzzerTestOneInput alone.
  */
@@ -405,6 +406,21 @@ int main(int argc, char **argv)
             iterations = atol(argv[++i]);
         } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
             seed0 = strtoull(argv[++i], NULL, 10);
+        } else if (strcmp(argv[i], "--write-seeds") == 0 && i + 1 < argc) {
+            /* a starting corpus for libFuzzer */
+            const char *dir = argv[++i];
+            for (int k = 0; k < nseeds; k++) {
+                char path[1024];
+                snprintf(path, sizeof path, "%s/seed%02d.bin", dir, k);
+                FILE *f = fopen(path, "wb");
+                if (!f || fwrite(seeds[k].p, 1, seeds[k].n, f) != seeds[k].n) {
+                    fprintf(stderr, "cannot write %s\n", path);
+                    return 2;
+                }
+                fclose(f);
+            }
+            printf("wrote %d seeds to %s\n", nseeds, dir);
+            return 0;
         } else {
             size_t n;
             uint8_t *p = read_file(argv[i], &n);

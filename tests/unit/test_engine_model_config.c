@@ -112,6 +112,10 @@ int main(void)
     snprintf(json, sizeof json, "{" BASE ", \"source\": \"%.300s\"}", longsrc);
     is_int(parse(json, &c), 0, "a 300-byte source is accepted");
     is_int((int)strlen(c.source), 255, "and truncated to 255 bytes");
+    /* 254 ASCII bytes then a 2-byte UTF-8 character: cut before the character */
+    snprintf(json, sizeof json, "{" BASE ", \"source\": \"%.254s\u00e9tail\"}", longsrc);
+    is_int(parse(json, &c), 0, "a source with a multi-byte character at the cut");
+    is_int((int)strlen(c.source), 254, "cut at the UTF-8 boundary (254 bytes, not 255)");
 
     /* bad values: code + key in the message + output untouched */
     bad("{", IMAGO_ERR_FORMAT, "line 1");
