@@ -7,7 +7,9 @@
  * "extraneous bytes before marker" warning, which many cameras trigger on
  * otherwise intact files and which Pillow decodes silently. The decode runs
  * without TJFLAG_STOPONWARNING so that the last warning (the one that
- * decides) is the one TurboJPEG reports.
+ * decides) is the one TurboJPEG reports. Garbage entropy-coded data that
+ * happens to decode without a warning cannot be told from a real picture and
+ * is accepted (so does every other decoder).
  */
 #include "image_int.h"
 
@@ -75,7 +77,12 @@ int imago_jpeg_decode(const uint8_t *data, size_t len, const imago_image_header 
                                tjGetErrorStr2(NULL));
     int dw = (hdr->width + k - 1) / k, dh = (hdr->height + k - 1) / k;
     int rc = 0;
-    if (tjDecompress2(h, data, (unsigned long)len, dst, dw, 0, dh, TJPF_RGB, 0) != 0) {
+    /* TJFLAG_LIMITSCANS: a progressive JPEG with more than 500 scans is
+     * refused (a few KB can otherwise keep a core busy for minutes). No
+     * other flag: the default (accurate) IDCT and fancy upsampling are what
+     * Pillow uses, which keeps the two bit-exact. */
+    if (tjDecompress2(h, data, (unsigned long)len, dst, dw, 0, dh, TJPF_RGB, TJFLAG_LIMITSCANS) !=
+        0) {
         const char *msg = tjGetErrorStr2(h);
         if (tjGetErrorCode(h) == TJERR_FATAL)
             rc = tj_fail(h, err, "decode");

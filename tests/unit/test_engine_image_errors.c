@@ -77,6 +77,28 @@ int main(void)
     expect((const unsigned char *)"\x89PNG\r\n\x1a\n", 8, &p, IMAGO_ERR_FORMAT,
            "PNG signature only");
 
+    /* a progressive JPEG whose last scan is repeated 600 times: refused
+     * (TJFLAG_LIMITSCANS) instead of burning CPU on thousands of scans */
+    {
+        size_t len;
+        unsigned char *d = slurp("img_scene_prog.jpg", &len);
+        size_t sos = 0;
+        for (size_t i = 0; i + 1 < len; i++)
+            if (d[i] == 0xFF && d[i + 1] == 0xDA)
+                sos = i;
+        size_t scan = len - 2 - sos; /* the last scan, up to EOI */
+        size_t blen = sos + 600 * scan + 2;
+        unsigned char *b = malloc(blen);
+        memcpy(b, d, sos);
+        for (int r = 0; r < 600; r++)
+            memcpy(b + sos + (size_t)r * scan, d + sos, scan);
+        memcpy(b + blen - 2, "\xff\xd9", 2);
+        expect(b, blen, &p, IMAGO_ERR_FORMAT, "progressive JPEG with 600+ scans");
+        expect(d, len, &p, 0, "the same JPEG with its own scans");
+        free(b);
+        free(d);
+    }
+
     /* every prefix of a valid JPEG and PNG is refused (never a crash); a PNG
      * whose image data is complete but whose 12-byte IEND chunk is cut is
      * accepted, as Pillow does */
