@@ -219,8 +219,10 @@ static int run_one(imago_engine *e, const char *path, const imago_decode_params 
         int64_t dt = imago_now_us() - t0;
         if (it == 0 && time_iters > 0) /* the first run also builds the per-shape plans */
             fprintf(stderr, "first run (plan build + forward): %.1f ms\n", dt / 1e3);
-        else
+        else if (time_iters > 0) {
             total += dt;
+            fprintf(stderr, "run %d: %.2f ms\n", it, dt / 1e3);
+        }
     }
     if (time_iters > 0)
         fprintf(stderr, "%s: %dx%d batch %d: %.2f ms per batch, %.3f images/s over %d runs\n",
