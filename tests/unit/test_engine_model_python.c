@@ -2,7 +2,9 @@
  * model with F32, F16 and BF16 tensors (including F16 subnormals, infinities
  * and a NaN) plus the fp32 values PyTorch converts them to, and the SHA-256
  * of the file; the C loader must read the same values bit for bit, the same
- * config and the same fingerprint. Skipped when the reference Python or the
+ * config and the same fingerprint. With the real MobileNetV2 state dict of
+ * ../shared/models (BN statistics randomised), every conv + BN fold done in C
+ * must equal torch's float64 fold. Skipped when the reference Python or the
  * writer is absent. */
 #include "model.h"
 #include "tap.h"
@@ -42,7 +44,125 @@ static const char *SCRIPT =
     "        f.write(np.int64(v.size).tobytes())\n"
     "        f.write(v.tobytes())\n"
     "with open(out, 'rb') as f:\n"
-    "    open(out + '.sha', 'w').write(hashlib.sha256(f.read()).hexdigest())\n";
+    "    open(out + '.sha', 'w').write(hashlib.sha256(f.read()).hexdigest())\n"
+    "# part 2: the real MobileNetV2 weights (when present), BN statistics replaced by\n"
+    "# random ones so that folding is not the identity; the folds done by torch in\n"
+    "# float64 are the expectation\n"
+    "pth = sys.argv[3]\n"
+    "if pth:\n"
+    "    sd = torch.load(pth, map_location='cpu')\n"
+    "    t = {'backbone.' + k: v for k, v in sd.items() if not k.endswith('num_batches_tracked')}\n"
+    "    g = torch.Generator().manual_seed(9)\n"
+    "    pairs = []\n"
+    "    for k in sorted(t):\n"
+    "        if not k.endswith('.running_var'):\n"
+    "            continue\n"
+    "        bn = k[:-len('.running_var')]\n"
+    "        n = t[k].numel()\n"
+    "        t[bn + '.weight'] = torch.rand(n, generator=g) + 0.5\n"
+    "        t[bn + '.bias'] = torch.randn(n, generator=g) * 0.1\n"
+    "        t[bn + '.running_mean'] = torch.randn(n, generator=g) * 0.1\n"
+    "        t[k] = torch.rand(n, generator=g) + 0.01\n"
+    "        head, idx = bn.rsplit('.', 1)\n"
+    "        conv = head + '.' + str(int(idx) - 1)\n"
+    "        if conv + '.weight' in t and t[conv + '.weight'].dim() == 4:\n"
+    "            pairs.append((conv, bn))\n"
+    "    t['pool.p'] = torch.tensor([3.0])\n"
+    "    cfg = im.make_config('mnv2-test', 'mobilenet_v2', 'gem', 'gem', 1280, 'none',\n"
+    "        mean=[0.5] * 3, std=[0.5] * 3, padding='tf_same')\n"
+    "    im.save(out + '.mnv2', t, config=cfg)\n"
+    "    with open(out + '.mnv2.fold', 'wb') as f:\n"
+    "        for conv, bn in pairs:\n"
+    "            w = t[conv + '.weight'].double()\n"
+    "            a = t[bn + '.weight'].double() / torch.sqrt(t[bn + '.running_var'].double() + 1e-5)\n"
+    "            wf = (w * a.view(-1, 1, 1, 1)).float().numpy().astype('<f4')\n"
+    "            bf = (t[bn + '.bias'].double() - a * t[bn + '.running_mean'].double()).float().numpy().astype('<f4')\n"
+    "            for name, v in ((conv, wf), (bn, bf)):\n"
+    "                f.write(name.encode() + b'\\0')\n"
+    "                f.write(np.int64(v.size).tobytes())\n"
+    "                f.write(v.tobytes())\n"
+    "        print(len(pairs), 'conv+bn pairs', file=sys.stderr)\n";
+
+/* Reads one record (name, count, float32 values) of the files the script writes. */
+static float *read_record(FILE *f, char name[256], int64_t *count)
+{
+    int k = 0, ch;
+    while ((ch = fgetc(f)) > 0 && k < 255)
+        name[k++] = (char)ch;
+    if (ch == EOF)
+        return NULL;
+    name[k] = '\0';
+    if (fread(count, 8, 1, f) != 1 || *count < 0 || *count > 10000000)
+        return NULL;
+    float *v = malloc((size_t)*count * 4 + 4);
+    if (fread(v, 4, (size_t)*count, f) != (size_t)*count) {
+        free(v);
+        return NULL;
+    }
+    return v;
+}
+
+/* Folds every conv + BN pair of the real MobileNetV2 in C and compares with torch. */
+static void check_real_weights(const char *model)
+{
+    char path[800];
+    snprintf(path, sizeof path, "%s.mnv2", model);
+    imago_model *m = NULL;
+    imago_error err;
+    imago_error_clear(&err);
+    is_int(imago_model_load(path, &m, &err), 0, "real MobileNetV2 weights load: %s", err.msg);
+    if (!m)
+        return;
+    const imago_model_config *c = imago_model_get_config(m);
+    is_str(c->padding, "tf_same", "padding tf_same");
+    ok(c->mean[0] == 0.5f && c->std[2] == 0.5f, "mean = std = 0.5");
+    is_int(imago_model_n_tensors(m), 314 - 52 + 1, "every tensor but num_batches_tracked, + pool.p");
+    snprintf(path, sizeof path, "%s.mnv2.fold", model);
+    FILE *f = fopen(path, "rb");
+    int pairs = 0, exact = 1;
+    double worst = 0;
+    while (f) {
+        char conv[256], bn[256];
+        int64_t nw, nb;
+        float *wv = read_record(f, conv, &nw);
+        if (!wv)
+            break;
+        float *bv = read_record(f, bn, &nb);
+        if (!bv) {
+            free(wv);
+            break;
+        }
+        float *w = NULL, *b = NULL;
+        imago_tensor ws;
+        if (imago_model_conv_bn(m, conv, bn, &ws, &w, &b, &err) != 0 || ws.numel != nw ||
+            ws.dims[0] != nb) {
+            ok(0, "fold %s + %s: %s", conv, bn, err.msg);
+            exact = 0;
+        } else {
+            for (int64_t i = 0; i < nw + nb; i++) {
+                float got = i < nw ? w[i] : b[i - nw], want = i < nw ? wv[i] : bv[i - nw];
+                double d = fabs((double)got - want) / (fabs((double)want) + 1e-30);
+                if (got != want) {
+                    exact = 0;
+                    if (d > worst)
+                        worst = d;
+                }
+            }
+            pairs++;
+        }
+        free(w);
+        free(b);
+        free(wv);
+        free(bv);
+    }
+    if (f)
+        fclose(f);
+    is_int(pairs, 52, "52 conv + BN pairs folded (stem, blocks, last conv; depthwise included)");
+    if (!exact)
+        tap_diag("largest relative difference to torch: %g", worst);
+    ok(exact, "C folding equals torch's float64 folding bit for bit");
+    imago_model_free(m);
+}
 
 int main(void)
 {
@@ -66,7 +186,14 @@ int main(void)
     const char *script = tst_write("writer.py", SCRIPT, strlen(SCRIPT));
     char model[600];
     snprintf(model, sizeof model, "%s/py.safetensors", tst_tmpdir());
-    snprintf(cmd, sizeof cmd, "'%s' '%s' '%s' '%s'", py, script, root, model);
+    const char *shared = getenv("IMAGO_SHARED");
+    char pth[1024] = "";
+    if (shared) {
+        snprintf(pth, sizeof pth, "%s/models/mobilenet_v2_imagenet.pth", shared);
+        if (access(pth, R_OK) != 0)
+            pth[0] = '\0';
+    }
+    snprintf(cmd, sizeof cmd, "'%s' '%s' '%s' '%s' '%s'", py, script, root, model, pth);
     int rc = system(cmd);
     is_int(rc, 0, "the Python writer ran");
     if (rc != 0) {
@@ -108,23 +235,13 @@ int main(void)
     char expath[700];
     snprintf(expath, sizeof expath, "%s.expect", model);
     f = fopen(expath, "rb");
-    int n = 0, all_same = 1;
+    int n = 0;
     while (f) {
         char name[256];
-        int k = 0, ch;
-        while ((ch = fgetc(f)) > 0 && k < 255)
-            name[k++] = (char)ch;
-        if (ch == EOF)
-            break;
-        name[k] = '\0';
         int64_t count;
-        if (fread(&count, 8, 1, f) != 1 || count < 0 || count > 1000000)
+        float *v = read_record(f, name, &count);
+        if (!v)
             break;
-        float *v = malloc((size_t)count * 4 + 4);
-        if (fread(v, 4, (size_t)count, f) != (size_t)count) {
-            free(v);
-            break;
-        }
         imago_tensor t;
         int same = imago_model_tensor(m, name, &t, &err) == 0 && t.numel == count;
         for (int64_t i = 0; same && i < count; i++) {
@@ -136,7 +253,6 @@ int main(void)
         }
         ok(same, "%s: %lld values equal torch's fp32 conversion bit for bit", name,
            (long long)count);
-        all_same &= same;
         free(v);
         n++;
     }
@@ -148,6 +264,10 @@ int main(void)
     is_int(imago_model_tensor_shape(m, "backbone.conv1.weight", 4, want, &t, &err), 0,
            "conv shape [4, 3, 3, 3]");
     imago_model_free(m);
+    if (pth[0])
+        check_real_weights(model);
+    else
+        tap_skip(6, "../shared/models/mobilenet_v2_imagenet.pth is absent");
     tst_cleanup();
     return tap_done();
 }
