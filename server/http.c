@@ -200,12 +200,36 @@ static enum MHD_Result send_response(imago_http_request *r, imago_http_response 
     return ret;
 }
 
+static int has_body(struct MHD_Connection *c);
+
+/* Answers from the first (headers-only) call. With a body pending the
+ * response goes out now and MHD closes the connection instead of reading
+ * the body; without one it is sent on the next call, which keeps the
+ * connection alive. */
+static enum MHD_Result send_early(imago_http_request *r, imago_http_response *resp)
+{
+    if (has_body(r->conn))
+        return send_response(r, resp);
+    r->stored = *resp;
+    memset(resp, 0, sizeof *resp);
+    atomic_store(&r->state, REQ_COMPLETED);
+    return MHD_YES;
+}
+
 static enum MHD_Result send_error(imago_http_request *r, imago_api_error code, const char *msg)
 {
     imago_http_response resp;
     memset(&resp, 0, sizeof resp);
     imago_http_error(&resp, code, msg);
     return send_response(r, &resp);
+}
+
+static enum MHD_Result early_error(imago_http_request *r, imago_api_error code, const char *msg)
+{
+    imago_http_response resp;
+    memset(&resp, 0, sizeof resp);
+    imago_http_error(&resp, code, msg);
+    return send_early(r, &resp);
 }
 
 /* ---- deferral --------------------------------------------------------------- */
@@ -304,9 +328,9 @@ static enum MHD_Result first_call(imago_http_request *r, const char *url)
                      resp.allow);
             char *b = imago_api_error_body(IMAGO_API_METHOD_NOT_ALLOWED, msg);
             imago_http_json(&resp, 405, b);
-            return send_response(r, &resp);
+            return send_early(r, &resp);
         }
-        return send_error(r, IMAGO_API_NOT_FOUND, "no such endpoint");
+        return early_error(r, IMAGO_API_NOT_FOUND, "no such endpoint");
     }
     r->route_name = r->route->pattern;
     for (int i = 0; i < IMAGO_ROUTE_MAX_PARAMS; i++) {
@@ -320,7 +344,7 @@ static enum MHD_Result first_call(imago_http_request *r, const char *url)
     imago_api_error a = imago_auth_check(&s->auth, r->route->auth,
                                          imago_http_header(r, MHD_HTTP_HEADER_AUTHORIZATION));
     if (a != IMAGO_API_OK)
-        return send_error(r, a,
+        return early_error(r, a,
                           a == IMAGO_API_FORBIDDEN
                               ? "this endpoint needs the admin token"
                               : (imago_http_header(r, MHD_HTTP_HEADER_AUTHORIZATION)
@@ -331,7 +355,7 @@ static enum MHD_Result first_call(imago_http_request *r, const char *url)
     switch (r->route->body) {
     case IMAGO_BODY_NONE:
         if (has_body(r->conn))
-            return send_error(r, IMAGO_API_PAYLOAD_TOO_LARGE, "this endpoint takes no request body");
+            return early_error(r, IMAGO_API_PAYLOAD_TOO_LARGE, "this endpoint takes no request body");
         r->body_limit = 0;
         break;
     case IMAGO_BODY_IMAGE:
@@ -341,7 +365,7 @@ static enum MHD_Result first_call(imago_http_request *r, const char *url)
         imago_error_clear(&err);
         if (imago_content_type_parse(imago_http_header(r, MHD_HTTP_HEADER_CONTENT_TYPE), &ct,
                                      &err) != 0)
-            return send_error(r, IMAGO_API_INVALID_REQUEST, err.msg);
+            return early_error(r, IMAGO_API_INVALID_REQUEST, err.msg);
         int ok;
         if (r->route->body == IMAGO_BODY_IMAGE) {
             ok = ct.media == IMAGO_MEDIA_MULTIPART || ct.media == IMAGO_MEDIA_JPEG ||
@@ -360,20 +384,20 @@ static enum MHD_Result first_call(imago_http_request *r, const char *url)
                      r->route->body == IMAGO_BODY_IMAGE
                          ? "multipart/form-data, image/jpeg or image/png"
                          : "application/json");
-            return send_error(r, IMAGO_API_UNSUPPORTED_MEDIA_TYPE, msg);
+            return early_error(r, IMAGO_API_UNSUPPORTED_MEDIA_TYPE, msg);
         }
         if (cl >= 0 && (unsigned long long)cl > r->body_limit) {
             char msg[96];
             snprintf(msg, sizeof msg, "request body of %lld bytes is over the limit of %zu bytes",
                      cl, r->body_limit);
-            return send_error(r, IMAGO_API_PAYLOAD_TOO_LARGE, msg);
+            return early_error(r, IMAGO_API_PAYLOAD_TOO_LARGE, msg);
         }
         if (cl > 0) {
             /* allocate once for a declared length; grow for chunked bodies */
             r->body_cap = (size_t)cl;
             r->body = malloc(r->body_cap);
             if (!r->body)
-                return send_error(r, IMAGO_API_BUSY, "out of memory for the request body");
+                return early_error(r, IMAGO_API_BUSY, "out of memory for the request body");
         }
         break;
     }
@@ -585,6 +609,17 @@ static int listen_addr(const char *listen, int port, struct sockaddr_storage *ss
                            listen);
 }
 
+static imago_server *volatile signal_target;
+static struct sigaction old_term, old_int;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    imago_server *s = signal_target;
+    if (s)
+        imago_server_stop(s);
+}
+
 int imago_server_open(const imago_config *cfg, imago_server **out, imago_error *err)
 {
     imago_server *s = imago_xcalloc(1, sizeof *s);
@@ -601,6 +636,16 @@ int imago_server_open(const imago_config *cfg, imago_server **out, imago_error *
         rc = imago_error_set(err, IMAGO_ERR_IO, "pipe: %s", strerror(errno));
         goto fail;
     }
+    /* SIGTERM/SIGINT only wake run(); installed before the daemon starts so
+     * a signal that arrives before run() is not lost or fatal */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    signal_target = s;
+    sigaction(SIGTERM, &sa, &old_term);
+    sigaction(SIGINT, &sa, &old_int);
+    signal(SIGPIPE, SIG_IGN);
     struct sockaddr_storage ss;
     int v6 = 0;
     rc = listen_addr(cfg->server.listen, cfg->server.port, &ss, &v6, err);
@@ -639,9 +684,9 @@ int imago_server_open(const imago_config *cfg, imago_server **out, imago_error *
 
     struct MHD_OptionItem opts[12];
     int o = 0;
+    opts[o++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
     opts[o++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss};
     opts[o++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, s};
-    opts[o++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
     opts[o++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT,
                                         cfg->server.connection_timeout_s, NULL};
     opts[o++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT,
@@ -689,16 +734,6 @@ int imago_server_ready(const imago_server *s)
     return atomic_load(&((imago_server *)s)->ready);
 }
 
-static imago_server *volatile signal_target;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    imago_server *s = signal_target;
-    if (s)
-        imago_server_stop(s);
-}
-
 void imago_server_stop(imago_server *s)
 {
     int saved = errno;
@@ -712,14 +747,6 @@ void imago_server_stop(imago_server *s)
 int imago_server_run(imago_server *s, int drain_s, imago_error *err)
 {
     (void)err;
-    struct sigaction sa, old_term, old_int;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    signal_target = s;
-    sigaction(SIGTERM, &sa, &old_term);
-    sigaction(SIGINT, &sa, &old_int);
-    signal(SIGPIPE, SIG_IGN);
 
     struct pollfd pfd = {.fd = s->stop_pipe[0], .events = POLLIN};
     for (;;) {
@@ -745,9 +772,6 @@ int imago_server_run(imago_server *s, int drain_s, imago_error *err)
     s->daemon = NULL;
     if (lfd != MHD_INVALID_SOCKET)
         close(lfd);
-    sigaction(SIGTERM, &old_term, NULL);
-    sigaction(SIGINT, &old_int, NULL);
-    signal_target = NULL;
     IMAGO_INFO("http", "stopped");
     return 0;
 }
@@ -758,6 +782,11 @@ void imago_server_free(imago_server *s)
         return;
     if (s->daemon)
         MHD_stop_daemon(s->daemon);
+    if (signal_target == s) {
+        signal_target = NULL;
+        sigaction(SIGTERM, &old_term, NULL);
+        sigaction(SIGINT, &old_int, NULL);
+    }
     if (s->stop_pipe[0] >= 0)
         close(s->stop_pipe[0]);
     if (s->stop_pipe[1] >= 0)

@@ -387,3 +387,13 @@ const imago_route *imago_route_find(const char *method, const char *path,
     }
     return NULL;
 }
+
+int imago_route_count(void)
+{
+    return (int)(sizeof routes / sizeof routes[0]);
+}
+
+const imago_route *imago_route_at(int i)
+{
+    return (i >= 0 && i < imago_route_count()) ? &routes[i] : NULL;
+}

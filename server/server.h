@@ -154,6 +154,10 @@ const imago_route *imago_route_find(const char *method, const char *path,
                                     size_t param_len[IMAGO_ROUTE_MAX_PARAMS], int *path_known,
                                     char *allow, size_t allow_cap);
 
+/* The table itself, in order (for the OpenAPI consistency test). */
+int imago_route_count(void);
+const imago_route *imago_route_at(int i);
+
 /* ---- the server (http.c) ------------------------------------------------------- */
 
 /* Opens the HTTP server on cfg->server.listen:port (port 0 = any free port)

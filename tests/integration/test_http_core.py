@@ -1,0 +1,448 @@
+#!/usr/bin/env python3
+"""Integration test of the HTTP core: starts the real `imago serve` on port 0
+(the port is read back from the log), then checks health/readiness/info,
+404/405, auth (401 vs 403), body limits (413, early and chunked), content
+types (415), parameter and body validation (400 with exact codes), metrics,
+keep-alive, the generated admin token, and the graceful shutdown (a request
+in flight at SIGTERM still gets its answer). Prints TAP.
+
+usage: test_http_core.py path/to/imago
+"""
+import http.client
+import json
+import os
+import re
+import threading
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+
+N = 0
+FAILED = 0
+SERVERS = []  # every server started, killed at exit whatever happens
+
+
+def ok(cond, name, diag=None):
+    global N, FAILED
+    N += 1
+    if not cond:
+        FAILED += 1
+    print(("ok" if cond else "not ok") + " %d - %s" % (N, name))
+    if not cond and diag is not None:
+        for line in str(diag).splitlines():
+            print("#   " + line)
+    sys.stdout.flush()
+    return cond
+
+
+def is_eq(got, want, name):
+    return ok(got == want, name, "got %r, want %r" % (got, want))
+
+
+class Server:
+    def __init__(self, imago, datadir, extra):
+        args = [imago, "serve", "--port", "0", "--server.listen", "127.0.0.1",
+                "--index.data-dir", datadir, "--server.threads", "2",
+                "--server.max-body-bytes", "64KiB"] + extra
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     env=dict(os.environ, IMAGO_SERVER_LOG_FORMAT="text"))
+        SERVERS.append(self.proc)
+        self.log = []
+        self.port = None
+        # a thread drains stderr (the access log) so the pipe never fills
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        deadline = time.time() + 30
+        while time.time() < deadline and self.port is None and self.proc.poll() is None:
+            for line in list(self.log):
+                m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+                if m:
+                    self.port = int(m.group(1))
+            time.sleep(0.02)
+        if self.port is None:
+            self.proc.kill()
+            raise RuntimeError("server did not start:\n" + "".join(self.log))
+
+    def _read(self):
+        for raw in iter(self.proc.stderr.readline, b""):
+            self.log.append(raw.decode("utf-8", "replace"))
+
+    def conn(self):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+    def request(self, method, path, body=None, headers=None):
+        c = self.conn()
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        return r, data
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            self.reader.join(5)
+            return None, "".join(self.log)
+        self.reader.join(5)
+        return self.proc.returncode, "".join(self.log)
+
+
+def err_code(data):
+    try:
+        return json.loads(data)["error"]["code"]
+    except Exception:
+        return None
+
+
+def err_msg(data):
+    try:
+        return json.loads(data)["error"]["message"]
+    except Exception:
+        return ""
+
+
+def check_error(srv, method, path, status, code, name, body=None, headers=None, msg_prefix=None):
+    r, data = srv.request(method, path, body, headers)
+    good = r.status == status and err_code(data) == code
+    if good and msg_prefix is not None:
+        good = err_msg(data).startswith(msg_prefix)
+    ok(good, "%s -> %d %s%s" % (name, status, code,
+                                (" (message starts '%s')" % msg_prefix) if msg_prefix else ""),
+       "got %d %s" % (r.status, data[:300]))
+    return r, data
+
+
+def multipart(fields, boundary="imagoTestBoundary"):
+    out = b""
+    for f in fields:
+        name, value = f[0], f[1]
+        ctype = f[2] if len(f) > 2 else None
+        filename = f[3] if len(f) > 3 else None
+        out += b"--" + boundary.encode() + b"\r\n"
+        disp = 'Content-Disposition: form-data; name="%s"' % name
+        if filename:
+            disp += '; filename="%s"' % filename
+        out += disp.encode() + b"\r\n"
+        if ctype:
+            out += ("Content-Type: %s\r\n" % ctype).encode()
+        out += b"\r\n" + value + b"\r\n"
+    out += b"--" + boundary.encode() + b"--\r\n"
+    return out, {"Content-Type": "multipart/form-data; boundary=" + boundary}
+
+
+def raw_exchange(port, data, read_timeout=10):
+    s = socket.create_connection(("127.0.0.1", port), timeout=read_timeout)
+    try:
+        s.sendall(data)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    got = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+            if b"\r\n\r\n" in got:
+                head, _, rest = got.partition(b"\r\n\r\n")
+                m = re.search(rb"Content-Length: (\d+)", head, re.I)
+                if m and len(rest) >= int(m.group(1)):
+                    break
+    except (socket.timeout, ConnectionResetError):
+        pass
+    s.close()
+    return got
+
+
+def status_of(raw):
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", raw)
+    return int(m.group(1)) if m else None
+
+
+def main():
+    if len(sys.argv) < 2:
+        print("1..0 # SKIP usage: test_http_core.py IMAGO")
+        return 77
+    imago = sys.argv[1]
+    photos = os.path.join(os.environ.get("IMAGO_SHARED", "../shared"), "data", "photos")
+    jpeg = None
+    if os.path.isdir(photos):
+        for name in sorted(os.listdir(photos)):
+            if name.lower().endswith(".jpg"):
+                p = os.path.join(photos, name)
+                if os.path.getsize(p) < 60 * 1024:
+                    jpeg = open(p, "rb").read()
+                    break
+    if jpeg is None:  # a tiny valid JPEG header is enough below: the engine is not wired
+        jpeg = bytes([0xFF, 0xD8, 0xFF, 0xE0]) + b"\x00" * 64
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+    gif = b"GIF89a" + b"\x00" * 32
+
+    tmp = tempfile.mkdtemp(prefix="imago_it_")
+    ADM, SRCH = "adm-token-123", "search-token-456"
+    srv = Server(imago, os.path.join(tmp, "data"),
+                 ["--auth.admin-token", ADM, "--auth.search-token", SRCH])
+    ok(srv.port > 0, "port 0 -> the real port is logged (%d)" % srv.port)
+    A = {"Authorization": "Bearer " + ADM}
+    S = {"Authorization": "Bearer " + SRCH}
+
+    # ---- probes, info ----
+    r, data = srv.request("GET", "/healthz")
+    is_eq((r.status, json.loads(data)), (200, {"status": "ok"}), "GET /healthz -> 200 ok")
+    r, data = srv.request("HEAD", "/healthz")
+    is_eq((r.status, data), (200, b""), "HEAD /healthz -> 200 without a body")
+    r, data = check_error(srv, "GET", "/readyz", 503, "not_ready", "GET /readyz (nothing wired)")
+    is_eq(r.getheader("Retry-After"), "1", "503 carries Retry-After: 1")
+    r, data = srv.request("GET", "/v1/info")
+    info = json.loads(data) if r.status == 200 else {}
+    ver = subprocess.run([imago, "version"], capture_output=True, text=True).stdout.split()[1]
+    is_eq((r.status, info.get("version"), info.get("ready"), info.get("model")),
+          (200, ver, False, None), "GET /v1/info -> version, not ready, no model")
+    check_error(srv, "GET", "/v1/info?x=1", 400, "invalid_parameter", "GET /v1/info?x=1",
+                msg_prefix="x: unknown parameter")
+
+    # ---- 404 / 405 ----
+    check_error(srv, "GET", "/v1/nope", 404, "not_found", "GET /v1/nope")
+    check_error(srv, "GET", "/", 404, "not_found", "GET / (web page not built yet)")
+    r, data = check_error(srv, "PUT", "/v1/images/3", 405, "method_not_allowed", "PUT /v1/images/3")
+    is_eq(r.getheader("Allow"), "GET, HEAD, DELETE", "405 carries Allow")
+    check_error(srv, "GET", "/v1/search", 405, "method_not_allowed", "GET /v1/search")
+
+    # keep-alive survives an error answer on a body-less request
+    c = srv.conn()
+    c.request("GET", "/v1/nope")
+    r1 = c.getresponse(); r1.read()
+    c.request("GET", "/healthz")
+    r2 = c.getresponse(); r2.read()
+    is_eq((r1.status, r2.status), (404, 200), "404 then 200 on one keep-alive connection")
+    c.close()
+
+    # ---- auth ----
+    body, mh = multipart([("image", jpeg, "image/jpeg", "q.jpg")])
+    r, _ = check_error(srv, "POST", "/v1/search", 401, "unauthorized", "search without a token",
+                       body, mh)
+    ok((r.getheader("WWW-Authenticate") or "").startswith("Bearer"), "401 carries WWW-Authenticate: Bearer")
+    check_error(srv, "POST", "/v1/search", 401, "unauthorized", "search with a wrong token", body,
+                dict(mh, Authorization="Bearer nope"))
+    check_error(srv, "POST", "/v1/search", 401, "unauthorized", "search with Basic auth", body,
+                dict(mh, Authorization="Basic YTpi"))
+    check_error(srv, "POST", "/v1/search", 503, "not_ready",
+                "search with the search token passes auth and validation (engine not wired)", body,
+                dict(mh, **S))
+    check_error(srv, "POST", "/v1/search", 503, "not_ready", "search with the admin token", body,
+                dict(mh, **A))
+    check_error(srv, "POST", "/v1/images", 403, "forbidden", "add image with the search token",
+                body, dict(mh, **S))
+    check_error(srv, "POST", "/v1/images", 401, "unauthorized", "add image without a token", body, mh)
+    check_error(srv, "DELETE", "/v1/images/5", 403, "forbidden", "delete with the search token",
+                None, S)
+    check_error(srv, "GET", "/v1/admin/jobs/1", 401, "unauthorized", "job status without a token")
+    check_error(srv, "GET", "/v1/images/5", 401, "unauthorized", "image metadata without a token")
+    check_error(srv, "GET", "/v1/images/5", 503, "not_ready", "image metadata with the search token",
+                None, S)
+
+    # ---- 413 ----
+    head = ("POST /v1/search HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+            "Content-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n" % SRCH).encode()
+    raw = raw_exchange(srv.port, head)
+    is_eq((status_of(raw), err_code(raw.partition(b"\r\n\r\n")[2])), (413, "payload_too_large"),
+          "Content-Length over server.max_body_bytes -> 413 before the body is sent")
+    big = b"x" * (70 * 1024)
+    chunked = head.replace(b"Content-Length: 100000", b"Transfer-Encoding: chunked")
+    for i in range(0, len(big), 8192):
+        part = big[i:i + 8192]
+        chunked += b"%x\r\n" % len(part) + part + b"\r\n"
+    chunked += b"0\r\n\r\n"
+    raw = raw_exchange(srv.port, chunked)
+    is_eq((status_of(raw), err_code(raw.partition(b"\r\n\r\n")[2])), (413, "payload_too_large"),
+          "chunked body over the limit -> 413")
+    raw = raw_exchange(srv.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+    is_eq((status_of(raw), err_code(raw.partition(b"\r\n\r\n")[2])), (413, "payload_too_large"),
+          "GET with a body -> 413")
+    raw = raw_exchange(srv.port, ("POST /v1/admin/jobs HTTP/1.1\r\nHost: x\r\n"
+                                  "Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
+                                  "Content-Length: %d\r\n\r\n{" % (ADM, (1 << 20) + 2)).encode())
+    is_eq((status_of(raw), err_code(raw.partition(b"\r\n\r\n")[2])), (413, "payload_too_large"),
+          "JSON body over 1 MiB -> 413")
+
+    # ---- 415 ----
+    check_error(srv, "POST", "/v1/search", 415, "unsupported_media_type", "text/plain body",
+                b"hello", dict(S, **{"Content-Type": "text/plain"}))
+    check_error(srv, "POST", "/v1/search", 415, "unsupported_media_type", "no Content-Type",
+                jpeg, dict(S, **{"Content-Type": ""}))
+    check_error(srv, "POST", "/v1/admin/jobs", 415, "unsupported_media_type",
+                "job with an image Content-Type", b"{}", dict(A, **{"Content-Type": "image/jpeg"}))
+    b2, h2 = multipart([("image", gif, "image/gif", "a.gif")])
+    check_error(srv, "POST", "/v1/search", 415, "unsupported_media_type", "multipart image/gif part",
+                b2, dict(h2, **S))
+    check_error(srv, "POST", "/v1/search", 415, "unsupported_media_type", "octet-stream GIF bytes",
+                gif, dict(S, **{"Content-Type": "application/octet-stream"}))
+
+    # ---- 400 ----
+    def search(qs, body, headers, status, code, name, prefix=None):
+        check_error(srv, "POST", "/v1/search" + qs, status, code, name, body, dict(headers, **S),
+                    msg_prefix=prefix)
+
+    search("?k=0", body, mh, 400, "invalid_parameter", "k=0", "k:")
+    search("?k=1001", body, mh, 400, "invalid_parameter", "k=1001", "k:")
+    search("?k=5&k=6", body, mh, 400, "invalid_parameter", "k twice", "k: given more than once")
+    search("?bbox=3,2,1,4", body, mh, 400, "invalid_parameter", "bbox with x1 > x2", "bbox:")
+    search("?foo=1", body, mh, 400, "invalid_parameter", "unknown query parameter",
+           "foo: unknown parameter")
+    search("?filter=%7Bbad", body, mh, 400, "invalid_json", "filter not JSON", "filter:")
+    search("?filter=%5B1%5D", body, mh, 400, "invalid_parameter", "filter not an object", "filter:")
+    b3, h3 = multipart([("k", b"7"), ("image", jpeg, "image/jpeg")])
+    search("?k=5", b3, h3, 400, "invalid_parameter", "k in query and multipart", "k: given more")
+    b3, h3 = multipart([("qe", b"maybe"), ("image", jpeg, "image/jpeg")])
+    search("", b3, h3, 400, "invalid_parameter", "multipart field qe=maybe", "qe:")
+    b3, h3 = multipart([("color", b"red"), ("image", jpeg, "image/jpeg")])
+    search("", b3, h3, 400, "invalid_parameter", "unknown multipart field", "color: unknown")
+    b3, h3 = multipart([("k", b"3")])
+    search("", b3, h3, 400, "invalid_parameter", "multipart without an image field", "image:")
+    b3, h3 = multipart([("image", jpeg), ("image", jpeg)])
+    search("", b3, h3, 400, "invalid_parameter", "two image fields", "image:")
+    search("", body[:-10], mh, 400, "invalid_request", "multipart without the final boundary",
+           "multipart:")
+    search("", b"--x\r\n\r\n--x--", {"Content-Type": "multipart/form-data"}, 400, "invalid_request",
+           "multipart Content-Type without boundary", "Content-Type:")
+    search("", b"garbage", {"Content-Type": "image/jpeg"}, 400, "invalid_image",
+           "image/jpeg body that is not a JPEG", "image:")
+    search("", b"", {"Content-Type": "image/png"}, 400, "invalid_image", "empty image body", "image:")
+    search("?k=3&bbox=0,0,10,10&qe=true&qe_k=2&qe_alpha=1&with_metadata=false&"
+           "filter=%7B%22a%22%3A1%7D", png, {"Content-Type": "image/png"}, 503, "not_ready",
+           "all parameters valid, raw PNG body -> not_ready")
+    check_error(srv, "POST", "/v1/extract?k=2", 503, "not_ready", "extract with a JPEG",
+                jpeg, dict(S, **{"Content-Type": "image/jpeg"}))
+    b4, h4 = multipart([("external_id", b"ext-1"), ("metadata", b'{"title":"x"}'),
+                        ("image", jpeg, "image/jpeg", "a.jpg")])
+    check_error(srv, "POST", "/v1/images", 503, "not_ready", "valid add-image (index not wired)",
+                b4, dict(h4, **A))
+    b4, h4 = multipart([("metadata", b"[1,2]"), ("image", jpeg, "image/jpeg")])
+    check_error(srv, "POST", "/v1/images", 400, "invalid_parameter", "metadata not an object",
+                b4, dict(h4, **A), msg_prefix="metadata:")
+    b4, h4 = multipart([("k", b"5"), ("image", jpeg, "image/jpeg")])
+    check_error(srv, "POST", "/v1/images", 400, "invalid_parameter", "search parameter on add-image",
+                b4, dict(h4, **A), msg_prefix="k: unknown")
+    check_error(srv, "GET", "/v1/images/abc", 400, "invalid_parameter", "non-numeric image id",
+                None, S, msg_prefix="id:")
+    check_error(srv, "GET", "/v1/images/0", 400, "invalid_parameter", "image id 0", None, S)
+    check_error(srv, "GET", "/v1/images/12/thumbnail", 503, "not_ready", "thumbnail", None, S)
+    J = dict(A, **{"Content-Type": "application/json"})
+    check_error(srv, "POST", "/v1/admin/jobs", 400, "invalid_json", "job body not JSON", b"{", J)
+    check_error(srv, "POST", "/v1/admin/jobs", 400, "invalid_json", "empty job body", b"", J)
+    check_error(srv, "POST", "/v1/admin/jobs", 400, "invalid_parameter", "job without a source",
+                b"{}", J, msg_prefix="source:")
+    check_error(srv, "POST", "/v1/admin/jobs", 400, "invalid_parameter", "job with an unknown field",
+                b'{"source":{"dir":"/d","depth":2}}', J, msg_prefix="source.depth:")
+    check_error(srv, "POST", "/v1/admin/jobs", 503, "not_ready", "valid job body",
+                b'{"source":{"dir":"/d","recursive":true}}', J)
+    check_error(srv, "POST", "/v1/admin/reindex", 503, "not_ready", "reindex with no body", None, A)
+    check_error(srv, "POST", "/v1/admin/reindex", 400, "invalid_parameter", "reindex bad dba",
+                b'{"dba":"yes"}', J, msg_prefix="dba:")
+    check_error(srv, "GET", "/v1/admin/jobs/x1", 400, "invalid_parameter", "bad job id", None, A)
+
+    # ---- metrics ----
+    r, data = srv.request("GET", "/metrics")
+    text = data.decode()
+    is_eq((r.status, (r.getheader("Content-Type") or "").split(";")[0]), (200, "text/plain"),
+          "GET /metrics -> 200 text/plain")
+    ok('imago_http_requests_total{route="/healthz",method="GET",status="200"} 2\n' in text,
+       "healthz GET 200 counted exactly twice", text[:2000])
+    ok('imago_http_requests_total{route="/healthz",method="HEAD",status="200"} 1\n' in text,
+       "healthz HEAD counted once")
+    ok('imago_http_requests_total{route="/v1/search",method="POST",status="401"} 3\n' in text,
+       "three 401s on /v1/search")
+    ok('imago_http_requests_total{route="unmatched",method="GET",status="404"} 3\n' in text,
+       "three unmatched 404s")
+    ok(re.search(r'imago_http_request_duration_seconds_bucket\{route="/v1/search",method="POST",'
+                 r'status="503",le="\+Inf"\} \d+', text) is not None, "latency histogram by route")
+
+    # ---- graceful shutdown with a request in flight ----
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    payload = jpeg[:200] if len(jpeg) >= 200 else jpeg
+    s.sendall(("POST /v1/extract HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+               "Content-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % (SRCH, len(payload))
+               ).encode() + payload[:50])
+    time.sleep(0.3)
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    ok(srv.proc.poll() is None, "server waits for the request in flight after SIGTERM")
+    s.sendall(payload[50:])
+    got = b""
+    try:
+        while b"\r\n\r\n" not in got or not got.rstrip().endswith(b"}"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    except socket.timeout:
+        pass
+    s.close()
+    is_eq(status_of(got), 503, "the in-flight request is answered during the drain")
+    rc, log = srv.stop(signal.SIGTERM)
+    is_eq(rc, 0, "exit status 0 after SIGTERM")
+    ok("stopped" in log, "log says stopped")
+    ok(re.search(r"http: GET /healthz 200 - in=0 out=15 [0-9.]+ms route=/healthz client=127\.0\.0\.1",
+                 log) is not None, "access log line for GET /healthz", log[-1500:])
+    try:
+        socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
+        ok(False, "port closed after shutdown")
+    except OSError:
+        ok(True, "port closed after shutdown")
+
+    # ---- generated admin token ----
+    data2 = os.path.join(tmp, "data2")
+    srv2 = Server(imago, data2, [])
+    tokfile = os.path.join(data2, "admin.token")
+    ok(os.path.exists(tokfile) and stat.S_IMODE(os.stat(tokfile).st_mode) == 0o600,
+       "admin token generated with mode 0600")
+    tok = open(tokfile).read().strip() if os.path.exists(tokfile) else ""
+    ok(any(tok in line for line in srv2.log) and len(tok) == 64, "the generated token is logged once")
+    check_error(srv2, "POST", "/v1/admin/reindex", 503, "not_ready", "generated token works", None,
+                {"Authorization": "Bearer " + tok})
+    check_error(srv2, "POST", "/v1/admin/reindex", 401, "unauthorized", "other tokens do not", None,
+                {"Authorization": "Bearer " + "0" * 64})
+    r, _ = srv2.request("POST", "/v1/search", jpeg, {"Content-Type": "image/jpeg"})
+    is_eq(r.status, 503, "search is open without a search token (503 not_ready, not 401)")
+    rc, log2 = srv2.stop(signal.SIGINT)
+    ok(rc == 0, "exit status 0 after SIGINT", "rc %r\n%s" % (rc, log2[-1500:]))
+    srv3 = Server(imago, data2, [])
+    ok(not any(tok in line for line in srv3.log), "second start reuses the token without printing it")
+    check_error(srv3, "POST", "/v1/admin/reindex", 503, "not_ready", "same token after a restart",
+                None, {"Authorization": "Bearer " + tok})
+    srv3.stop()
+
+    # ---- port in use ----
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    bport = busy.getsockname()[1]
+    p = subprocess.run([imago, "serve", "--port", str(bport), "--server.listen", "127.0.0.1",
+                        "--index.data-dir", data2], capture_output=True, text=True, timeout=20)
+    busy.close()
+    ok(p.returncode == 1 and "cannot listen" in p.stderr, "port in use -> exit 1 with a message",
+       p.stderr[-500:])
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    print("1..%d" % N)
+    return 1 if FAILED else 0
+
+
+if __name__ == "__main__":
+    try:
+        rc = main()
+    finally:
+        for proc in SERVERS:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    sys.exit(rc)
