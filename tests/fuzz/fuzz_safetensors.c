@@ -11,8 +11,14 @@
  *     refused with a consistent error), 1 otherwise; a crash or a sanitizer
  *     report fails it too. Options: --iterations N, --seed S, files...,
  *     --write-seeds DIR (writes the generated seeds as a corpus and exits).
- *   - libFuzzer: clang -DIMAGO_LIBFUZZER -fsanitize=fuzzer,address,undefined
- *     ... gives LLVMFuzzerTestOneInput alone.
+ *   - libFuzzer (coverage-guided), e.g. from the repository root:
+ *       clang -std=c11 -D_GNU_SOURCE -O1 -g -DIMAGO_LIBFUZZER \
+ *         -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+ *         -Icommon -Iengine -Itests -IBUILDDIR common/{error,log,alloc}.c \
+ *         engine/{sha256,model,model_config,safetensors,model_synth}.c \
+ *         tests/fuzz/fuzz_safetensors.c -ljansson -lm -lpthread -o fuzz
+ *       BUILDDIR/engine/fuzz_safetensors --write-seeds corpus
+ *       ./fuzz -max_total_time=150 -max_len=4096 corpus
  */
 #include "model.h"
 #include "../unit/test_engine_model_util.h"
