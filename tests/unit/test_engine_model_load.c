@@ -458,6 +458,39 @@ static void test_files(void)
     unlink(path);
 }
 
+static void test_many_tensors(void)
+{
+    /* 3000 tensors (a ResNet-152 + AGeM file has about 1000): every name found,
+     * with its own data, after the table grew several times */
+    enum { N = 3000 };
+    tst_tensor *t = calloc(N, sizeof *t);
+    char(*names)[48] = calloc(N, sizeof *names);
+    float *vals = calloc(N, sizeof *vals);
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof names[i], "backbone.layer%d.%d.conv%d.weight", i % 4, i / 12,
+                 i % 3);
+        vals[i] = (float)i;
+        t[i] = (tst_tensor){names[i], "F32", 1, {1}, &vals[i], 4};
+    }
+    size_t len;
+    uint8_t *img = tst_build(TST_CONFIG_NOP, t, N, 1, &len);
+    imago_model *m = NULL;
+    imago_error_clear(&err);
+    is_int(imago_model_load_memory(img, len, &m, &err), 0, "3000-tensor file loads");
+    int found = 0;
+    for (int i = 0; m && i < N; i++) {
+        imago_tensor x;
+        found += imago_model_tensor(m, names[i], &x, NULL) == 0 && x.data[0] == (float)i;
+    }
+    is_int(found, N, "every tensor found by name with its own value");
+    ok(m && !imago_model_has_tensor(m, "backbone.layer0.0.conv0.bias"), "absent name absent");
+    imago_model_free(m);
+    free(img);
+    free(t);
+    free(names);
+    free(vals);
+}
+
 int main(void)
 {
     test_valid();
@@ -465,6 +498,7 @@ int main(void)
     test_f16_all();
     test_errors();
     test_files();
+    test_many_tensors();
     tst_cleanup();
     return tap_done();
 }
