@@ -5,7 +5,8 @@
  * (engine/net*.c), not here: this file is generic.
  *
  * Thread safety: a loaded model is immutable; any number of threads may read
- * it. imago_model_free must not race with readers.
+ * it. imago_model_free must not race with readers of the same reference:
+ * give each owner its own reference (imago_model_retain).
  */
 #ifndef IMAGO_ENGINE_MODEL_H
 #define IMAGO_ENGINE_MODEL_H
@@ -50,8 +51,9 @@ void imago_model_config_default(imago_model_config *cfg);
  * defaults, then reads format (must be 1), backbone, head, dim (required),
  * pooling ({"type": gem|spoc|mac, "p": number | "from tensor NAME"} or just
  * the type string), whitening, padding, input {max_side, mean[3], std[3]},
- * scales (1..8 values in (0, 4]), name, source (truncated to fit), trained
- * (bool). Unknown keys are ignored. Errors: IMAGO_ERR_FORMAT (not JSON, wrong
+ * scales (1..8 values in (0, 4]), name, source (truncated to fit at a UTF-8
+ * boundary), trained (bool). Bounds: dim 1..65536, max_side 1..16384, std > 0,
+ * numeric p in (0, 64]. Unknown keys are ignored. Errors: IMAGO_ERR_FORMAT (not JSON, wrong
  * type, value out of range) and IMAGO_ERR_UNSUPPORTED (format != 1, unknown
  * backbone/head/pooling/whitening/padding, agem without a ResNet), each
  * message naming the key. *cfg is written only on success (fingerprint "").
