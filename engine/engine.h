@@ -110,4 +110,160 @@ void imago_engine_describe(const imago_engine *engine, imago_model_info *out);
 int imago_engine_embed(imago_engine *engine, const imago_image *const *images, int n,
                        float *out, imago_error *err);
 
+/* ======================================================================
+ * Batcher: decode threads -> per-shape queues -> dynamic batches ->
+ * forward threads -> one callback per image (engine/batcher.c)
+ *
+ * The HTTP server and the ingest job runner hand encoded images (or
+ * already decoded ones) to a batcher and get each descriptor back through
+ * a callback. Images are batched only with images of the same decoded
+ * shape, so batching never changes a descriptor. Thread safety: every
+ * function except imago_batcher_close/free may be called from any thread
+ * at any time, concurrently; close/free are called once, by the owner,
+ * never from a callback.
+ * ====================================================================== */
+
+typedef struct imago_batcher imago_batcher;
+
+#define IMAGO_BATCHER_MAX_BATCH 1024
+
+/* Where an image's time went (microseconds, monotonic clock). */
+typedef struct imago_batch_timings {
+    int64_t decode_us;  /* decode + orient + crop + resize (0: submitted decoded) */
+    int64_t queue_us;   /* waiting: for a decode thread, then for a batch to form
+                           and a forward thread to take it */
+    int64_t forward_us; /* from the batch's first engine call to the end of the call
+                           that produced this descriptor (includes NOMEM retries) */
+    int batch_size;     /* images in the engine call that produced it (0: no call) */
+} imago_batch_timings;
+
+/* Completion callback: called exactly once per accepted submission, from a
+ * batcher thread, with no batcher lock held. status is 0 or IMAGO_ERR_*:
+ * the decode error (FORMAT, TOO_LARGE, INVALID, UNSUPPORTED, NOMEM), the
+ * engine's error for the batch, or IMAGO_ERR_CANCELLED when the batcher
+ * was closed without draining. message is "" on success. descriptor (dim
+ * floats, NULL on error) and timings are borrowed for the duration of the
+ * call only. The callback must not block (it holds up a decode or forward
+ * thread) and must not call imago_batcher_close/free; it may submit. */
+typedef void (*imago_batcher_cb)(void *user_data, int status, const char *message,
+                                 const float *descriptor, int dim,
+                                 const imago_batch_timings *timings);
+
+/* Replacement for imago_engine_embed, FOR TESTS AND BENCHMARKS ONLY (a fake
+ * engine that can block, fail or count calls). Same contract as
+ * imago_engine_embed; called concurrently from the forward threads. */
+typedef int (*imago_batcher_embed_fn)(void *ctx, const imago_image *const *images, int n,
+                                      float *out, imago_error *err);
+
+typedef struct imago_batcher_params {
+    int decode_threads;   /* decode + resize threads; 0 = one per online CPU */
+    int forward_threads;  /* threads calling the engine; default 1 (oneDNN already
+                             uses every core for one call) */
+    int max_batch;        /* most images per engine call, 1..IMAGO_BATCHER_MAX_BATCH (8) */
+    int64_t max_delay_us; /* longest wait of a shape queue's oldest image for its
+                             batch to fill (2000) */
+    int queue_depth;      /* most images waiting at once: in the decode queue, being
+                             decoded, or in shape queues (not those in a forward
+                             pass); beyond it submissions get IMAGO_ERR_BUSY (256) */
+    size_t max_bytes;     /* largest encoded image (32 MiB; 0 = no limit) */
+    uint64_t max_pixels;  /* largest declared width*height (100e6; 0 = no limit) */
+    int max_side;         /* resize target; 0 = the engine's model info max_side */
+    /* tests and benchmarks only: */
+    imago_batcher_embed_fn embed_fn; /* NULL = imago_engine_embed on the engine */
+    void *embed_ctx;
+    int dim;                         /* descriptor size, required with embed_fn */
+} imago_batcher_params;
+
+imago_batcher_params imago_batcher_params_default(void);
+
+/* Creates a batcher and starts its threads. engine is borrowed and must
+ * outlive the batcher (it may be NULL only with params->embed_fn, which
+ * then needs params->dim > 0 and params->max_side > 0). *out is set on
+ * success. Errors: IMAGO_ERR_INVALID (bad params), IMAGO_ERR_BACKEND
+ * (threads could not be started). */
+int imago_batcher_new(imago_engine *engine, const imago_batcher_params *params,
+                      imago_batcher **out, imago_error *err);
+
+/* Stops accepting work (later submissions get IMAGO_ERR_NOT_READY) and
+ * waits until every accepted submission had its callback. drain != 0:
+ * waiting images are all processed, partial batches go at once (no
+ * max_delay wait). drain == 0: images not yet in a forward pass or a decode
+ * get IMAGO_ERR_CANCELLED; running decodes and forward passes finish (their
+ * images are delivered, or cancelled when they had not reached a forward
+ * pass). Then the threads are joined. Idempotent. Owner thread only, never
+ * from a callback. */
+void imago_batcher_close(imago_batcher *b, int drain);
+
+/* imago_batcher_close(b, 0) when not closed yet, then frees. NULL is a no-op. */
+void imago_batcher_free(imago_batcher *b);
+
+typedef enum imago_batcher_ownership {
+    IMAGO_BATCHER_COPY = 0, /* bytes are borrowed: copied before submit returns */
+    IMAGO_BATCHER_TAKE = 1  /* bytes came from malloc(); on success the batcher owns
+                               them and free()s them; on error the caller keeps them */
+} imago_batcher_ownership;
+
+/* Queues one encoded image (JPEG or PNG) for decode + descriptor; cb gets
+ * the result (see imago_batcher_cb). Never blocks. req (may be NULL) gives
+ * the per-request decode options: has_box/box and allow_dct_scaling are
+ * used; max_bytes/max_pixels can only tighten the batcher's limits;
+ * max_side is ignored (always the batcher's, so that descriptors agree).
+ * Returns 0 when accepted (then cb is called exactly once), or, with no
+ * callback: IMAGO_ERR_BUSY (queue_depth images already waiting; counted in
+ * the stats), IMAGO_ERR_TOO_LARGE (len over max_bytes), IMAGO_ERR_NOT_READY
+ * (closed), IMAGO_ERR_INVALID (NULL cb or bytes), IMAGO_ERR_NOMEM (copy). */
+int imago_batcher_submit(imago_batcher *b, const void *bytes, size_t len,
+                         imago_batcher_ownership ownership, const imago_decode_params *req,
+                         imago_batcher_cb cb, void *user_data, imago_error *err);
+
+/* Queues an already decoded image (e.g. decoded by the job runner with
+ * imago_batcher_decode_params()); it goes straight to its shape queue. img
+ * is taken on success (the batcher frees it), left to the caller on error.
+ * Same return codes as imago_batcher_submit. */
+int imago_batcher_submit_image(imago_batcher *b, imago_image *img, imago_batcher_cb cb,
+                               void *user_data, imago_error *err);
+
+/* Synchronous convenience (CLI, tools): submits bytes (borrowed), waits
+ * for the result and writes imago_batcher_dim(b) floats to out. timings
+ * may be NULL. Returns the callback's status (its message in err) or a
+ * submit error. Must not be called from a callback. */
+int imago_batcher_embed_sync(imago_batcher *b, const void *bytes, size_t len,
+                             const imago_decode_params *req, float *out,
+                             imago_batch_timings *timings, imago_error *err);
+
+/* The decode parameters the batcher uses (its limits and max_side). */
+void imago_batcher_decode_params(const imago_batcher *b, imago_decode_params *out);
+
+/* Descriptor size of the results. */
+int imago_batcher_dim(const imago_batcher *b);
+
+/* Changes max_delay_us for the batches formed from now on (reloadable
+ * config). Returns IMAGO_ERR_INVALID for a negative value. */
+int imago_batcher_set_max_delay(imago_batcher *b, int64_t max_delay_us, imago_error *err);
+
+/* A consistent snapshot of the batcher's counters (for /metrics). */
+typedef struct imago_batcher_stats {
+    int max_batch, queue_depth;
+    int64_t queued;        /* now: waiting (decode queue + decoding + shape queues) */
+    int64_t queued_decode; /* now: of those, waiting for or in a decode */
+    int64_t queued_batch;  /* now: of those, decoded and waiting in shape queues */
+    int64_t in_flight;     /* now: images in running forward passes */
+    int shapes;            /* now: non-empty shape queues */
+    uint64_t submitted;    /* accepted submissions */
+    uint64_t completed;    /* callbacks with a descriptor */
+    uint64_t failed;       /* callbacks with an error (the three below) */
+    uint64_t failed_decode, failed_engine, cancelled;
+    uint64_t rejected_busy; /* IMAGO_ERR_BUSY returns */
+    uint64_t batches;       /* successful engine calls */
+    uint64_t nomem_splits;  /* batches split in halves after IMAGO_ERR_NOMEM */
+    uint64_t batch_hist[IMAGO_BATCHER_MAX_BATCH + 1]; /* [k]: successful calls of k images */
+    double decode_s_total;  /* sum over decoded images */
+    double queue_s_total;   /* sum over images that reached a forward pass */
+    double forward_s_total; /* sum over engine calls (failed ones included) */
+    double images_per_s;    /* completed images per second over the last window_s */
+    double window_s;        /* up to 10 s (less right after the start) */
+} imago_batcher_stats;
+
+void imago_batcher_stats_get(const imago_batcher *b, imago_batcher_stats *out);
+
 #endif /* IMAGO_ENGINE_H */
