@@ -392,13 +392,8 @@ static enum MHD_Result first_call(imago_http_request *r, const char *url)
                      cl, r->body_limit);
             return early_error(r, IMAGO_API_PAYLOAD_TOO_LARGE, msg);
         }
-        if (cl > 0) {
-            /* allocate once for a declared length; grow for chunked bodies */
-            r->body_cap = (size_t)cl;
-            r->body = malloc(r->body_cap);
-            if (!r->body)
-                return early_error(r, IMAGO_API_BUSY, "out of memory for the request body");
-        }
+        /* the body buffer grows as bytes arrive (never from the declared
+         * length alone: headers without a body must not pin memory) */
         break;
     }
     }

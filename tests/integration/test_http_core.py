@@ -16,6 +16,7 @@ import threading
 import shutil
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def is_eq(got, want, name):
 
 
 class Server:
-    def __init__(self, imago, datadir, extra):
+    def __init__(self, imago, datadir, extra, scheme="http"):
         args = [imago, "serve", "--port", "0", "--server.listen", "127.0.0.1",
                 "--index.data-dir", datadir, "--server.threads", "2",
                 "--server.max-body-bytes", "64KiB"] + extra
@@ -60,7 +61,7 @@ class Server:
         deadline = time.time() + 30
         while time.time() < deadline and self.port is None and self.proc.poll() is None:
             for line in list(self.log):
-                m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+                m = re.search(scheme + r"://127\.0\.0\.1:(\d+)", line)
                 if m:
                     self.port = int(m.group(1))
             time.sleep(0.02)
@@ -415,11 +416,40 @@ def main():
     is_eq(r.status, 503, "search is open without a search token (503 not_ready, not 401)")
     rc, log2 = srv2.stop(signal.SIGINT)
     ok(rc == 0, "exit status 0 after SIGINT", "rc %r\n%s" % (rc, log2[-1500:]))
-    srv3 = Server(imago, data2, [])
+    srv3 = Server(imago, data2, ["--server.cors-origin", "https://example.org"])
     ok(not any(tok in line for line in srv3.log), "second start reuses the token without printing it")
-    check_error(srv3, "POST", "/v1/admin/reindex", 503, "not_ready", "same token after a restart",
-                None, {"Authorization": "Bearer " + tok})
+    r, _ = check_error(srv3, "POST", "/v1/admin/reindex", 503, "not_ready",
+                       "same token after a restart", None, {"Authorization": "Bearer " + tok})
+    is_eq(r.getheader("Access-Control-Allow-Origin"), "https://example.org",
+          "CORS origin on an error answer")
+    r, data = srv3.request("OPTIONS", "/v1/search", None,
+                           {"Origin": "https://example.org",
+                            "Access-Control-Request-Method": "POST"})
+    is_eq((r.status, r.getheader("Access-Control-Allow-Origin"),
+           "Authorization" in (r.getheader("Access-Control-Allow-Headers") or "")),
+          (204, "https://example.org", True), "CORS preflight -> 204 with the allowed headers")
     srv3.stop()
+
+    # ---- TLS (libmicrohttpd + GnuTLS), with a throwaway self-signed certificate ----
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    gen = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                          "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+                         capture_output=True) if shutil.which("openssl") else None
+    if gen is None or gen.returncode != 0:
+        print("ok %d - # SKIP openssl not available to make a test certificate" % (N + 1))
+        globals()["N"] += 1
+    else:
+        srv4 = Server(imago, data2, ["--server.tls-cert", cert, "--server.tls-key", key],
+                      scheme="https")
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        c = http.client.HTTPSConnection("127.0.0.1", srv4.port, timeout=10, context=ctx)
+        c.request("GET", "/healthz")
+        r = c.getresponse()
+        is_eq((r.status, r.read()), (200, b'{"status":"ok"}'), "GET /healthz over TLS")
+        c.close()
+        srv4.stop()
 
     # ---- port in use ----
     busy = socket.socket()
