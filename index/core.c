@@ -41,6 +41,7 @@ void ix_core_free(ix_core *c)
     free(c->pos_of);
     if (c->fidx)
         faiss_Index_free(c->fidx);
+    pthread_rwlock_destroy(&c->ef_lock);
     free(c);
 }
 
@@ -52,7 +53,24 @@ ix_core *ix_core_new(int dim, int prec, const char *factory)
     snprintf(c->factory, sizeof c->factory, "%s", factory);
     c->kind = IX_CORE_FLAT;
     c->seq = 0;
+    pthread_rwlock_init(&c->ef_lock, NULL);
     return c;
+}
+
+int ix_core_set_defaults(ix_core *c, int nprobe, int ef, imago_error *err)
+{
+    if (c->kind != IX_CORE_FAISS)
+        return 0;
+    FaissIndexIVF *ivf = faiss_IndexIVF_cast(c->fidx);
+    if (ivf)
+        faiss_IndexIVF_set_nprobe(ivf, (size_t)(nprobe > 0 ? nprobe : 1));
+    if (c->family == 1) {
+        int frc = imago_faiss_hnsw_set_ef(c->fidx, ef);
+        if (frc)
+            return faiss_err(frc, err, "set efSearch");
+        c->ef_default = ef;
+    }
+    return 0;
 }
 
 int ix_factory_is_flat(const char *f) { return strcmp(f, "Flat") == 0; }
@@ -338,10 +356,26 @@ static int search_faiss(const ix_core *c, const float *q, size_t nq, int k, cons
     }
     float *D = imago_xmalloc(nq * (size_t)k * sizeof *D);
     idx_t *L = imago_xmalloc(nq * (size_t)k * sizeof *L);
+    int ef_override = c->family == 1 && ef > 0 && ef != c->ef_default;
+    if (c->family == 1) {
+        ix_core *mc = (ix_core *)c; /* the lock is the only mutable part */
+        if (ef_override) {
+            pthread_rwlock_wrlock(&mc->ef_lock);
+            imago_faiss_hnsw_set_ef(mc->fidx, ef);
+        } else {
+            pthread_rwlock_rdlock(&mc->ef_lock);
+        }
+    }
     if (sp)
         frc = faiss_Index_search_with_params(c->fidx, (idx_t)nq, q, k, sp, D, L);
     else
         frc = faiss_Index_search(c->fidx, (idx_t)nq, q, k, D, L);
+    if (c->family == 1) {
+        ix_core *mc = (ix_core *)c;
+        if (ef_override)
+            imago_faiss_hnsw_set_ef(mc->fidx, c->ef_default);
+        pthread_rwlock_unlock(&mc->ef_lock);
+    }
     faiss_SearchParameters_free(sp);
     imago_faiss_selector_free(sel);
     int rc = 0;

@@ -26,6 +26,11 @@ typedef struct ix_core {
     int64_t *pos_of;    /* image id -> live position or -1 */
     size_t pos_cap;
     int64_t seq;        /* store sequence covered */
+    /* HNSW efSearch lives in the index (see faiss_ext.h): searches with the
+     * default hold ef_lock shared, a per-request value holds it exclusive
+     * while it is set. */
+    pthread_rwlock_t ef_lock;
+    int ef_default;
 } ix_core;
 
 typedef struct ix_filter {
@@ -45,6 +50,8 @@ typedef struct ix_snap_meta {
 
 ix_core *ix_core_new(int dim, int prec, const char *factory);
 void ix_core_free(ix_core *c);
+/* Sets the default IVF nprobe / HNSW efSearch stored in the FAISS index. */
+int ix_core_set_defaults(ix_core *c, int nprobe, int ef, imago_error *err);
 int ix_factory_is_flat(const char *factory);
 /* Builds a core over n vectors X (ids[i] for row i): trains IVF/PQ from X. */
 int ix_core_build(int dim, int prec, const char *factory, const int64_t *ids, const float *X,

@@ -341,6 +341,17 @@ int imago_faiss_index_family(const FaissIndex *index)
     return 0;
 }
 
+int imago_faiss_hnsw_set_ef(FaissIndex *index, int ef_search)
+{
+    auto *h = dynamic_cast<faiss::IndexHNSW *>(const_cast<faiss::Index *>(unwrap(IX(index))));
+    if (!h) {
+        last_error_msg = "not an HNSW index";
+        return FAISS_EXCEPT;
+    }
+    h->hnsw.efSearch = ef_search;
+    return OK;
+}
+
 // ---- in-memory serialisation ------------------------------------------------
 
 int imago_faiss_write_to_buffer(const FaissIndex *index, uint8_t **buf, size_t *len)

@@ -46,6 +46,10 @@ int imago_faiss_IDSelectorCallback_new(FaissIDSelector **p_sel, imago_faiss_memb
 /* 1 when the index (or the index inside an IndexPreTransform / IDMap) is an
  * IndexHNSW, 2 when an IndexIVF, 0 otherwise. */
 int imago_faiss_index_family(const FaissIndex *index);
+/* Sets IndexHNSW::hnsw.efSearch: FAISS 1.7.3's IndexHNSW::search ignores
+ * SearchParametersHNSW::efSearch (only its selector is used), so the field
+ * is what takes effect. Not thread-safe against searches of that index. */
+int imago_faiss_hnsw_set_ef(FaissIndex *index, int ef_search);
 /* Frees a selector created by any *_new above (they all derive from IDSelector). */
 void imago_faiss_selector_free(void *sel);
 /* Serialises the index into a malloc'ed buffer (*buf, *len). */

@@ -367,7 +367,16 @@ void ix_scores_batch(const void *rows, int prec, size_t n, int d, const float *q
         }
         return;
     }
-    /* Half precision: convert blocks of rows to fp32 and use sgemm. */
+    /* Half precision: convert blocks of rows to fp32 and use sgemm. bf16
+     * queries are rounded to bf16 as the single-query kernel does, so a
+     * batch gives the same scores as one query at a time. */
+    float *qr = NULL;
+    if (prec == IX_BF16) {
+        qr = imago_xmalloc(nq * (size_t)d * sizeof *qr);
+        for (size_t i = 0; i < nq * (size_t)d; i++)
+            qr[i] = bf16_to_f32(f32_to_bf16(q[i]));
+        q = qr;
+    }
     const size_t blk = 1024;
     float *tmp = malloc(blk * (size_t)d * sizeof(float));
     if (!tmp) {
@@ -378,6 +387,7 @@ void ix_scores_batch(const void *rows, int prec, size_t n, int d, const float *q
                 scores[i * nq + j] = col[i];
         }
         free(col);
+        free(qr);
         return;
     }
     for (size_t off = 0; off < n; off += blk) {
@@ -387,6 +397,7 @@ void ix_scores_batch(const void *rows, int prec, size_t n, int d, const float *q
                     q, d, 0.0f, scores + off * nq, (int)nq);
     }
     free(tmp);
+    free(qr);
 }
 
 double ix_normalize(float *v, int d)

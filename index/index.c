@@ -56,7 +56,7 @@ imago_index_params imago_index_params_default(void)
     p.dba_beta = 1.0;
     p.qe_n = 2;
     p.qe_alpha = 0.0;
-    p.nprobe = 16;
+    p.nprobe = 32;
     p.ef_search = 128;
     p.snapshot_interval = 10000;
     p.snapshot_on_close = 1;
@@ -118,6 +118,8 @@ static int dba_full(const imago_index *ix, const float *X, size_t n, float **out
             ids[i] = (int64_t)i;
         ix_core *tmp = NULL;
         rc = ix_core_build(ix->dim, IX_FP32, "HNSW32", ids, X, n, 0, &tmp, err);
+        if (rc == 0)
+            rc = ix_core_set_defaults(tmp, 0, 128, err);
         free(ids);
         const size_t blk = 4096;
         imago_index_hit *h = imago_xmalloc(blk * (size_t)(k + 1) * sizeof *h);
@@ -222,8 +224,12 @@ static int build_from_store(imago_index *ix, ix_conn *conn, ix_core **out, imago
         imago_free_aligned(A);
     imago_free_aligned(X);
     free(ids);
-    if (rc)
+    if (rc == 0)
+        rc = ix_core_set_defaults(c, ix->nprobe, ix->ef, err);
+    if (rc) {
+        ix_core_free(c);
         return rc;
+    }
     c->seq = seq;
     IMAGO_INFO(MOD, "index built from the store: %zu vectors, type %s%s, seq %lld, %.2f s", n,
                ix->factory, c->untrained ? " (untrained: exact search)" : "", (long long)seq,
@@ -387,7 +393,7 @@ int imago_index_open(const imago_index_params *p, imago_index **out, imago_error
     ix->qe = p->qe != 0;
     ix->qe_n = p->qe_n > 0 ? p->qe_n : 2;
     ix->qe_alpha = p->qe_alpha;
-    ix->nprobe = p->nprobe > 0 ? p->nprobe : 16;
+    ix->nprobe = p->nprobe > 0 ? p->nprobe : 32;
     ix->ef = p->ef_search > 0 ? p->ef_search : 128;
     ix->snapshot_interval = p->snapshot_interval;
     ix->snapshot_on_close = p->snapshot_on_close;
@@ -468,6 +474,10 @@ int imago_index_open(const imago_index_params *p, imago_index **out, imago_error
     imago_error_clear(&serr);
     ix_core *c = NULL;
     int src = ix_snapshot_read(ix->snap_path, &m, ix->nprobe, &c, &serr);
+    if (src == 0 && (src = ix_core_set_defaults(c, ix->nprobe, ix->ef, &serr)) != 0) {
+        ix_core_free(c);
+        c = NULL;
+    }
     if (src == 0 && (c->seq > ix->store_seq || c->seq < ix->purge_seq)) {
         imago_error_set(&serr, IMAGO_ERR_CONFLICT,
                         "snapshot seq %lld outside the store's [%lld, %lld]",

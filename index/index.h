@@ -49,7 +49,7 @@ typedef struct imago_index_params {
     int qe;                 /* alpha-QE on by default for searches (default 0) */
     int qe_n;               /* QE neighbours (default 2) */
     double qe_alpha;        /* QE weight exponent (default 0 = average QE) */
-    int nprobe;             /* IVF default nprobe (default 16) */
+    int nprobe;             /* IVF default nprobe (default 32) */
     int ef_search;          /* HNSW default efSearch (default 128) */
     long snapshot_interval; /* auto-snapshot after this many changes (0 = only explicit/close;
                                default 10000) */
