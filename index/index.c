@@ -770,6 +770,17 @@ int imago_index_get_vector(imago_index *ix, int64_t id, float *out, imago_error 
     WITH_READER(ix, c, err, ix_store_get_vector(c, id, ix->dim, out, err));
 }
 
+int imago_index_get_indexed_vector(imago_index *ix, int64_t id, float *out, imago_error *err)
+{
+    pthread_rwlock_rdlock(&ix->rw);
+    int64_t pos = ix_core_pos(ix->cur, id);
+    int rc = pos < 0 ? imago_error_set(err, IMAGO_ERR_NOT_FOUND, "image %lld is not indexed",
+                                       (long long)id)
+                     : ix_core_vector(ix->cur, pos, out, err);
+    pthread_rwlock_unlock(&ix->rw);
+    return rc;
+}
+
 /* ---- search ---------------------------------------------------------------- */
 
 static int cmp_i64(const void *a, const void *b)

@@ -126,6 +126,10 @@ int imago_index_thumbnail(imago_index *ix, int64_t id, void **data, size_t *len,
 /* The raw (un-augmented) stored descriptor of an image into out (dim floats). */
 int imago_index_get_vector(imago_index *ix, int64_t id, float *out, imago_error *err);
 
+/* The vector the index holds for a live image (the DBA-augmented one when
+ * DBA is on; an approximation for PQ), into out (dim floats). */
+int imago_index_get_indexed_vector(imago_index *ix, int64_t id, float *out, imago_error *err);
+
 /* ======================================================================
  * Search
  * ====================================================================== */
