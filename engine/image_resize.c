@@ -142,65 +142,52 @@ static void horiz_row_scalar(const uint8_t *restrict in, int sw, uint8_t *restri
     }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define HAVE_HORIZ_SSE41 1
-/* The same arithmetic with the three channels of a tap in one vector: a
- * 4-byte load (R, G, B, next pixel's R) widened to int32, times the tap's
- * weight; the fourth lane is ignored. The tap on the row's last pixel is
- * loaded byte by byte so that no read goes past the row. Packing with
- * signed then unsigned saturation clips to [0, 255] exactly like clip8. */
-__attribute__((target("sse4.1"))) static void
-horiz_row_sse41(const uint8_t *restrict in, int sw, uint8_t *restrict out, int tw,
-                const coeffs *c)
+/* Horizontal pass over a block of up to HB rows at once. The block is
+ * first transposed so that, for each source pixel x, its RGB values in the
+ * HB rows sit together (HB x 4 bytes, the 4th byte of each unused): every
+ * tap then becomes one contiguous 32-lane multiply-add, which the compiler
+ * vectorises (2 zmm or 4 ymm vectors), instead of a 3-lane one. The integer
+ * arithmetic per channel is exactly horiz_row_scalar's (int32 sums, no
+ * overflow, so the order of the additions does not matter). */
+#define HB 8
+IMAGO_CLONES
+static void horiz_block(const uint8_t *restrict in, size_t in_stride, int nrows, int sw,
+                        uint8_t *restrict out, size_t out_stride, int tw, const coeffs *c,
+                        uint8_t *restrict tr)
 {
+    /* 4-byte moves: the 4th byte is the next pixel's R, which lands in the
+     * unused lane; the row's last pixel is moved byte by byte so that no
+     * read goes past the row. */
+    for (int r = 0; r < nrows; r++) {
+        const uint8_t *restrict p = in + (size_t)r * in_stride;
+        uint8_t *restrict t = tr + 4 * r;
+        for (int x = 0; x < sw - 1; x++)
+            memcpy(t + (size_t)x * 4 * HB, p + 3 * x, 4);
+        uint8_t *restrict q = t + (size_t)(sw - 1) * 4 * HB;
+        q[0] = p[3 * (sw - 1) + 0];
+        q[1] = p[3 * (sw - 1) + 1];
+        q[2] = p[3 * (sw - 1) + 2];
+    }
     const int ksize = c->ksize;
-    const __m128i init = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
     for (int xx = 0; xx < tw; xx++) {
         const int xmin = c->bounds[2 * xx], n = c->bounds[2 * xx + 1];
         const int32_t *restrict k = c->k + (size_t)xx * ksize;
-        const uint8_t *restrict s = in + (size_t)xmin * 3;
-        const int nfast = xmin + n == sw ? n - 1 : n;
-        __m128i acc0 = init, acc1 = _mm_setzero_si128();
-        int x = 0;
-        for (; x + 1 < nfast; x += 2) {
-            uint32_t v0, v1;
-            memcpy(&v0, s + 3 * x, 4);
-            memcpy(&v1, s + 3 * x + 3, 4);
-            __m128i p0 = _mm_cvtepu8_epi32(_mm_cvtsi32_si128((int)v0));
-            __m128i p1 = _mm_cvtepu8_epi32(_mm_cvtsi32_si128((int)v1));
-            acc0 = _mm_add_epi32(acc0, _mm_mullo_epi32(p0, _mm_set1_epi32(k[x])));
-            acc1 = _mm_add_epi32(acc1, _mm_mullo_epi32(p1, _mm_set1_epi32(k[x + 1])));
+        const uint8_t *restrict p = tr + (size_t)xmin * 4 * HB;
+        int32_t acc[4 * HB];
+        for (int i = 0; i < 4 * HB; i++)
+            acc[i] = 1 << (PRECISION_BITS - 1);
+        for (int t = 0; t < n; t++, p += 4 * HB) {
+            const int32_t kv = k[t];
+            for (int i = 0; i < 4 * HB; i++)
+                acc[i] += p[i] * kv;
         }
-        for (; x < nfast; x++) {
-            uint32_t v0;
-            memcpy(&v0, s + 3 * x, 4);
-            __m128i p0 = _mm_cvtepu8_epi32(_mm_cvtsi32_si128((int)v0));
-            acc0 = _mm_add_epi32(acc0, _mm_mullo_epi32(p0, _mm_set1_epi32(k[x])));
+        for (int r = 0; r < nrows; r++) {
+            uint8_t *o = out + (size_t)r * out_stride + (size_t)xx * 3;
+            o[0] = clip8(acc[4 * r + 0]);
+            o[1] = clip8(acc[4 * r + 1]);
+            o[2] = clip8(acc[4 * r + 2]);
         }
-        for (; x < n; x++) {
-            __m128i p0 = _mm_setr_epi32(s[3 * x], s[3 * x + 1], s[3 * x + 2], 0);
-            acc0 = _mm_add_epi32(acc0, _mm_mullo_epi32(p0, _mm_set1_epi32(k[x])));
-        }
-        __m128i v = _mm_srai_epi32(_mm_add_epi32(acc0, acc1), PRECISION_BITS);
-        v = _mm_packus_epi16(_mm_packs_epi32(v, v), v);
-        uint32_t px = (uint32_t)_mm_cvtsi128_si32(v);
-        out[3 * xx + 0] = (uint8_t)px;
-        out[3 * xx + 1] = (uint8_t)(px >> 8);
-        out[3 * xx + 2] = (uint8_t)(px >> 16);
     }
-}
-#endif
-
-typedef void (*horiz_fn)(const uint8_t *, int, uint8_t *, int, const coeffs *);
-
-static horiz_fn pick_horiz(int simd)
-{
-#ifdef HAVE_HORIZ_SSE41
-    if (simd && __builtin_cpu_supports("sse4.1"))
-        return horiz_row_sse41;
-#endif
-    return horiz_row_scalar;
 }
 
 /* One output row of the vertical pass: n input rows (stride apart) weighted
@@ -221,6 +208,7 @@ static void vert_row(const uint8_t *restrict in, size_t stride, int n,
     for (size_t i = 0; i < nb; i++)
         out[i] = clip8(acc[i]);
 }
+
 
 int imago_image_resample(const uint8_t *src, int sw, int sh, size_t src_stride,
                          const float box[4], int tw, int th, uint8_t *dst, imago_error *err)
@@ -282,10 +270,25 @@ int imago_image_resample_impl(const uint8_t *src, int sw, int sh, size_t src_str
             tmp = p;
             hout = tmp;
         }
-        horiz_fn horiz = pick_horiz(simd);
-        for (int y = 0; y < rows; y++)
-            horiz(src + (size_t)(row0 + y) * src_stride, sw, hout + (size_t)y * out_stride, tw,
-                  &ch);
+        if (simd) {
+            /* zeroed once: the unused 4th byte of each pixel and the rows of
+             * a short last block then hold no indeterminate values */
+            uint8_t *tr = calloc((size_t)sw, 4 * HB);
+            if (!tr) {
+                rc = imago_error_set(err, IMAGO_ERR_NOMEM, "no memory for the resize block");
+                goto out;
+            }
+            for (int y = 0; y < rows; y += HB) {
+                int nr = rows - y < HB ? rows - y : HB;
+                horiz_block(src + (size_t)(row0 + y) * src_stride, src_stride, nr, sw,
+                            hout + (size_t)y * out_stride, out_stride, tw, &ch, tr);
+            }
+            free(tr);
+        } else {
+            for (int y = 0; y < rows; y++)
+                horiz_row_scalar(src + (size_t)(row0 + y) * src_stride, sw,
+                                 hout + (size_t)y * out_stride, tw, &ch);
+        }
         vin = tmp;
         vstride = out_stride;
         voff = yfirst;
