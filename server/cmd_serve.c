@@ -79,13 +79,15 @@ int imago_cmd_serve(int argc, char **argv)
         goto out;
     }
     {
-        /* The HTTP core (server/http.c). The model and the index are not
-         * connected to it yet: /readyz answers 503 and the endpoints that
-         * need them answer 503 not_ready after validating the request. */
+        /* The HTTP core (server/http.c) listens at once; the model loads in
+         * the background (/readyz is 503 until it is ready). The index is
+         * not connected yet: its endpoints answer 503 not_ready after
+         * validating the request. */
         imago_server *srv = NULL;
         imago_error err = {0};
-        if (imago_server_open(cfg, &srv, &err) != 0) {
+        if (imago_server_open(cfg, &srv, &err) != 0 || imago_server_start_engine(srv, &err) != 0) {
             fprintf(stderr, "imago serve: %s\n", err.msg);
+            imago_server_free(srv);
             rc = IMAGO_EXIT_FAILURE;
             goto out;
         }

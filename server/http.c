@@ -45,7 +45,8 @@ struct imago_server {
     struct MHD_Daemon *daemon;
     int port;
     atomic_long in_flight;
-    atomic_int ready;
+    atomic_int load_failed;
+    imago_engine_slot *slot;
     int stop_pipe[2];
     char *tls_cert, *tls_key;
 };
@@ -621,8 +622,7 @@ int imago_server_open(const imago_config *cfg, imago_server **out, imago_error *
     s->cfg = cfg;
     s->stop_pipe[0] = s->stop_pipe[1] = -1;
     atomic_init(&s->in_flight, 0);
-    /* Nothing provides a model or an index to the server yet: not ready. */
-    atomic_init(&s->ready, 0);
+    atomic_init(&s->load_failed, 0);
     int rc = imago_auth_init(&s->auth, cfg, err);
     if (rc)
         goto fail;
@@ -726,7 +726,23 @@ long imago_server_in_flight(const imago_server *s)
 }
 int imago_server_ready(const imago_server *s)
 {
-    return atomic_load(&((imago_server *)s)->ready);
+    return imago_engine_slot_state(s->slot, NULL) == IMAGO_SLOT_READY;
+}
+
+imago_engine_slot *imago_server_engine(const imago_server *s) { return s->slot; }
+
+static void on_load_failed(void *ctx)
+{
+    imago_server *s = ctx;
+    atomic_store(&s->load_failed, 1);
+    imago_server_stop(s);
+}
+
+int imago_server_start_engine(imago_server *s, imago_error *err)
+{
+    if (s->slot)
+        return 0;
+    return imago_engine_slot_start(s->cfg, on_load_failed, s, &s->slot, err);
 }
 
 void imago_server_stop(imago_server *s)
@@ -741,7 +757,6 @@ void imago_server_stop(imago_server *s)
 
 int imago_server_run(imago_server *s, int drain_s, imago_error *err)
 {
-    (void)err;
 
     struct pollfd pfd = {.fd = s->stop_pipe[0], .events = POLLIN};
     for (;;) {
@@ -761,13 +776,26 @@ int imago_server_run(imago_server *s, int drain_s, imago_error *err)
     }
     long left = imago_server_in_flight(s);
     if (left > 0)
-        IMAGO_WARN("http", "%ld request%s still in flight after %d s: closing them", left,
+        IMAGO_WARN("http", "%ld request%s still in flight after %d s: cancelling them", left,
                    left == 1 ? "" : "s", drain_s);
+    /* cancelled images get their callbacks (503) and resume their
+     * connections: none may stay suspended when the daemon stops */
+    imago_engine_slot_close(s->slot, 0);
+    deadline = imago_now_us() + 2000000;
+    while (imago_server_in_flight(s) > 0 && imago_now_us() < deadline) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
     MHD_stop_daemon(s->daemon);
     s->daemon = NULL;
     if (lfd != MHD_INVALID_SOCKET)
         close(lfd);
     IMAGO_INFO("http", "stopped");
+    if (atomic_load(&s->load_failed)) {
+        const char *msg = NULL;
+        imago_engine_slot_state(s->slot, &msg);
+        return imago_error_set(err, IMAGO_ERR_BACKEND, "%s", msg ? msg : "model failed to load");
+    }
     return 0;
 }
 
@@ -775,8 +803,11 @@ void imago_server_free(imago_server *s)
 {
     if (!s)
         return;
-    if (s->daemon)
+    if (s->daemon) {
+        imago_engine_slot_close(s->slot, 0);
         MHD_stop_daemon(s->daemon);
+    }
+    imago_engine_slot_free(s->slot);
     if (signal_target == s) {
         signal_target = NULL;
         sigaction(SIGTERM, &old_term, NULL);

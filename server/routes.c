@@ -2,9 +2,10 @@
  * path matching, and the handlers of the HTTP API (DESIGN §7).
  *
  * Handlers validate everything they can (parameters, bodies, ids) with
- * proto/, so clients get exact 4xx answers. What needs the engine or the
- * index answers 503 not_ready: the server does not hold a model or an index
- * yet (they are wired in by a later step), and /readyz says so.
+ * proto/, so clients get exact 4xx answers. /v1/extract runs on the engine
+ * through the batcher (the connection is suspended meanwhile). What needs
+ * the index (search, images, jobs, reindex) answers 503 not_ready after
+ * validation: the index is not connected to the HTTP server yet.
  */
 #include "server.h"
 
@@ -13,7 +14,7 @@
 
 #include "imago_build.h"
 
-#define NOT_WIRED "the model and the index are not connected to the HTTP server in this build"
+#define NO_INDEX "the index is not connected to the HTTP server in this build"
 
 /* ---- small helpers --------------------------------------------------------- */
 
@@ -78,11 +79,26 @@ static int h_healthz(imago_http_request *r, imago_http_response *resp)
     return IMAGO_HTTP_DONE;
 }
 
+/* 503 not_ready unless the model is loaded; fills resp and returns -1. */
+static int need_model(imago_http_request *r, imago_http_response *resp)
+{
+    const char *msg = NULL;
+    if (imago_engine_slot_state(imago_server_engine(imago_http_server(r)), &msg) ==
+        IMAGO_SLOT_READY)
+        return 0;
+    fail(resp, IMAGO_API_NOT_READY, msg);
+    return -1;
+}
+
 static int h_readyz(imago_http_request *r, imago_http_response *resp)
 {
-    if (!imago_server_ready(imago_http_server(r)))
-        return fail(resp, IMAGO_API_NOT_READY, NOT_WIRED);
-    imago_http_json(resp, 200, imago_xstrdup("{\"status\":\"ready\"}"));
+    /* ready = the model is loaded: it is the only component this server
+     * holds (the index is not connected yet, and says so) */
+    if (need_model(r, resp))
+        return IMAGO_HTTP_DONE;
+    imago_http_json(resp, 200,
+                    imago_xstrdup("{\"status\":\"ready\",\"model\":\"loaded\","
+                                  "\"index\":\"not connected\"}"));
     return IMAGO_HTTP_DONE;
 }
 
@@ -95,6 +111,18 @@ static int h_info(imago_http_request *r, imago_http_response *resp)
     info.version = IMAGO_VERSION;
     info.ready = imago_server_ready(imago_http_server(r));
     info.index_size = -1;
+    const imago_model_info *m = imago_engine_slot_model(imago_server_engine(imago_http_server(r)));
+    if (m) {
+        info.model_name = m->name;
+        info.backbone = m->backbone;
+        info.head = m->head;
+        info.dim = m->dim;
+        info.fingerprint = m->fingerprint;
+        info.trained = m->trained;
+        info.backend = m->backend;
+        info.precision = m->precision;
+        info.device = m->device;
+    }
     char *out = NULL;
     imago_error err;
     imago_error_clear(&err);
@@ -107,6 +135,42 @@ static int h_metrics(imago_http_request *r, imago_http_response *resp)
     imago_server *s = imago_http_server(r);
     /* this scrape is in flight itself; report the others */
     char *text = imago_metrics_render(imago_server_metrics(s), imago_server_in_flight(s) - 1);
+    imago_batcher *b = imago_engine_slot_batcher(imago_server_engine(s));
+    if (b) {
+        imago_batcher_stats st;
+        imago_batcher_stats_get(b, &st);
+        char extra[2048];
+        snprintf(extra, sizeof extra,
+                 "# HELP imago_engine_queued Images waiting for decode or a batch.\n"
+                 "# TYPE imago_engine_queued gauge\nimago_engine_queued %lld\n"
+                 "# HELP imago_engine_in_forward Images in running forward passes.\n"
+                 "# TYPE imago_engine_in_forward gauge\nimago_engine_in_forward %lld\n"
+                 "# HELP imago_engine_images_total Images by outcome.\n"
+                 "# TYPE imago_engine_images_total counter\n"
+                 "imago_engine_images_total{outcome=\"completed\"} %llu\n"
+                 "imago_engine_images_total{outcome=\"failed_decode\"} %llu\n"
+                 "imago_engine_images_total{outcome=\"failed_engine\"} %llu\n"
+                 "imago_engine_images_total{outcome=\"cancelled\"} %llu\n"
+                 "imago_engine_images_total{outcome=\"rejected_busy\"} %llu\n"
+                 "# HELP imago_engine_batches_total Successful forward passes.\n"
+                 "# TYPE imago_engine_batches_total counter\nimago_engine_batches_total %llu\n"
+                 "# HELP imago_engine_seconds_total Time spent per stage, summed over images "
+                 "(decode, queue) or calls (forward).\n"
+                 "# TYPE imago_engine_seconds_total counter\n"
+                 "imago_engine_seconds_total{stage=\"decode\"} %.6f\n"
+                 "imago_engine_seconds_total{stage=\"queue\"} %.6f\n"
+                 "imago_engine_seconds_total{stage=\"forward\"} %.6f\n"
+                 "# HELP imago_engine_images_per_second Completed images per second (recent window).\n"
+                 "# TYPE imago_engine_images_per_second gauge\nimago_engine_images_per_second %.3f\n",
+                 (long long)st.queued, (long long)st.in_flight, (unsigned long long)st.completed,
+                 (unsigned long long)st.failed_decode, (unsigned long long)st.failed_engine,
+                 (unsigned long long)st.cancelled, (unsigned long long)st.rejected_busy,
+                 (unsigned long long)st.batches, st.decode_s_total, st.queue_s_total,
+                 st.forward_s_total, st.images_per_s);
+        size_t a = strlen(text), e = strlen(extra);
+        text = imago_xrealloc(text, a + e + 1);
+        memcpy(text + a, extra, e + 1);
+    }
     resp->status = 200;
     resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
     resp->body = text;
@@ -241,17 +305,77 @@ static int read_upload(imago_http_request *r, imago_http_response *resp, upload 
     return 0;
 }
 
-static int h_search_or_extract(imago_http_request *r, imago_http_response *resp)
+static int h_search(imago_http_request *r, imago_http_response *resp)
 {
     upload u;
     memset(&u, 0, sizeof u);
     u.kind = UPLOAD_SEARCH;
     u.search = imago_search_params_default();
     u.add = imago_add_image_params_default();
-    if (read_upload(r, resp, &u) == 0)
-        fail(resp, IMAGO_API_NOT_READY, NOT_WIRED);
+    if (read_upload(r, resp, &u) == 0 && need_model(r, resp) == 0)
+        fail(resp, IMAGO_API_NOT_READY, NO_INDEX);
     upload_clear(&u);
     return IMAGO_HTTP_DONE;
+}
+
+/* Batcher callback of /v1/extract (a batcher thread): answer and resume. */
+static void extract_done(void *user_data, int status, const char *message,
+                         const float *descriptor, int dim, const imago_batch_timings *timings)
+{
+    (void)timings;
+    imago_http_request *r = user_data;
+    imago_http_response resp;
+    memset(&resp, 0, sizeof resp);
+    if (status == 0) {
+        char *out = NULL;
+        imago_error err;
+        imago_error_clear(&err);
+        if (imago_extract_response_to_json(descriptor, dim, &out, &err) == 0)
+            imago_http_json(&resp, 200, out);
+        else
+            imago_http_error(&resp, IMAGO_API_INTERNAL, err.msg);
+    } else if (status == IMAGO_ERR_CANCELLED || status == IMAGO_ERR_NOT_READY) {
+        imago_http_error(&resp, IMAGO_API_NOT_READY, "the server is shutting down");
+    } else {
+        char msg[IMAGO_ERROR_MSG_MAX + 8];
+        snprintf(msg, sizeof msg, "image: %s", message && *message ? message : "failed");
+        imago_http_error(&resp, imago_api_error_from_code(status, IMAGO_API_CTX_IMAGE), msg);
+    }
+    imago_http_complete(r, &resp);
+}
+
+static int h_extract(imago_http_request *r, imago_http_response *resp)
+{
+    upload u;
+    memset(&u, 0, sizeof u);
+    u.kind = UPLOAD_SEARCH;
+    u.search = imago_search_params_default();
+    u.add = imago_add_image_params_default();
+    if (read_upload(r, resp, &u) != 0 || need_model(r, resp) != 0) {
+        upload_clear(&u);
+        return IMAGO_HTTP_DONE;
+    }
+    imago_batcher *b = imago_engine_slot_batcher(imago_server_engine(imago_http_server(r)));
+    imago_decode_params dp = imago_decode_params_default();
+    if (u.search.has_bbox) {
+        dp.has_box = 1;
+        memcpy(dp.box, u.search.bbox, sizeof dp.box);
+    }
+    /* suspend first: the callback may run before submit returns */
+    imago_http_defer(r);
+    imago_error err;
+    imago_error_clear(&err);
+    int rc = b ? imago_batcher_submit(b, u.image, u.image_len, IMAGO_BATCHER_COPY, &dp,
+                                      extract_done, r, &err)
+               : imago_error_set(&err, IMAGO_ERR_NOT_READY, "the model is not loaded");
+    upload_clear(&u);
+    if (rc != 0) {
+        imago_http_response now;
+        memset(&now, 0, sizeof now);
+        imago_http_error(&now, imago_api_error_from_code(rc, IMAGO_API_CTX_IMAGE), err.msg);
+        imago_http_complete(r, &now);
+    }
+    return IMAGO_HTTP_DEFERRED;
 }
 
 static int h_add_image(imago_http_request *r, imago_http_response *resp)
@@ -261,8 +385,8 @@ static int h_add_image(imago_http_request *r, imago_http_response *resp)
     u.kind = UPLOAD_ADD;
     u.search = imago_search_params_default();
     u.add = imago_add_image_params_default();
-    if (read_upload(r, resp, &u) == 0)
-        fail(resp, IMAGO_API_NOT_READY, NOT_WIRED);
+    if (read_upload(r, resp, &u) == 0 && need_model(r, resp) == 0)
+        fail(resp, IMAGO_API_NOT_READY, NO_INDEX);
     upload_clear(&u);
     return IMAGO_HTTP_DONE;
 }
@@ -274,7 +398,7 @@ static int h_by_id(imago_http_request *r, imago_http_response *resp)
     int64_t id;
     if (no_query(r, resp) || path_id(r, resp, &id))
         return IMAGO_HTTP_DONE;
-    return fail(resp, IMAGO_API_NOT_READY, NOT_WIRED);
+    return fail(resp, IMAGO_API_NOT_READY, NO_INDEX);
 }
 
 static int h_create_job(imago_http_request *r, imago_http_response *resp)
@@ -289,7 +413,7 @@ static int h_create_job(imago_http_request *r, imago_http_response *resp)
     if (imago_job_request_parse((const char *)body, len, &job, &err) != 0)
         return fail_code(resp, &err, IMAGO_API_CTX_JSON);
     imago_job_request_clear(&job);
-    return fail(resp, IMAGO_API_NOT_READY, NOT_WIRED);
+    return fail(resp, IMAGO_API_NOT_READY, NO_INDEX);
 }
 
 static int h_reindex(imago_http_request *r, imago_http_response *resp)
@@ -304,7 +428,7 @@ static int h_reindex(imago_http_request *r, imago_http_response *resp)
     if (imago_reindex_request_parse((const char *)body, len, &rr, &err) != 0)
         return fail_code(resp, &err, IMAGO_API_CTX_JSON);
     imago_reindex_request_clear(&rr);
-    return fail(resp, IMAGO_API_NOT_READY, NOT_WIRED);
+    return fail(resp, IMAGO_API_NOT_READY, NO_INDEX);
 }
 
 /* ---- the table ----------------------------------------------------------------- */
@@ -314,8 +438,8 @@ static const imago_route routes[] = {
     {"GET", "/readyz", IMAGO_AUTH_OPEN, IMAGO_BODY_NONE, h_readyz},
     {"GET", "/metrics", IMAGO_AUTH_OPEN, IMAGO_BODY_NONE, h_metrics},
     {"GET", "/v1/info", IMAGO_AUTH_OPEN, IMAGO_BODY_NONE, h_info},
-    {"POST", "/v1/search", IMAGO_AUTH_SEARCH, IMAGO_BODY_IMAGE, h_search_or_extract},
-    {"POST", "/v1/extract", IMAGO_AUTH_SEARCH, IMAGO_BODY_IMAGE, h_search_or_extract},
+    {"POST", "/v1/search", IMAGO_AUTH_SEARCH, IMAGO_BODY_IMAGE, h_search},
+    {"POST", "/v1/extract", IMAGO_AUTH_SEARCH, IMAGO_BODY_IMAGE, h_extract},
     {"POST", "/v1/images", IMAGO_AUTH_ADMIN, IMAGO_BODY_IMAGE, h_add_image},
     {"GET", "/v1/images/{id}", IMAGO_AUTH_SEARCH, IMAGO_BODY_NONE, h_by_id},
     {"GET", "/v1/images/{id}/thumbnail", IMAGO_AUTH_SEARCH, IMAGO_BODY_NONE, h_by_id},

@@ -25,6 +25,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "engine.h"
 #include "proto.h"
 
 /* ---- auth (auth.c) --------------------------------------------------------- */
@@ -158,6 +159,35 @@ const imago_route *imago_route_find(const char *method, const char *path,
 int imago_route_count(void);
 const imago_route *imago_route_at(int i);
 
+/* ---- the engine slot (http_engine.c) ------------------------------------------- */
+
+typedef enum imago_slot_state {
+    IMAGO_SLOT_LOADING = 0,
+    IMAGO_SLOT_READY = 1,
+    IMAGO_SLOT_FAILED = 2
+} imago_slot_state;
+
+typedef struct imago_engine_slot imago_engine_slot;
+
+/* Starts a thread that opens the engine (cfg->engine: model or demo model,
+ * backend, precision, scales) and its batcher. on_fail(ctx) is called from
+ * that thread if the load fails. Returns 0 or IMAGO_ERR_BACKEND. */
+int imago_engine_slot_start(const imago_config *cfg, void (*on_fail)(void *ctx), void *ctx,
+                            imago_engine_slot **out, imago_error *err);
+
+/* State and a human message ("the model is loading", "model failed to load:
+ * ..."); slot may be NULL (no engine: FAILED). Thread-safe. */
+imago_slot_state imago_engine_slot_state(const imago_engine_slot *slot, const char **message);
+
+/* The batcher / model info once READY (and not closed), else NULL. Thread-safe. */
+imago_batcher *imago_engine_slot_batcher(const imago_engine_slot *slot);
+const imago_model_info *imago_engine_slot_model(const imago_engine_slot *slot);
+
+/* Waits for the loader, then closes the batcher (drain or cancel: every
+ * accepted submission gets its callback before this returns). Owner only. */
+void imago_engine_slot_close(imago_engine_slot *slot, int drain);
+void imago_engine_slot_free(imago_engine_slot *slot);
+
 /* ---- the server (http.c) ------------------------------------------------------- */
 
 /* Opens the HTTP server on cfg->server.listen:port (port 0 = any free port)
@@ -184,6 +214,11 @@ const imago_config *imago_server_config(const imago_server *s);
 const imago_auth *imago_server_auth(const imago_server *s);
 imago_metrics *imago_server_metrics(const imago_server *s);
 long imago_server_in_flight(const imago_server *s);
-int imago_server_ready(const imago_server *s); /* model loaded and index ready */
+int imago_server_ready(const imago_server *s); /* the model is loaded (see /readyz) */
+imago_engine_slot *imago_server_engine(const imago_server *s); /* NULL when not started */
+
+/* Starts loading the model in the background (call after open, before run).
+ * A failed load makes run() return IMAGO_ERR_BACKEND. */
+int imago_server_start_engine(imago_server *s, imago_error *err);
 
 #endif /* IMAGO_SERVER_H */

@@ -26,6 +26,8 @@ import time
 N = 0
 FAILED = 0
 SERVERS = []  # every server started, killed at exit whatever happens
+# the demo model, small and fast: ResNet-50 + GeM at 128 px, one scale
+ENGINE = ["--engine.demo-arch", "resnet50-gem", "--engine.max-side", "128", "--engine.scales", "1"]
 
 
 def ok(cond, name, diag=None):
@@ -49,7 +51,7 @@ class Server:
     def __init__(self, imago, datadir, extra, scheme="http"):
         args = [imago, "serve", "--port", "0", "--server.listen", "127.0.0.1",
                 "--index.data-dir", datadir, "--server.threads", "2",
-                "--server.max-body-bytes", "64KiB"] + extra
+                "--server.max-body-bytes", "64KiB"] + ENGINE + extra
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      env=dict(os.environ, IMAGO_SERVER_LOG_FORMAT="text"))
         SERVERS.append(self.proc)
@@ -72,6 +74,17 @@ class Server:
     def _read(self):
         for raw in iter(self.proc.stderr.readline, b""):
             self.log.append(raw.decode("utf-8", "replace"))
+
+    def wait_ready(self, timeout=120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            r, data = self.request("GET", "/readyz")
+            if r.status == 200:
+                return r, data
+            if "failed" in err_msg(data):
+                return r, data
+            time.sleep(0.1)
+        return r, data
 
     def conn(self):
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -176,6 +189,7 @@ def main():
     imago = sys.argv[1]
     photos = os.path.join(os.environ.get("IMAGO_SHARED", "../shared"), "data", "photos")
     jpeg = None
+    p = None
     if os.path.isdir(photos):
         for name in sorted(os.listdir(photos)):
             if name.lower().endswith(".jpg"):
@@ -183,7 +197,8 @@ def main():
                 if os.path.getsize(p) < 60 * 1024:
                     jpeg = open(p, "rb").read()
                     break
-    if jpeg is None:  # a tiny valid JPEG header is enough below: the engine is not wired
+    jpeg_path = p if jpeg is not None else None
+    if jpeg is None:  # a tiny JPEG header is enough for the validation tests
         jpeg = bytes([0xFF, 0xD8, 0xFF, 0xE0]) + b"\x00" * 64
     png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
     gif = b"GIF89a" + b"\x00" * 32
@@ -201,13 +216,23 @@ def main():
     is_eq((r.status, json.loads(data)), (200, {"status": "ok"}), "GET /healthz -> 200 ok")
     r, data = srv.request("HEAD", "/healthz")
     is_eq((r.status, data), (200, b""), "HEAD /healthz -> 200 without a body")
-    r, data = check_error(srv, "GET", "/readyz", 503, "not_ready", "GET /readyz (nothing wired)")
-    is_eq(r.getheader("Retry-After"), "1", "503 carries Retry-After: 1")
+    r, data = srv.request("GET", "/readyz")
+    ok((r.status == 503 and err_code(data) == "not_ready" and err_msg(data) == "the model is loading"
+        and r.getheader("Retry-After") == "1") or r.status == 200,
+       "GET /readyz while loading -> 503 not_ready 'the model is loading' + Retry-After (or 200)",
+       "%d %s" % (r.status, data))
+    r, data = srv.wait_ready()
+    is_eq((r.status, json.loads(data)), (200, {"status": "ready", "model": "loaded",
+                                              "index": "not connected"}),
+          "GET /readyz -> 200 once the model is loaded")
     r, data = srv.request("GET", "/v1/info")
     info = json.loads(data) if r.status == 200 else {}
     ver = subprocess.run([imago, "version"], capture_output=True, text=True).stdout.split()[1]
-    is_eq((r.status, info.get("version"), info.get("ready"), info.get("model")),
-          (200, ver, False, None), "GET /v1/info -> version, not ready, no model")
+    model = info.get("model") or {}
+    is_eq((r.status, info.get("version"), info.get("ready"), model.get("name"), model.get("dim"),
+           model.get("demo"), (info.get("backend") or {}).get("name")),
+          (200, ver, True, "demo-resnet50-gem", 2048, True, "cpu"),
+          "GET /v1/info -> version, ready, demo model, dim, backend")
     check_error(srv, "GET", "/v1/info?x=1", 400, "invalid_parameter", "GET /v1/info?x=1",
                 msg_prefix="x: unknown parameter")
 
@@ -237,8 +262,8 @@ def main():
     check_error(srv, "POST", "/v1/search", 401, "unauthorized", "search with Basic auth", body,
                 dict(mh, Authorization="Basic YTpi"))
     check_error(srv, "POST", "/v1/search", 503, "not_ready",
-                "search with the search token passes auth and validation (engine not wired)", body,
-                dict(mh, **S))
+                "search with the search token passes auth and validation (index not wired)", body,
+                dict(mh, **S), msg_prefix="the index is not connected")
     check_error(srv, "POST", "/v1/search", 503, "not_ready", "search with the admin token", body,
                 dict(mh, **A))
     check_error(srv, "POST", "/v1/images", 403, "forbidden", "add image with the search token",
@@ -321,8 +346,44 @@ def main():
     search("?k=3&bbox=0,0,10,10&qe=true&qe_k=2&qe_alpha=1&with_metadata=false&"
            "filter=%7B%22a%22%3A1%7D", png, {"Content-Type": "image/png"}, 503, "not_ready",
            "all parameters valid, raw PNG body -> not_ready")
-    check_error(srv, "POST", "/v1/extract?k=2", 503, "not_ready", "extract with a JPEG",
-                jpeg, dict(S, **{"Content-Type": "image/jpeg"}))
+    # ---- /v1/extract on the engine (deferred through the batcher) ----
+    r, data = srv.request("POST", "/v1/extract", body, dict(mh, **S))
+    got = json.loads(data) if r.status == 200 else {}
+    is_eq((r.status, got.get("dim"), len(got.get("descriptor") or [])), (200, 2048, 2048),
+          "POST /v1/extract (multipart JPEG) -> 200 with 2048 floats")
+    desc = got.get("descriptor") or [0.0]
+    norm = sum(x * x for x in desc) ** 0.5
+    ok(abs(norm - 1) < 1e-5, "descriptor is L2-normalised (norm %.7f)" % norm)
+    if jpeg_path:
+        cli = subprocess.run([imago, "extract", jpeg_path, "--demo", "resnet50-gem",
+                              "--max-side", "128", "--scales", "1"], capture_output=True, text=True)
+        ref = json.loads(cli.stdout.splitlines()[0])["descriptor"] if cli.returncode == 0 else []
+        diff = max((abs(a - b) for a, b in zip(desc, ref)), default=1.0) if len(ref) == len(desc) else 1.0
+        ok(diff <= 1e-6, "server descriptor equals `imago extract` (max abs diff %.3g)" % diff)
+    r, data = srv.request("POST", "/v1/extract?bbox=0,0,40,40", jpeg, dict(S, **{"Content-Type": "image/jpeg"}))
+    crop = json.loads(data).get("descriptor", []) if r.status == 200 else []
+    ok(r.status == 200 and len(crop) == 2048 and max(abs(a - b) for a, b in zip(crop, desc)) > 1e-3,
+       "raw JPEG with bbox -> 200, a different descriptor than the full image")
+    check_error(srv, "POST", "/v1/extract", 400, "invalid_image", "truncated JPEG",
+                jpeg[:len(jpeg) // 3], dict(S, **{"Content-Type": "image/jpeg"}), msg_prefix="image:")
+    check_error(srv, "POST", "/v1/extract?k=0", 400, "invalid_parameter", "extract with k=0",
+                jpeg, dict(S, **{"Content-Type": "image/jpeg"}), msg_prefix="k:")
+    results = [None] * 4
+
+    def one_extract(i):
+        try:
+            rr, dd = srv.request("POST", "/v1/extract", jpeg, dict(S, **{"Content-Type": "image/jpeg"}))
+            results[i] = (rr.status, json.loads(dd).get("descriptor"))
+        except Exception as e:  # reported by the check below
+            results[i] = (None, str(e))
+    threads = [threading.Thread(target=one_extract, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ok(all(res and res[0] == 200 and res[1] == desc for res in results),
+       "4 concurrent extracts (suspended connections) -> 4 x 200, identical descriptors",
+       [(res[0] if res else None) for res in results])
     b4, h4 = multipart([("external_id", b"ext-1"), ("metadata", b'{"title":"x"}'),
                         ("image", jpeg, "image/jpeg", "a.jpg")])
     check_error(srv, "POST", "/v1/images", 503, "not_ready", "valid add-image (index not wired)",
@@ -368,8 +429,8 @@ def main():
                  r'status="503",le="\+Inf"\} \d+', text) is not None, "latency histogram by route")
 
     # ---- graceful shutdown with a request in flight ----
-    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-    payload = jpeg[:200] if len(jpeg) >= 200 else jpeg
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    payload = jpeg
     s.sendall(("POST /v1/extract HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
                "Content-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % (SRCH, len(payload))
                ).encode() + payload[:50])
@@ -388,7 +449,8 @@ def main():
     except socket.timeout:
         pass
     s.close()
-    is_eq(status_of(got), 503, "the in-flight request is answered during the drain")
+    is_eq(status_of(got), 200 if jpeg_path else 400,
+          "the in-flight extract is answered during the drain")
     rc, log = srv.stop(signal.SIGTERM)
     is_eq(rc, 0, "exit status 0 after SIGTERM")
     ok("stopped" in log, "log says stopped")
@@ -402,7 +464,7 @@ def main():
 
     # ---- generated admin token ----
     data2 = os.path.join(tmp, "data2")
-    srv2 = Server(imago, data2, [])
+    srv2 = Server(imago, data2, ["--engine.queue-depth", "1", "--engine.max-batch", "1"])
     tokfile = os.path.join(data2, "admin.token")
     ok(os.path.exists(tokfile) and stat.S_IMODE(os.stat(tokfile).st_mode) == 0o600,
        "admin token generated with mode 0600")
@@ -414,9 +476,31 @@ def main():
                 {"Authorization": "Bearer " + "0" * 64})
     r, _ = srv2.request("POST", "/v1/search", jpeg, {"Content-Type": "image/jpeg"})
     is_eq(r.status, 503, "search is open without a search token (503 not_ready, not 401)")
+    if jpeg_path:
+        srv2.wait_ready()
+        over = [None] * 8
+
+        def burst(i):
+            try:
+                rr, dd = srv2.request("POST", "/v1/extract", jpeg, {"Content-Type": "image/jpeg"})
+                over[i] = (rr.status, err_code(dd) if rr.status != 200 else "ok",
+                           rr.getheader("Retry-After"))
+            except Exception as e:
+                over[i] = (None, str(e), None)
+        threads = [threading.Thread(target=burst, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        okays = sum(1 for o in over if o and o[0] == 200)
+        busy = sum(1 for o in over if o and o[0] == 503 and o[1] == "busy" and o[2] == "1")
+        ok(okays >= 1 and okays + busy == 8,
+           "overload (queue_depth 1, 8 at once): every request is 200 or 503 busy + Retry-After "
+           "(%d ok, %d busy)" % (okays, busy), over)
     rc, log2 = srv2.stop(signal.SIGINT)
     ok(rc == 0, "exit status 0 after SIGINT", "rc %r\n%s" % (rc, log2[-1500:]))
-    srv3 = Server(imago, data2, ["--server.cors-origin", "https://example.org"])
+    srv3 = Server(imago, data2, ["--server.cors-origin", "https://example.org",
+                                 "--engine.max-pixels", "1000"])
     ok(not any(tok in line for line in srv3.log), "second start reuses the token without printing it")
     r, _ = check_error(srv3, "POST", "/v1/admin/reindex", 503, "not_ready",
                        "same token after a restart", None, {"Authorization": "Bearer " + tok})
@@ -428,6 +512,11 @@ def main():
     is_eq((r.status, r.getheader("Access-Control-Allow-Origin"),
            "Authorization" in (r.getheader("Access-Control-Allow-Headers") or "")),
           (204, "https://example.org", True), "CORS preflight -> 204 with the allowed headers")
+    if jpeg_path:
+        srv3.wait_ready()
+        check_error(srv3, "POST", "/v1/extract", 413, "image_too_large",
+                    "image over engine.max_pixels", jpeg,
+                    {"Content-Type": "image/jpeg"})
     srv3.stop()
 
     # ---- TLS (libmicrohttpd + GnuTLS), with a throwaway self-signed certificate ----
