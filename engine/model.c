@@ -53,8 +53,8 @@ static void insert_slot(imago_model *m, int idx)
     m->slots[i] = (uint32_t)idx + 1;
 }
 
-int imago_model_add_(imago_model *m, const char *name, int ndim, const int64_t *dims,
-                     int64_t numel, const float *data, float *owned, imago_error *err)
+int imago_model_add_(imago_model *m, const char *name, int ndim, const int64_t *dims, int64_t numel,
+                     const float *data, float *owned, imago_error *err)
 {
     if (find(m, name) >= 0) {
         imago_free_aligned(owned);
@@ -86,8 +86,7 @@ int imago_model_add_(imago_model *m, const char *name, int ndim, const int64_t *
     return 0;
 }
 
-int imago_model_check_p_(const imago_model *m, const imago_model_config *cfg,
-                         imago_error *err)
+int imago_model_check_p_(const imago_model *m, const imago_model_config *cfg, imago_error *err)
 {
     if (strcmp(cfg->pooling, "gem") != 0 || !cfg->p_tensor[0])
         return 0;
@@ -99,8 +98,8 @@ int imago_model_check_p_(const imago_model *m, const imago_model_config *cfg,
                                cfg->p_tensor);
     if (m->t[i].numel != 1)
         return imago_error_set(err, IMAGO_ERR_FORMAT,
-                               "tensor '%s' (pooling p) has %lld elements, want 1",
-                               cfg->p_tensor, (long long)m->t[i].numel);
+                               "tensor '%s' (pooling p) has %lld elements, want 1", cfg->p_tensor,
+                               (long long)m->t[i].numel);
     return 0;
 }
 
@@ -130,7 +129,10 @@ void imago_model_free(imago_model *m)
     free(m);
 }
 
-const imago_model_config *imago_model_get_config(const imago_model *m) { return &m->cfg; }
+const imago_model_config *imago_model_get_config(const imago_model *m)
+{
+    return &m->cfg;
+}
 
 static void fill_tensor(const imago_model_rec *r, imago_tensor *out)
 {
@@ -142,14 +144,17 @@ static void fill_tensor(const imago_model_rec *r, imago_tensor *out)
     out->data = r->data;
 }
 
-int imago_model_n_tensors(const imago_model *m) { return m->n; }
+int imago_model_n_tensors(const imago_model *m)
+{
+    return m->n;
+}
 
 int imago_model_tensor_at(const imago_model *m, int i, const char **name, imago_tensor *out,
                           imago_error *err)
 {
     if (i < 0 || i >= m->n)
-        return imago_error_set(err, IMAGO_ERR_INVALID, "tensor index %d out of range [0, %d)",
-                               i, m->n);
+        return imago_error_set(err, IMAGO_ERR_INVALID, "tensor index %d out of range [0, %d)", i,
+                               m->n);
     if (name)
         *name = m->t[i].name;
     if (out)
@@ -162,8 +167,7 @@ int imago_model_has_tensor(const imago_model *m, const char *name)
     return name && find(m, name) >= 0;
 }
 
-int imago_model_tensor(const imago_model *m, const char *name, imago_tensor *out,
-                       imago_error *err)
+int imago_model_tensor(const imago_model *m, const char *name, imago_tensor *out, imago_error *err)
 {
     long i = name ? find(m, name) : -1;
     if (i < 0)
@@ -181,15 +185,14 @@ static void format_shape(char *buf, size_t cap, int ndim, const int64_t *dims)
         if (dims[i] < 0)
             n += (size_t)snprintf(buf + n, cap - n, "%s*", i ? ", " : "");
         else
-            n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? ", " : "",
-                                  (long long)dims[i]);
+            n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? ", " : "", (long long)dims[i]);
     }
     if (n < cap)
         snprintf(buf + n, cap - n, "]");
 }
 
-int imago_model_tensor_shape(const imago_model *m, const char *name, int ndim,
-                             const int64_t *want, imago_tensor *out, imago_error *err)
+int imago_model_tensor_shape(const imago_model *m, const char *name, int ndim, const int64_t *want,
+                             imago_tensor *out, imago_error *err)
 {
     imago_tensor t;
     int rc = imago_model_tensor(m, name, &t, err);
@@ -202,8 +205,8 @@ int imago_model_tensor_shape(const imago_model *m, const char *name, int ndim,
         char w[96], g[96];
         format_shape(w, sizeof w, ndim < 0 ? 0 : ndim > 4 ? 4 : ndim, want);
         format_shape(g, sizeof g, t.ndim, t.dims);
-        return imago_error_set(err, IMAGO_ERR_FORMAT, "tensor '%.200s' has shape %s, want %s",
-                               name, g, w);
+        return imago_error_set(err, IMAGO_ERR_FORMAT, "tensor '%.200s' has shape %s, want %s", name,
+                               g, w);
     }
     if (out)
         *out = t;
@@ -211,14 +214,14 @@ int imago_model_tensor_shape(const imago_model *m, const char *name, int ndim,
 }
 
 /* Looks up "<prefix>.<suffix>". */
-static int lookup(const imago_model *m, const char *prefix, const char *suffix,
-                  imago_tensor *out, int required, imago_error *err)
+static int lookup(const imago_model *m, const char *prefix, const char *suffix, imago_tensor *out,
+                  int required, imago_error *err)
 {
     char name[512];
     int n = snprintf(name, sizeof name, "%s.%s", prefix, suffix);
     if (n < 0 || (size_t)n >= sizeof name)
-        return imago_error_set(err, IMAGO_ERR_INVALID, "tensor name too long: '%.200s.%s'",
-                               prefix, suffix);
+        return imago_error_set(err, IMAGO_ERR_INVALID, "tensor name too long: '%.200s.%s'", prefix,
+                               suffix);
     if (!required && !imago_model_has_tensor(m, name))
         return IMAGO_ERR_NOT_FOUND;
     return imago_model_tensor(m, name, out, err);
@@ -245,15 +248,14 @@ static int alloc_floats(int64_t n, float **out, imago_error *err)
     bytes = bytes / 64 * 64;
     float *p = aligned_alloc(64, bytes ? bytes : 64);
     if (!p)
-        return imago_error_set(err, IMAGO_ERR_NOMEM, "out of memory allocating %zu bytes",
-                               bytes);
+        return imago_error_set(err, IMAGO_ERR_NOMEM, "out of memory allocating %zu bytes", bytes);
     *out = p;
     return 0;
 }
 
-static int fold_bn(const imago_model *m, const char *prefix, const char *bn_prefix,
-                   int min_dims, int max_dims, const char *what, imago_tensor *wshape,
-                   float **wout, float **bout, imago_error *err)
+static int fold_bn(const imago_model *m, const char *prefix, const char *bn_prefix, int min_dims,
+                   int max_dims, const char *what, imago_tensor *wshape, float **wout, float **bout,
+                   imago_error *err)
 {
     if (!m || !prefix)
         return imago_error_set(err, IMAGO_ERR_INVALID, "%s: no model or prefix", what);

@@ -9,8 +9,7 @@
 
 #define P_FROM_TENSOR "from tensor "
 
-static const char *const BACKBONES[] = {"resnet50", "resnet101", "resnet152", "mobilenet_v2",
-                                        NULL};
+static const char *const BACKBONES[] = {"resnet50", "resnet101", "resnet152", "mobilenet_v2", NULL};
 static const char *const HEADS[] = {"gem", "agem", "glam", NULL};
 static const char *const POOLINGS[] = {"gem", "spoc", "mac", NULL};
 static const char *const WHITENINGS[] = {"none", "lw", "fc", NULL};
@@ -44,8 +43,7 @@ static int in_list(const char *s, const char *const *list)
     return 0;
 }
 
-static int check_name(const char *key, const char *val, const char *const *list,
-                      imago_error *err)
+static int check_name(const char *key, const char *val, const char *const *list, imago_error *err)
 {
     if (in_list(val, list))
         return 0;
@@ -106,8 +104,7 @@ int imago_model_config_validate(const imago_model_config *c, imago_error *err)
                                    (double)c->scales[i]);
     if (!c->p_tensor[0] && !(c->gem_p > 0.0f && c->gem_p <= 64.0f))
         return imago_error_set(err, IMAGO_ERR_FORMAT,
-                               "imago.config: pooling.p = %g is outside (0, 64]",
-                               (double)c->gem_p);
+                               "imago.config: pooling.p = %g is outside (0, 64]", (double)c->gem_p);
     return 0;
 }
 
@@ -120,18 +117,17 @@ static int get_string(json_t *obj, const char *key, const char *path, char *dst,
     if (!v)
         return 0;
     if (!json_is_string(v))
-        return imago_error_set(err, IMAGO_ERR_FORMAT, "imago.config: %s must be a string",
-                               path);
+        return imago_error_set(err, IMAGO_ERR_FORMAT, "imago.config: %s must be a string", path);
     const char *s = json_string_value(v);
     size_t n = json_string_length(v);
     if (strlen(s) != n)
-        return imago_error_set(err, IMAGO_ERR_FORMAT,
-                               "imago.config: %s contains a NUL character", path);
+        return imago_error_set(err, IMAGO_ERR_FORMAT, "imago.config: %s contains a NUL character",
+                               path);
     if (n >= cap) {
         if (!truncate)
             return imago_error_set(err, IMAGO_ERR_FORMAT,
-                                   "imago.config: %s is too long (%zu bytes, max %zu)", path,
-                                   n, cap - 1);
+                                   "imago.config: %s is too long (%zu bytes, max %zu)", path, n,
+                                   cap - 1);
         /* cut at a UTF-8 character boundary: the value may end up in JSON */
         n = cap - 1;
         while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
@@ -148,12 +144,11 @@ static int get_int(json_t *obj, const char *key, const char *path, int *dst, ima
     if (!v)
         return 0;
     if (!json_is_integer(v))
-        return imago_error_set(err, IMAGO_ERR_FORMAT, "imago.config: %s must be an integer",
-                               path);
+        return imago_error_set(err, IMAGO_ERR_FORMAT, "imago.config: %s must be an integer", path);
     json_int_t i = json_integer_value(v);
     if (i < -1000000000 || i > 1000000000)
-        return imago_error_set(err, IMAGO_ERR_FORMAT, "imago.config: %s = %lld out of range",
-                               path, (long long)i);
+        return imago_error_set(err, IMAGO_ERR_FORMAT, "imago.config: %s = %lld out of range", path,
+                               (long long)i);
     *dst = (int)i;
     return 0;
 }
@@ -165,14 +160,12 @@ static int get_floats(json_t *obj, const char *key, const char *path, float *dst
     if (!v)
         return 0;
     if (!json_is_array(v))
-        return imago_error_set(err, IMAGO_ERR_FORMAT, "imago.config: %s must be an array",
-                               path);
+        return imago_error_set(err, IMAGO_ERR_FORMAT, "imago.config: %s must be an array", path);
     size_t n = json_array_size(v);
     if (n < (size_t)min_n || n > (size_t)max_n) {
         if (min_n == max_n)
             return imago_error_set(err, IMAGO_ERR_FORMAT,
-                                   "imago.config: %s has %zu values (want %d)", path, n,
-                                   min_n);
+                                   "imago.config: %s has %zu values (want %d)", path, n, min_n);
         return imago_error_set(err, IMAGO_ERR_FORMAT,
                                "imago.config: %s has %zu values (want %d..%d)", path, n, min_n,
                                max_n);
@@ -180,12 +173,12 @@ static int get_floats(json_t *obj, const char *key, const char *path, float *dst
     for (size_t i = 0; i < n; i++) {
         json_t *e = json_array_get(v, i);
         if (!json_is_number(e))
-            return imago_error_set(err, IMAGO_ERR_FORMAT,
-                                   "imago.config: %s[%zu] must be a number", path, i);
+            return imago_error_set(err, IMAGO_ERR_FORMAT, "imago.config: %s[%zu] must be a number",
+                                   path, i);
         double d = json_number_value(e);
         if (!isfinite(d) || fabs(d) > 1e30)
-            return imago_error_set(err, IMAGO_ERR_FORMAT,
-                                   "imago.config: %s[%zu] is out of range", path, i);
+            return imago_error_set(err, IMAGO_ERR_FORMAT, "imago.config: %s[%zu] is out of range",
+                                   path, i);
         dst[i] = (float)d;
     }
     if (n_out)
@@ -264,8 +257,8 @@ int imago_model_config_parse(const char *text, imago_model_config *out, imago_er
     json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
         return imago_error_set(err, IMAGO_ERR_FORMAT,
-                               "imago.config is not valid JSON: %s (line %d, column %d)",
-                               jerr.text, jerr.line, jerr.column);
+                               "imago.config is not valid JSON: %s (line %d, column %d)", jerr.text,
+                               jerr.line, jerr.column);
     imago_model_config c;
     imago_model_config_default(&c);
     int rc = 0;
@@ -295,11 +288,10 @@ int imago_model_config_parse(const char *text, imago_model_config *out, imago_er
         goto done;
     }
     if ((rc = get_string(root, "name", "name", c.name, sizeof c.name, 0, err)) ||
-        (rc = get_string(root, "backbone", "backbone", c.backbone, sizeof c.backbone, 0,
-                         err)) ||
+        (rc = get_string(root, "backbone", "backbone", c.backbone, sizeof c.backbone, 0, err)) ||
         (rc = get_string(root, "head", "head", c.head, sizeof c.head, 0, err)) ||
-        (rc = get_string(root, "whitening", "whitening", c.whitening, sizeof c.whitening, 0,
-                         err)) ||
+        (rc =
+             get_string(root, "whitening", "whitening", c.whitening, sizeof c.whitening, 0, err)) ||
         (rc = get_string(root, "padding", "padding", c.padding, sizeof c.padding, 0, err)) ||
         (rc = get_string(root, "source", "source", c.source, sizeof c.source, 1, err)) ||
         (rc = get_int(root, "dim", "dim", &c.dim, err)) || (rc = parse_pooling(root, &c, err)))
@@ -308,8 +300,8 @@ int imago_model_config_parse(const char *text, imago_model_config *out, imago_er
                   (rc = get_floats(input, "mean", "input.mean", c.mean, 3, 3, NULL, err)) ||
                   (rc = get_floats(input, "std", "input.std", c.std, 3, 3, NULL, err))))
         goto done;
-    if ((rc = get_floats(root, "scales", "scales", c.scales, 1, IMAGO_MODEL_MAX_SCALES,
-                         &c.n_scales, err)))
+    if ((rc = get_floats(root, "scales", "scales", c.scales, 1, IMAGO_MODEL_MAX_SCALES, &c.n_scales,
+                         err)))
         goto done;
     json_t *tr = json_object_get(root, "trained");
     if (tr) {

@@ -10,7 +10,7 @@
 #include "model.h"
 
 typedef struct imago_model_rec {
-    char *name;        /* owned */
+    char *name; /* owned */
     int ndim;
     int64_t dims[IMAGO_TENSOR_MAX_DIMS];
     int64_t numel;
@@ -27,21 +27,20 @@ struct imago_model {
     size_t nslots;   /* power of two, >= 2 n */
     void *map;       /* mmap of the file (munmap) or NULL */
     size_t map_len;
-    void *mem;       /* load_memory copy (free) or NULL */
-    float *arena;    /* synthetic values (imago_free_aligned) or NULL */
+    void *mem;    /* load_memory copy (free) or NULL */
+    float *arena; /* synthetic values (imago_free_aligned) or NULL */
 };
 
 imago_model *imago_model_new_(void);
 
 /* Appends a tensor (name copied, owned taken on success and on failure).
  * IMAGO_ERR_FORMAT when the name is already present. */
-int imago_model_add_(imago_model *m, const char *name, int ndim, const int64_t *dims,
-                     int64_t numel, const float *data, float *owned, imago_error *err);
+int imago_model_add_(imago_model *m, const char *name, int ndim, const int64_t *dims, int64_t numel,
+                     const float *data, float *owned, imago_error *err);
 
 /* When cfg pools with GeM and takes p from a tensor, checks that m has that
  * tensor with one element (IMAGO_ERR_FORMAT otherwise). */
-int imago_model_check_p_(const imago_model *m, const imago_model_config *cfg,
-                         imago_error *err);
+int imago_model_check_p_(const imago_model *m, const imago_model_config *cfg, imago_error *err);
 
 /* F16 / BF16 -> fp32 (safetensors.c); exposed for the tests, which check the
  * F16C path against the portable one on all 65536 inputs. accel = 0 forces

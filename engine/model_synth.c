@@ -12,7 +12,10 @@ typedef struct xoshiro {
     uint64_t s[4];
 } xoshiro;
 
-static inline uint64_t rotl64(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t rotl64(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
 
 static uint64_t splitmix64(uint64_t *state)
 {
@@ -77,8 +80,8 @@ static int check_spec(const imago_tensor_spec *s, int i, int64_t *numel, imago_e
         return imago_error_set(err, IMAGO_ERR_INVALID, "tensor spec '%s': ndim %d (want 0..%d)",
                                s->name, s->ndim, IMAGO_TENSOR_MAX_DIMS);
     if ((int)s->init < IMAGO_INIT_CONV_HE || (int)s->init > IMAGO_INIT_IDENTITY)
-        return imago_error_set(err, IMAGO_ERR_INVALID, "tensor spec '%s': unknown init %d",
-                               s->name, (int)s->init);
+        return imago_error_set(err, IMAGO_ERR_INVALID, "tensor spec '%s': unknown init %d", s->name,
+                               (int)s->init);
     if (s->init == IMAGO_INIT_IDENTITY && s->ndim != 2)
         return imago_error_set(err, IMAGO_ERR_INVALID,
                                "tensor spec '%s': identity init needs 2 dims, not %d", s->name,
@@ -118,9 +121,7 @@ static void fill(float *dst, const imago_tensor_spec *s, int64_t numel, uint64_t
         fill_normal(dst, numel, sigma, &r);
         break;
     }
-    case IMAGO_INIT_ZEROS:
-        memset(dst, 0, (size_t)numel * sizeof(float));
-        break;
+    case IMAGO_INIT_ZEROS: memset(dst, 0, (size_t)numel * sizeof(float)); break;
     case IMAGO_INIT_ONES:
     case IMAGO_INIT_CONST:
         for (int64_t i = 0; i < numel; i++)
@@ -174,8 +175,7 @@ int imago_model_synthetic(const imago_model_config *cfg, const imago_tensor_spec
                                    "synthetic model: duplicate tensor spec '%s'", specs[i].name);
         }
         fill(dst, &specs[i], numel[i], seed);
-        imago_model_add_(m, specs[i].name, specs[i].ndim, specs[i].dims, numel[i], dst, NULL,
-                         NULL);
+        imago_model_add_(m, specs[i].name, specs[i].ndim, specs[i].dims, numel[i], dst, NULL, NULL);
         off += (numel[i] + 15) / 16 * 16;
     }
     free(numel);

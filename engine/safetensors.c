@@ -83,8 +83,7 @@ static void f16_portable(const uint8_t *src, float *dst, size_t n)
 }
 
 #if IMAGO_ST_X86
-__attribute__((target("f16c,avx"))) static void f16_f16c(const uint8_t *src, float *dst,
-                                                          size_t n)
+__attribute__((target("f16c,avx"))) static void f16_f16c(const uint8_t *src, float *dst, size_t n)
 {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -195,8 +194,8 @@ static int parse_entry(const char *name, json_t *v, uint64_t data_len, st_entry 
     size_t nd = json_array_size(shape);
     if (nd > IMAGO_TENSOR_MAX_DIMS)
         return imago_error_set(err, IMAGO_ERR_UNSUPPORTED,
-                               "tensor '%.200s': %zu dimensions (at most %d are supported)",
-                               name, nd, IMAGO_TENSOR_MAX_DIMS);
+                               "tensor '%.200s': %zu dimensions (at most %d are supported)", name,
+                               nd, IMAGO_TENSOR_MAX_DIMS);
     e->ndim = (int)nd;
     int64_t numel = 1;
     for (size_t i = 0; i < nd; i++) {
@@ -252,8 +251,8 @@ static int parse_metadata(json_t *meta, imago_model_config *cfg, imago_error *er
     json_object_foreach(meta, key, v)
     {
         if (!json_is_string(v))
-            return imago_error_set(err, IMAGO_ERR_FORMAT,
-                                   "__metadata__['%.100s'] is not a string", key);
+            return imago_error_set(err, IMAGO_ERR_FORMAT, "__metadata__['%.100s'] is not a string",
+                                   key);
     }
     json_t *c = json_object_get(meta, "imago.config");
     if (!c)
@@ -270,8 +269,7 @@ static int parse_image(imago_model *m, const uint8_t *buf, size_t size, imago_er
 {
     if (size < 8)
         return imago_error_set(err, IMAGO_ERR_FORMAT,
-                               "truncated: %zu bytes, shorter than the 8-byte header length",
-                               size);
+                               "truncated: %zu bytes, shorter than the 8-byte header length", size);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = hlen << 8 | buf[i];
@@ -327,13 +325,12 @@ static int parse_image(imago_model *m, const uint8_t *buf, size_t size, imago_er
         if (ents[i].begin == ents[i].end)
             continue; /* empty tensors occupy no bytes */
         if (prev && ents[i].begin < prev->end) {
-            rc = imago_error_set(err, IMAGO_ERR_FORMAT,
-                                 "tensors '%.150s' [%llu, %llu) and '%.150s' [%llu, %llu) "
-                                 "overlap",
-                                 prev->name, (unsigned long long)prev->begin,
-                                 (unsigned long long)prev->end, ents[i].name,
-                                 (unsigned long long)ents[i].begin,
-                                 (unsigned long long)ents[i].end);
+            rc = imago_error_set(
+                err, IMAGO_ERR_FORMAT,
+                "tensors '%.150s' [%llu, %llu) and '%.150s' [%llu, %llu) "
+                "overlap",
+                prev->name, (unsigned long long)prev->begin, (unsigned long long)prev->end,
+                ents[i].name, (unsigned long long)ents[i].begin, (unsigned long long)ents[i].end);
             goto done;
         }
         prev = &ents[i];
@@ -391,8 +388,7 @@ int imago_model_load(const char *path, imago_model **out, imago_error *err)
     if (fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
-        return imago_error_set(err, IMAGO_ERR_IO, "cannot stat model '%s': %s", path,
-                               strerror(e));
+        return imago_error_set(err, IMAGO_ERR_IO, "cannot stat model '%s': %s", path, strerror(e));
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
@@ -410,8 +406,7 @@ int imago_model_load(const char *path, imago_model **out, imago_error *err)
     int e = errno;
     close(fd);
     if (map == MAP_FAILED)
-        return imago_error_set(err, IMAGO_ERR_IO, "cannot map model '%s': %s", path,
-                               strerror(e));
+        return imago_error_set(err, IMAGO_ERR_IO, "cannot map model '%s': %s", path, strerror(e));
     madvise(map, size, MADV_WILLNEED);
     imago_model *m = imago_model_new_();
     m->map = map;

@@ -20,18 +20,19 @@
 #endif
 
 static const uint32_t K256[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
-    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
-    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
-    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
-    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
-    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-    0xc67178f2};
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
 
-static inline uint32_t ror32(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+static inline uint32_t ror32(uint32_t x, int n)
+{
+    return (x >> n) | (x << (32 - n));
+}
 
 static void blocks_portable(uint32_t h[8], const uint8_t *p, size_t nblocks)
 {
@@ -45,8 +46,7 @@ static void blocks_portable(uint32_t h[8], const uint8_t *p, size_t nblocks)
             uint32_t s1 = ror32(w[i - 2], 17) ^ ror32(w[i - 2], 19) ^ (w[i - 2] >> 10);
             w[i] = w[i - 16] + s0 + w[i - 7] + s1;
         }
-        uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6],
-                 hh = h[7];
+        uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
         for (int i = 0; i < 64; i++) {
             uint32_t S1 = ror32(e, 6) ^ ror32(e, 11) ^ ror32(e, 25);
             uint32_t ch = (e & f) ^ (~e & g);
@@ -78,17 +78,16 @@ static void blocks_portable(uint32_t h[8], const uint8_t *p, size_t nblocks)
 #if IMAGO_SHA_X86
 /* SHA-NI: the state lives as ABEF / CDGH in two registers; each
  * sha256rnds2 does two rounds, message schedule via sha256msg1/msg2. */
-__attribute__((target("sha,sse4.1,ssse3"))) static void blocks_shani(uint32_t h[8],
-                                                                    const uint8_t *p,
-                                                                    size_t nblocks)
+__attribute__((target("sha,sse4.1,ssse3"))) static void
+blocks_shani(uint32_t h[8], const uint8_t *p, size_t nblocks)
 {
     const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
-    __m128i tmp = _mm_loadu_si128((const __m128i *)&h[0]);  /* DCBA */
-    __m128i s1 = _mm_loadu_si128((const __m128i *)&h[4]);   /* HGFE */
-    tmp = _mm_shuffle_epi32(tmp, 0xB1);                     /* CDAB */
-    s1 = _mm_shuffle_epi32(s1, 0x1B);                       /* EFGH */
-    __m128i s0 = _mm_alignr_epi8(tmp, s1, 8);               /* ABEF */
-    s1 = _mm_blend_epi16(s1, tmp, 0xF0);                    /* CDGH */
+    __m128i tmp = _mm_loadu_si128((const __m128i *)&h[0]); /* DCBA */
+    __m128i s1 = _mm_loadu_si128((const __m128i *)&h[4]);  /* HGFE */
+    tmp = _mm_shuffle_epi32(tmp, 0xB1);                    /* CDAB */
+    s1 = _mm_shuffle_epi32(s1, 0x1B);                      /* EFGH */
+    __m128i s0 = _mm_alignr_epi8(tmp, s1, 8);              /* ABEF */
+    s1 = _mm_blend_epi16(s1, tmp, 0xF0);                   /* CDGH */
 
     while (nblocks--) {
         __m128i abef = s0, cdgh = s1;
@@ -121,10 +120,10 @@ __attribute__((target("sha,sse4.1,ssse3"))) static void blocks_shani(uint32_t h[
         p += 64;
     }
 
-    tmp = _mm_shuffle_epi32(s0, 0x1B);       /* FEBA */
-    s1 = _mm_shuffle_epi32(s1, 0xB1);        /* DCHG */
-    s0 = _mm_blend_epi16(tmp, s1, 0xF0);     /* DCBA */
-    s1 = _mm_alignr_epi8(s1, tmp, 8);        /* HGFE */
+    tmp = _mm_shuffle_epi32(s0, 0x1B);   /* FEBA */
+    s1 = _mm_shuffle_epi32(s1, 0xB1);    /* DCHG */
+    s0 = _mm_blend_epi16(tmp, s1, 0xF0); /* DCBA */
+    s1 = _mm_alignr_epi8(s1, tmp, 8);    /* HGFE */
     _mm_storeu_si128((__m128i *)&h[0], s0);
     _mm_storeu_si128((__m128i *)&h[4], s1);
 }
@@ -255,8 +254,7 @@ int imago_sha256_file(const char *path, char hex[65], imago_error *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return imago_error_set(err, IMAGO_ERR_IO, "cannot open '%s': %s", path,
-                               strerror(errno));
+        return imago_error_set(err, IMAGO_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
     size_t cap = (size_t)1 << 20;
     uint8_t *buf = imago_xmalloc(cap);
     imago_sha256_ctx c;
@@ -269,8 +267,7 @@ int imago_sha256_file(const char *path, char hex[65], imago_error *err)
             int e = errno;
             free(buf);
             close(fd);
-            return imago_error_set(err, IMAGO_ERR_IO, "cannot read '%s': %s", path,
-                                   strerror(e));
+            return imago_error_set(err, IMAGO_ERR_IO, "cannot read '%s': %s", path, strerror(e));
         }
         if (n == 0)
             break;

@@ -26,11 +26,11 @@ static double now(void)
 static int resnet101_agem_specs(imago_tensor_spec *s, char names[][64])
 {
     int n = 0;
-#define ADD(O, I, K)                                                                       \
-    do {                                                                                   \
-        snprintf(names[n], 64, "w%d", n);                                                  \
-        s[n] = (imago_tensor_spec){names[n], 4, {O, I, K, K}, IMAGO_INIT_CONV_HE, 1.0f};   \
-        n++;                                                                               \
+#define ADD(O, I, K)                                                                               \
+    do {                                                                                           \
+        snprintf(names[n], 64, "w%d", n);                                                          \
+        s[n] = (imago_tensor_spec){names[n], 4, {O, I, K, K}, IMAGO_INIT_CONV_HE, 1.0f};           \
+        n++;                                                                                       \
     } while (0)
     ADD(64, 3, 7);
     const int blocks[4] = {3, 4, 23, 3}, width[4] = {64, 128, 256, 512};
@@ -95,8 +95,8 @@ int main(int argc, char **argv)
         t0 = now();
         int rc = system(cmd);
         double t_peer = now() - t0;
-        printf("sha256 file 128 MiB: imago %.3f s | sha256sum %.3f s%s | ratio %.2fx\n",
-               t_file, t_peer, rc ? " (failed)" : "", t_peer / t_file);
+        printf("sha256 file 128 MiB: imago %.3f s | sha256sum %.3f s%s | ratio %.2fx\n", t_file,
+               t_peer, rc ? " (failed)" : "", t_peer / t_file);
     }
 
     /* F16 -> F32, 32M values */
@@ -158,8 +158,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < ns; i++) {
             imago_tensor x;
             imago_model_tensor(m, specs[i].name, &x, NULL);
-            t[i] = (tst_tensor){specs[i].name, "F32", x.ndim, {0}, x.data,
-                                (size_t)x.numel * 4};
+            t[i] = (tst_tensor){specs[i].name, "F32", x.ndim, {0}, x.data, (size_t)x.numel * 4};
             for (int j = 0; j < x.ndim; j++)
                 t[i].dims[j] = x.dims[j];
         }

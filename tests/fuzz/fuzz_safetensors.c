@@ -151,7 +151,10 @@ static uint64_t rnd(void)
     return z ^ (z >> 31);
 }
 
-static size_t rnd_below(size_t n) { return n ? (size_t)(rnd() % n) : 0; }
+static size_t rnd_below(size_t n)
+{
+    return n ? (size_t)(rnd() % n) : 0;
+}
 
 typedef struct seed {
     uint8_t *p;
@@ -225,18 +228,51 @@ static void make_seeds(void)
     }
 }
 
-static const char *const NUMBERS[] = {"0", "1", "-1", "2", "3", "4", "7", "8", "255",
-                                      "65536", "2147483647", "2147483648", "4294967296",
-                                      "9223372036854775807", "9223372036854775808",
-                                      "18446744073709551615", "-9223372036854775808",
-                                      "1e308", "1e400", "0.5", "-0", "1.5", "NaN"};
-static const char *const STRINGS[] = {"\"F32\"", "\"F16\"", "\"BF16\"", "\"I64\"", "\"F64\"",
-                                      "\"\"", "\"__metadata__\"", "\"imago.config\"",
-                                      "\"pool.p\"", "\"gem\"", "\"agem\"", "\"resnet152\"",
-                                      "[]", "{}", "null", "true", "[0,0]", "[1,2,3,4,5]",
-                                      "\"\\u0000\"", "\"\\ud800\""};
-static const uint8_t BYTES[] = {0, 0xff, '"', '[', ']', '{', '}', ',', ':', '-', '0', '9',
-                                '\\', ' ', 0x80, 'e'};
+static const char *const NUMBERS[] = {"0",
+                                      "1",
+                                      "-1",
+                                      "2",
+                                      "3",
+                                      "4",
+                                      "7",
+                                      "8",
+                                      "255",
+                                      "65536",
+                                      "2147483647",
+                                      "2147483648",
+                                      "4294967296",
+                                      "9223372036854775807",
+                                      "9223372036854775808",
+                                      "18446744073709551615",
+                                      "-9223372036854775808",
+                                      "1e308",
+                                      "1e400",
+                                      "0.5",
+                                      "-0",
+                                      "1.5",
+                                      "NaN"};
+static const char *const STRINGS[] = {"\"F32\"",
+                                      "\"F16\"",
+                                      "\"BF16\"",
+                                      "\"I64\"",
+                                      "\"F64\"",
+                                      "\"\"",
+                                      "\"__metadata__\"",
+                                      "\"imago.config\"",
+                                      "\"pool.p\"",
+                                      "\"gem\"",
+                                      "\"agem\"",
+                                      "\"resnet152\"",
+                                      "[]",
+                                      "{}",
+                                      "null",
+                                      "true",
+                                      "[0,0]",
+                                      "[1,2,3,4,5]",
+                                      "\"\\u0000\"",
+                                      "\"\\ud800\""};
+static const uint8_t BYTES[] = {0,   0xff, '"', '[', ']',  '{', '}',  ',',
+                                ':', '-',  '0', '9', '\\', ' ', 0x80, 'e'};
 
 /* Replaces buf[a, b) with rep[0, n); returns the new length. */
 static size_t splice_bytes(uint8_t *buf, size_t len, size_t cap, size_t a, size_t b,

@@ -100,11 +100,11 @@ int main(void)
     is_int(parse("{" BASE ", \"pooling\": {\"type\": \"spoc\", \"p\": \"whatever\"}}", &c), 0,
            "spoc ignores p");
     is_str(c.pooling, "spoc", "spoc");
-    is_int(parse("{" BASE ", \"pooling\": {\"type\": \"gem\", \"p\": \"from tensor head.p\"}}",
-                 &c),
+    is_int(parse("{" BASE ", \"pooling\": {\"type\": \"gem\", \"p\": \"from tensor head.p\"}}", &c),
            0, "p from another tensor");
     is_str(c.p_tensor, "head.p", "p tensor name kept");
-    is_int(parse("{" BASE ", \"trained\": true, \"scales\": [4]}", &c), 0, "trained true, one scale 4");
+    is_int(parse("{" BASE ", \"trained\": true, \"scales\": [4]}", &c), 0,
+           "trained true, one scale 4");
     ok(c.trained == 1 && c.n_scales == 1 && c.scales[0] == 4.0f, "values");
     char longsrc[400];
     memset(longsrc, 'x', sizeof longsrc);
@@ -153,25 +153,20 @@ int main(void)
     bad("{" BASE ", \"pooling\": 3}", IMAGO_ERR_FORMAT, "pooling");
     bad("{" BASE ", \"pooling\": {\"type\": \"gem\", \"p\": \"learned\"}}", IMAGO_ERR_FORMAT,
         "pooling.p");
-    bad("{" BASE ", \"pooling\": {\"type\": \"gem\", \"p\": \"from tensor \"}}",
-        IMAGO_ERR_FORMAT, "pooling.p");
-    bad("{" BASE ", \"pooling\": {\"type\": \"gem\", \"p\": -1}}", IMAGO_ERR_FORMAT,
+    bad("{" BASE ", \"pooling\": {\"type\": \"gem\", \"p\": \"from tensor \"}}", IMAGO_ERR_FORMAT,
         "pooling.p");
-    bad("{" BASE ", \"pooling\": {\"type\": \"gem\", \"p\": 0}}", IMAGO_ERR_FORMAT,
-        "pooling.p");
-    bad("{" BASE ", \"pooling\": {\"type\": \"gem\", \"p\": true}}", IMAGO_ERR_FORMAT,
-        "pooling.p");
+    bad("{" BASE ", \"pooling\": {\"type\": \"gem\", \"p\": -1}}", IMAGO_ERR_FORMAT, "pooling.p");
+    bad("{" BASE ", \"pooling\": {\"type\": \"gem\", \"p\": 0}}", IMAGO_ERR_FORMAT, "pooling.p");
+    bad("{" BASE ", \"pooling\": {\"type\": \"gem\", \"p\": true}}", IMAGO_ERR_FORMAT, "pooling.p");
     bad("{" BASE ", \"whitening\": \"pca\"}", IMAGO_ERR_UNSUPPORTED, "whitening 'pca'");
     bad("{" BASE ", \"padding\": \"same\"}", IMAGO_ERR_UNSUPPORTED, "padding 'same'");
     bad("{" BASE ", \"input\": 5}", IMAGO_ERR_FORMAT, "input");
     bad("{" BASE ", \"input\": {\"max_side\": 0}}", IMAGO_ERR_FORMAT, "input.max_side");
     bad("{" BASE ", \"input\": {\"max_side\": \"big\"}}", IMAGO_ERR_FORMAT, "input.max_side");
     bad("{" BASE ", \"input\": {\"mean\": [0.5, 0.5]}}", IMAGO_ERR_FORMAT, "input.mean");
-    bad("{" BASE ", \"input\": {\"mean\": [0.5, \"a\", 0.5]}}", IMAGO_ERR_FORMAT,
-        "input.mean[1]");
+    bad("{" BASE ", \"input\": {\"mean\": [0.5, \"a\", 0.5]}}", IMAGO_ERR_FORMAT, "input.mean[1]");
     bad("{" BASE ", \"input\": {\"std\": [0.5, 0, 0.5]}}", IMAGO_ERR_FORMAT, "input.std[1]");
-    bad("{" BASE ", \"input\": {\"std\": [0.5, 0.5, -0.1]}}", IMAGO_ERR_FORMAT,
-        "input.std[2]");
+    bad("{" BASE ", \"input\": {\"std\": [0.5, 0.5, -0.1]}}", IMAGO_ERR_FORMAT, "input.std[2]");
     bad("{" BASE ", \"input\": {\"std\": 0.5}}", IMAGO_ERR_FORMAT, "input.std");
     bad("{" BASE ", \"scales\": []}", IMAGO_ERR_FORMAT, "scales");
     bad("{" BASE ", \"scales\": [1,1,1,1,1,1,1,1,1]}", IMAGO_ERR_FORMAT, "scales");

@@ -244,8 +244,8 @@ static void test_synthetic(void)
     imago_model_tensor(a, "k", &x, NULL);
     ok(x.data[0] == 0.25f && x.data[14] == 0.25f, "CONST 0.25");
     imago_model_tensor(a, "whiten.P", &x, NULL);
-    ok(x.data[0] == 1 && x.data[5] == 1 && x.data[10] == 1 && x.data[1] == 0 &&
-           x.data[3] == 0 && x.data[11] == 0,
+    ok(x.data[0] == 1 && x.data[5] == 1 && x.data[10] == 1 && x.data[1] == 0 && x.data[3] == 0 &&
+           x.data[11] == 0,
        "IDENTITY on a 3x4 matrix");
     imago_model_tensor(a, "empty", &x, NULL);
     ok(x.numel == 0 && x.dims[1] == 5, "empty tensor");
@@ -293,7 +293,8 @@ static void test_synthetic(void)
     imago_model_free(c);
 
     /* spec and config errors */
-    imago_tensor_spec dup[] = {{"a", 1, {2}, IMAGO_INIT_ZEROS, 0}, {"a", 1, {2}, IMAGO_INIT_ZEROS, 0},
+    imago_tensor_spec dup[] = {{"a", 1, {2}, IMAGO_INIT_ZEROS, 0},
+                               {"a", 1, {2}, IMAGO_INIT_ZEROS, 0},
                                {"pool.p", 1, {1}, IMAGO_INIT_CONST, 3}};
     imago_error_clear(&err);
     d = (imago_model *)&err;

@@ -30,8 +30,7 @@ static int load_both(const char *what, const uint8_t *img, size_t len, imago_mod
     if (rc != rc2)
         tap_diag("%s: file rc %d (%s), memory rc %d (%s)", what, rc, err.msg, rc2, e2.msg);
     ok(rc == rc2, "%s: file and memory loaders agree", what);
-    ok(rc != 0 ? m == NULL && mm == NULL && err.code == rc && err.msg[0]
-               : m != NULL && mm != NULL,
+    ok(rc != 0 ? m == NULL && mm == NULL && err.code == rc && err.msg[0] : m != NULL && mm != NULL,
        "%s: output set only on success, error recorded on failure", what);
     if (rc == 0 && rc2 == 0)
         is_str(m->cfg.fingerprint, mm->cfg.fingerprint, "%s: same fingerprint", what);
@@ -49,8 +48,7 @@ static void expect_error(const char *what, const uint8_t *img, size_t len, int c
     int rc = load_both(what, img, len, NULL);
     is_int(rc, code, "%s: %s", what, imago_error_name(code));
     if (needle) {
-        ok(strstr(err.msg, needle) != NULL, "%s: message mentions '%s': %s", what, needle,
-           err.msg);
+        ok(strstr(err.msg, needle) != NULL, "%s: message mentions '%s': %s", what, needle, err.msg);
     }
 }
 
@@ -118,8 +116,7 @@ static void test_valid(void)
         else
             same &= x.data[i] == want16[i] && !!signbit(x.data[i]) == !!signbit(want16[i]);
         if (!same) {
-            tap_diag("F16 element %d: got %.9g want %.9g", i, (double)x.data[i],
-                     (double)want16[i]);
+            tap_diag("F16 element %d: got %.9g want %.9g", i, (double)x.data[i], (double)want16[i]);
             break;
         }
     }
@@ -149,8 +146,7 @@ static void test_valid(void)
     is_int(imago_model_tensor(m, "backbone.nope", &x, &err), IMAGO_ERR_NOT_FOUND,
            "missing tensor: NOT_FOUND");
     ok(strstr(err.msg, "backbone.nope") != NULL, "message names it: %s", err.msg);
-    ok(imago_model_has_tensor(m, "pool.p") && !imago_model_has_tensor(m, "pool"),
-       "has_tensor");
+    ok(imago_model_has_tensor(m, "pool.p") && !imago_model_has_tensor(m, "pool"), "has_tensor");
     const char *name = NULL;
     is_int(imago_model_tensor_at(m, 0, &name, &x, &err), 0, "tensor_at(0)");
     ok(name && imago_model_has_tensor(m, name), "tensor_at gives a real name");
@@ -164,8 +160,8 @@ static void test_valid(void)
            "shape [2, *] matches");
     int64_t bad[2] = {3, 3};
     imago_error_clear(&err);
-    is_int(imago_model_tensor_shape(m, "backbone.conv1.weight", 2, bad, &x, &err),
-           IMAGO_ERR_FORMAT, "shape [3, 3] does not match");
+    is_int(imago_model_tensor_shape(m, "backbone.conv1.weight", 2, bad, &x, &err), IMAGO_ERR_FORMAT,
+           "shape [3, 3] does not match");
     ok(strstr(err.msg, "backbone.conv1.weight") && strstr(err.msg, "[2, 3]") &&
            strstr(err.msg, "want [3, 3]"),
        "message names tensor, got and want: %s", err.msg);
@@ -250,8 +246,8 @@ static void test_f16_all(void)
             v = ldexp(1024 + mant, e - 25);
         if (sgn)
             v = -v;
-        int good = isnan(v) ? isnan(pf[i]) != 0
-                            : (double)pf[i] == v && !!signbit(pf[i]) == !!signbit(v);
+        int good =
+            isnan(v) ? isnan(pf[i]) != 0 : (double)pf[i] == v && !!signbit(pf[i]) == !!signbit(v);
         if (!good) {
             tap_diag("half 0x%04x: got %.9g, want %.9g", i, (double)pf[i], v);
             bad++;
@@ -279,11 +275,9 @@ static void test_errors(void)
     uint8_t *img;
 
     expect_error("empty file", (const uint8_t *)"", 0, IMAGO_ERR_FORMAT, "truncated");
-    expect_error("5-byte file", (const uint8_t *)"\x10\0\0\0\0", 5, IMAGO_ERR_FORMAT,
-                 "truncated");
+    expect_error("5-byte file", (const uint8_t *)"\x10\0\0\0\0", 5, IMAGO_ERR_FORMAT, "truncated");
     uint8_t zero_len[16] = {0};
-    expect_error("header length 0", zero_len, sizeof zero_len, IMAGO_ERR_FORMAT,
-                 "header length 0");
+    expect_error("header length 0", zero_len, sizeof zero_len, IMAGO_ERR_FORMAT, "header length 0");
     uint8_t beyond[12] = {100, 0, 0, 0, 0, 0, 0, 0, '{', '}', ' ', ' '};
     expect_error("header length beyond EOF", beyond, sizeof beyond, IMAGO_ERR_FORMAT,
                  "does not fit");
@@ -294,33 +288,37 @@ static void test_errors(void)
     tst_tensor t[] = {{"a", "F32", 1, {4}, v, 16}, {"b", "F32", 1, {4}, v, 16}};
     img = tst_build(TST_CONFIG_NOP, t, 2, 1, &len);
     expect_error("data truncated by 1 byte", img, len - 1, IMAGO_ERR_FORMAT, "'b'");
-    expect_error("data truncated to the header", img, len - 32, IMAGO_ERR_FORMAT,
-                 "past the end");
+    expect_error("data truncated to the header", img, len - 32, IMAGO_ERR_FORMAT, "past the end");
     free(img);
 
     /* the header itself */
-    expect_header_error("bad JSON", "{\"__metadata__\": {\"imago.config\": \"{}\"}, \"a\": ",
-                        0, IMAGO_ERR_FORMAT, "column");
+    expect_header_error("bad JSON", "{\"__metadata__\": {\"imago.config\": \"{}\"}, \"a\": ", 0,
+                        IMAGO_ERR_FORMAT, "column");
     expect_header_error("header not an object", "[1, 2, 3]", 0, IMAGO_ERR_FORMAT,
                         "not a JSON object");
     expect_header_error("duplicate tensor names",
-                        "{\"__metadata__\":{\"imago.config\":\"" "{}" "\"},"
+                        "{\"__metadata__\":{\"imago.config\":\""
+                        "{}"
+                        "\"},"
                         "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
                         "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
                         8, IMAGO_ERR_FORMAT, "duplicate");
 
-#define META "{\"__metadata__\":{\"imago.config\":\"{\\\"format\\\":1,\\\"backbone\\\":" \
-             "\\\"resnet50\\\",\\\"head\\\":\\\"gem\\\",\\\"dim\\\":8,\\\"pooling\\\":"  \
-             "\\\"mac\\\"}\"},"
+#define META                                                                                       \
+    "{\"__metadata__\":{\"imago.config\":\"{\\\"format\\\":1,\\\"backbone\\\":"                    \
+    "\\\"resnet50\\\",\\\"head\\\":\\\"gem\\\",\\\"dim\\\":8,\\\"pooling\\\":"                     \
+    "\\\"mac\\\"}\"},"
     expect_header_error("valid raw header (control)",
-                        META "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
-                        8, 0, NULL);
-    expect_header_error("dtype I64", META "\"x.num_batches_tracked\":{\"dtype\":\"I64\","
-                                          "\"shape\":[],\"data_offsets\":[0,8]}}",
+                        META "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
+                        0, NULL);
+    expect_header_error("dtype I64",
+                        META "\"x.num_batches_tracked\":{\"dtype\":\"I64\","
+                             "\"shape\":[],\"data_offsets\":[0,8]}}",
                         8, IMAGO_ERR_UNSUPPORTED, "x.num_batches_tracked");
     ok(strstr(err.msg, "I64") != NULL, "message names the dtype: %s", err.msg);
-    expect_header_error("dtype F64", META "\"d\":{\"dtype\":\"F64\",\"shape\":[1],"
-                                          "\"data_offsets\":[0,8]}}",
+    expect_header_error("dtype F64",
+                        META "\"d\":{\"dtype\":\"F64\",\"shape\":[1],"
+                             "\"data_offsets\":[0,8]}}",
                         8, IMAGO_ERR_UNSUPPORTED, "F64");
     expect_header_error("dtype not a string",
                         META "\"d\":{\"dtype\":4,\"shape\":[1],\"data_offsets\":[0,4]}}", 8,
@@ -329,8 +327,7 @@ static void test_errors(void)
                         META "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
                              "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
                         16, IMAGO_ERR_FORMAT, "overlap");
-    ok(strstr(err.msg, "'a'") && strstr(err.msg, "'b'"), "overlap names both tensors: %s",
-       err.msg);
+    ok(strstr(err.msg, "'a'") && strstr(err.msg, "'b'"), "overlap names both tensors: %s", err.msg);
     expect_header_error("identical ranges overlap",
                         META "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
                              "\"b\":{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[0,8]}}",
@@ -340,19 +337,20 @@ static void test_errors(void)
                              "\"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]}}",
                         16, 0, NULL);
     expect_header_error("shape/offset mismatch",
-                        META "\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}",
-                        16, IMAGO_ERR_FORMAT, "needs 12");
+                        META "\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 16,
+                        IMAGO_ERR_FORMAT, "needs 12");
     expect_header_error("F16 size mismatch",
                         META "\"h\":{\"dtype\":\"F16\",\"shape\":[2,2],\"data_offsets\":[0,4]}}",
                         16, IMAGO_ERR_FORMAT, "'h'");
     expect_header_error("negative dim",
-                        META "\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,0]}}",
-                        16, IMAGO_ERR_FORMAT, "shape[0]");
+                        META "\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,0]}}", 16,
+                        IMAGO_ERR_FORMAT, "shape[0]");
     expect_header_error("fractional dim",
                         META "\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}",
                         16, IMAGO_ERR_FORMAT, "shape[0]");
-    expect_header_error("5 dims", META "\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1],"
-                                       "\"data_offsets\":[0,4]}}",
+    expect_header_error("5 dims",
+                        META "\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1],"
+                             "\"data_offsets\":[0,4]}}",
                         16, IMAGO_ERR_UNSUPPORTED, "5 dimensions");
     expect_header_error("shape product overflows",
                         META "\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],"
@@ -363,8 +361,8 @@ static void test_errors(void)
                              "\"data_offsets\":[0,0]}}",
                         16, IMAGO_ERR_FORMAT, "overflows");
     expect_header_error("end < begin",
-                        META "\"a\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[8,4]}}",
-                        16, IMAGO_ERR_FORMAT, "end 4 < begin 8");
+                        META "\"a\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[8,4]}}", 16,
+                        IMAGO_ERR_FORMAT, "end 4 < begin 8");
     expect_header_error("offsets beyond data area",
                         META "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[16,24]}}",
                         16, IMAGO_ERR_FORMAT, "past the end");
@@ -375,14 +373,12 @@ static void test_errors(void)
     expect_header_error("three offsets",
                         META "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4,8]}}",
                         16, IMAGO_ERR_FORMAT, "data_offsets");
-    expect_header_error("missing shape",
-                        META "\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 16,
-                        IMAGO_ERR_FORMAT, "shape");
-    expect_header_error("entry not an object", META "\"a\":[1,2]}", 16, IMAGO_ERR_FORMAT,
-                        "'a'");
+    expect_header_error("missing shape", META "\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}",
+                        16, IMAGO_ERR_FORMAT, "shape");
+    expect_header_error("entry not an object", META "\"a\":[1,2]}", 16, IMAGO_ERR_FORMAT, "'a'");
     expect_header_error("empty tensor name",
-                        META "\"\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
-                        16, IMAGO_ERR_FORMAT, "empty name");
+                        META "\"\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 16,
+                        IMAGO_ERR_FORMAT, "empty name");
 
     /* metadata and config */
     expect_header_error("no __metadata__",
@@ -393,12 +389,12 @@ static void test_errors(void)
                         "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
                         4, IMAGO_ERR_FORMAT, "imago.config");
     expect_header_error("__metadata__ value not a string",
-                        "{\"__metadata__\":{\"imago.config\":\"{}\",\"n\":5}}", 0,
-                        IMAGO_ERR_FORMAT, "'n'");
-    expect_header_error("__metadata__ not an object", "{\"__metadata__\":[]}", 0,
-                        IMAGO_ERR_FORMAT, "__metadata__");
-    expect_header_error("imago.config not JSON", "{\"__metadata__\":{\"imago.config\":\"{\"}}",
-                        0, IMAGO_ERR_FORMAT, "imago.config");
+                        "{\"__metadata__\":{\"imago.config\":\"{}\",\"n\":5}}", 0, IMAGO_ERR_FORMAT,
+                        "'n'");
+    expect_header_error("__metadata__ not an object", "{\"__metadata__\":[]}", 0, IMAGO_ERR_FORMAT,
+                        "__metadata__");
+    expect_header_error("imago.config not JSON", "{\"__metadata__\":{\"imago.config\":\"{\"}}", 0,
+                        IMAGO_ERR_FORMAT, "imago.config");
     expect_header_error("bad config value",
                         "{\"__metadata__\":{\"imago.config\":\"{\\\"format\\\":1,"
                         "\\\"backbone\\\":\\\"vgg16\\\",\\\"head\\\":\\\"gem\\\","
@@ -420,8 +416,8 @@ static void test_errors(void)
                              "        ",
                         8, 0, NULL);
     expect_header_error("trailing garbage after the JSON",
-                        META "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}x",
-                        8, IMAGO_ERR_FORMAT, "JSON");
+                        META "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}x", 8,
+                        IMAGO_ERR_FORMAT, "JSON");
 }
 
 static void test_files(void)
@@ -430,8 +426,7 @@ static void test_files(void)
     imago_error_clear(&err);
     is_int(imago_model_load("/nonexistent/dir/m.safetensors", &m, &err), IMAGO_ERR_IO,
            "missing file: IO");
-    ok(strstr(err.msg, "/nonexistent/dir/m.safetensors") != NULL, "names the path: %s",
-       err.msg);
+    ok(strstr(err.msg, "/nonexistent/dir/m.safetensors") != NULL, "names the path: %s", err.msg);
     imago_error_clear(&err);
     is_int(imago_model_load(tst_tmpdir(), &m, &err), IMAGO_ERR_IO, "a directory: IO");
     ok(m == NULL, "no model");
@@ -449,8 +444,7 @@ static void test_files(void)
         close(fd);
     if (okw) {
         imago_error_clear(&err);
-        is_int(imago_model_load(path, &m, &err), IMAGO_ERR_FORMAT,
-               "header over 100 MiB refused");
+        is_int(imago_model_load(path, &m, &err), IMAGO_ERR_FORMAT, "header over 100 MiB refused");
         ok(strstr(err.msg, "limit") != NULL, "message says why: %s", err.msg);
     } else {
         tap_skip(2, "cannot write a sparse file");

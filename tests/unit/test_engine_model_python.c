@@ -74,9 +74,11 @@ static const char *SCRIPT =
     "    with open(out + '.mnv2.fold', 'wb') as f:\n"
     "        for conv, bn in pairs:\n"
     "            w = t[conv + '.weight'].double()\n"
-    "            a = t[bn + '.weight'].double() / torch.sqrt(t[bn + '.running_var'].double() + 1e-5)\n"
+    "            a = t[bn + '.weight'].double() / torch.sqrt(t[bn + '.running_var'].double() + "
+    "1e-5)\n"
     "            wf = (w * a.view(-1, 1, 1, 1)).float().numpy().astype('<f4')\n"
-    "            bf = (t[bn + '.bias'].double() - a * t[bn + '.running_mean'].double()).float().numpy().astype('<f4')\n"
+    "            bf = (t[bn + '.bias'].double() - a * t[bn + "
+    "'.running_mean'].double()).float().numpy().astype('<f4')\n"
     "            for name, v in ((conv, wf), (bn, bf)):\n"
     "                f.write(name.encode() + b'\\0')\n"
     "                f.write(np.int64(v.size).tobytes())\n"
@@ -116,7 +118,8 @@ static void check_real_weights(const char *model)
     const imago_model_config *c = imago_model_get_config(m);
     is_str(c->padding, "tf_same", "padding tf_same");
     ok(c->mean[0] == 0.5f && c->std[2] == 0.5f, "mean = std = 0.5");
-    is_int(imago_model_n_tensors(m), 314 - 52 + 1, "every tensor but num_batches_tracked, + pool.p");
+    is_int(imago_model_n_tensors(m), 314 - 52 + 1,
+           "every tensor but num_batches_tracked, + pool.p");
     snprintf(path, sizeof path, "%s.mnv2.fold", model);
     FILE *f = fopen(path, "rb");
     int pairs = 0, exact = 1;
@@ -245,11 +248,10 @@ int main(void)
         imago_tensor t;
         int same = imago_model_tensor(m, name, &t, &err) == 0 && t.numel == count;
         for (int64_t i = 0; same && i < count; i++) {
-            same = isnan(v[i]) ? isnan(t.data[i]) != 0
-                               : memcmp(&v[i], &t.data[i], 4) == 0;
+            same = isnan(v[i]) ? isnan(t.data[i]) != 0 : memcmp(&v[i], &t.data[i], 4) == 0;
             if (!same)
-                tap_diag("%s[%lld]: C %.9g, torch %.9g", name, (long long)i,
-                         (double)t.data[i], (double)v[i]);
+                tap_diag("%s[%lld]: C %.9g, torch %.9g", name, (long long)i, (double)t.data[i],
+                         (double)v[i]);
         }
         ok(same, "%s: %lld values equal torch's fp32 conversion bit for bit", name,
            (long long)count);

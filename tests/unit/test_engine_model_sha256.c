@@ -133,8 +133,7 @@ int main(void)
     imago_error_clear(&err);
     is_int(imago_sha256_file("/nonexistent/imago/file", hex, &err), IMAGO_ERR_IO,
            "missing file gives IMAGO_ERR_IO");
-    ok(strstr(err.msg, "/nonexistent/imago/file") != NULL, "message names the file: %s",
-       err.msg);
+    ok(strstr(err.msg, "/nonexistent/imago/file") != NULL, "message names the file: %s", err.msg);
     tst_cleanup();
     return tap_done();
 }

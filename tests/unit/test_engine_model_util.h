@@ -38,7 +38,10 @@ static inline void tst_put(tst_buf *b, const void *s, size_t n)
     b->p[b->n] = '\0';
 }
 
-static inline void tst_puts(tst_buf *b, const char *s) { tst_put(b, s, strlen(s)); }
+static inline void tst_puts(tst_buf *b, const char *s)
+{
+    tst_put(b, s, strlen(s));
+}
 
 /* JSON string literal of s (quotes included). */
 static inline void tst_put_json_string(tst_buf *b, const char *s)
@@ -126,8 +129,8 @@ static inline uint8_t *tst_build(const char *config, const tst_tensor *t, int n,
 /* The smallest valid config (GeM with p from tensor pool.p). */
 #define TST_CONFIG "{\"format\": 1, \"backbone\": \"resnet50\", \"head\": \"gem\", \"dim\": 2048}"
 /* ... and one that needs no pool.p tensor. */
-#define TST_CONFIG_NOP                                                                     \
-    "{\"format\": 1, \"backbone\": \"resnet50\", \"head\": \"gem\", \"dim\": 2048, "       \
+#define TST_CONFIG_NOP                                                                             \
+    "{\"format\": 1, \"backbone\": \"resnet50\", \"head\": \"gem\", \"dim\": 2048, "               \
     "\"pooling\": {\"type\": \"gem\", \"p\": 3}}"
 
 /* A temporary directory for the test's files (removed by tst_cleanup). */
