@@ -50,9 +50,12 @@ void tap_skip(int n, const char *reason)
 
 void tap_skip_all(const char *reason)
 {
+    /* Under meson's TAP protocol a non-zero exit is an ERROR whatever the
+     * output says, and the plan "1..0 # SKIP reason" is what marks the test
+     * skipped. Tests registered with the exitcode protocol use 77 instead. */
     printf("1..0 # SKIP %s\n", reason);
     fflush(stdout);
-    exit(77);
+    exit(0);
 }
 
 void tap_bail(const char *reason)

@@ -2,8 +2,9 @@
  *
  *   int main(void) { tap_plan(2); ok(1 + 1 == 2, "adds"); ...; return tap_done(); }
  *
- * tap_skip_all(reason) prints "1..0 # SKIP reason" and exits 77, which meson
- * shows as a skipped test. Not thread-safe: call from the main thread.
+ * tap_skip_all(reason) prints "1..0 # SKIP reason" and exits 0, which meson's
+ * TAP protocol shows as a skipped test with its reason (a TAP test exiting 77
+ * is an ERROR for meson; only exitcode-protocol tests skip with 77). Not thread-safe: call from the main thread.
  */
 #ifndef IMAGO_TAP_H
 #define IMAGO_TAP_H
