@@ -244,20 +244,6 @@ int main(int argc, char **argv)
        "positional argument to serve: exit 2");
     result_free(&r);
 
-    /* serve itself: not built yet, and says so */
-    char data_dir[700];
-    snprintf(data_dir, sizeof data_dir, "%s/data", g_dir);
-    r = run_for(
-        ARGS("serve", "--port", "0", "--server.listen", "127.0.0.1", "--data-dir", data_dir),
-        no_env, 5);
-    if (r.signal == SIGALRM && !strstr(r.err, "not built yet"))
-        tap_skip(1, "the HTTP server is built (serve kept running until stopped): the "
-                    "not-built check no longer applies");
-    else
-        ok(r.status > 0 && strstr(r.err, "imago serve: the HTTP server is not built yet"),
-           "serve without --dump-config fails visibly (exit %d)", r.status);
-    result_free(&r);
-
     /* logging is configured from server.log_format before the command runs */
     r = run(
         ARGS("serve", "--server.log-format=json", "--server.log-level=debug", "--dump-config=text"),
