@@ -73,10 +73,13 @@ static imago_media media_of(const char *type)
         const char *name;
         imago_media media;
     } known[] = {
-        {"image/jpeg", IMAGO_MEDIA_JPEG},       {"image/jpg", IMAGO_MEDIA_JPEG},
-        {"image/pjpeg", IMAGO_MEDIA_JPEG},      {"image/png", IMAGO_MEDIA_PNG},
+        {"image/jpeg", IMAGO_MEDIA_JPEG},
+        {"image/jpg", IMAGO_MEDIA_JPEG},
+        {"image/pjpeg", IMAGO_MEDIA_JPEG},
+        {"image/png", IMAGO_MEDIA_PNG},
         {"multipart/form-data", IMAGO_MEDIA_MULTIPART},
-        {"application/json", IMAGO_MEDIA_JSON}, {"application/octet-stream", IMAGO_MEDIA_OCTET},
+        {"application/json", IMAGO_MEDIA_JSON},
+        {"application/octet-stream", IMAGO_MEDIA_OCTET},
     };
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         if (strcmp(type, known[i].name) == 0)
@@ -97,8 +100,7 @@ int imago_content_type_parse(const char *header, imago_content_type *out, imago_
     }
     size_t tl = token_len(p);
     if (tl == 0 || p[tl] != '/')
-        return imago_error_set(err, IMAGO_ERR_INVALID,
-                               "Content-Type: expected type/subtype");
+        return imago_error_set(err, IMAGO_ERR_INVALID, "Content-Type: expected type/subtype");
     size_t sl = token_len(p + tl + 1);
     if (sl == 0)
         return imago_error_set(err, IMAGO_ERR_INVALID, "Content-Type: empty subtype");
@@ -117,9 +119,9 @@ int imago_content_type_parse(const char *header, imago_content_type *out, imago_
         if (*p == '\0')
             break;
         if (*p != ';')
-            return imago_error_set(err, IMAGO_ERR_INVALID,
-                                   "Content-Type: unexpected character '%c' after media type",
-                                   (unsigned char)*p >= 0x20 && (unsigned char)*p < 0x7F ? *p : '?');
+            return imago_error_set(
+                err, IMAGO_ERR_INVALID, "Content-Type: unexpected character '%c' after media type",
+                (unsigned char)*p >= 0x20 && (unsigned char)*p < 0x7F ? *p : '?');
         p++;
         while (is_ows((unsigned char)*p))
             p++;
@@ -135,8 +137,9 @@ int imago_content_type_parse(const char *header, imago_content_type *out, imago_
         if (*p == '"') {
             size_t used = quoted_string(p, value, sizeof value);
             if (used == 0)
-                return imago_error_set(err, IMAGO_ERR_INVALID,
-                                       "Content-Type: malformed or too long quoted parameter value");
+                return imago_error_set(
+                    err, IMAGO_ERR_INVALID,
+                    "Content-Type: malformed or too long quoted parameter value");
             p += used;
         } else {
             size_t vl = token_len(p);

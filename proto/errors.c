@@ -79,8 +79,7 @@ imago_api_error imago_api_error_from_code(int imago_code, imago_api_context ctx)
             return IMAGO_API_UNSUPPORTED_MEDIA_TYPE;
         return IMAGO_API_UNPROCESSABLE;
     case IMAGO_ERR_TOO_LARGE:
-        return ctx == IMAGO_API_CTX_IMAGE ? IMAGO_API_IMAGE_TOO_LARGE
-                                          : IMAGO_API_PAYLOAD_TOO_LARGE;
+        return ctx == IMAGO_API_CTX_IMAGE ? IMAGO_API_IMAGE_TOO_LARGE : IMAGO_API_PAYLOAD_TOO_LARGE;
     case IMAGO_ERR_NOT_FOUND: return IMAGO_API_NOT_FOUND;
     case IMAGO_ERR_CONFLICT:
     case IMAGO_ERR_CANCELLED: return IMAGO_API_CONFLICT;
@@ -98,8 +97,7 @@ imago_api_error imago_api_error_from_code(int imago_code, imago_api_context ctx)
 char *imago_api_error_body(imago_api_error code, const char *message)
 {
     const char *name = imago_api_error_name(code);
-    char *msg = proto_utf8_sanitize(message ? message : name,
-                                    strlen(message ? message : name));
+    char *msg = proto_utf8_sanitize(message ? message : name, strlen(message ? message : name));
     json_t *inner = json_pack("{s:s, s:s}", "code", name, "message", msg);
     json_t *root = inner ? json_pack("{s:o}", "error", inner) : NULL;
     free(msg);

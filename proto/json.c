@@ -26,12 +26,12 @@ static int load_object(const char *body, size_t len, const char *what, json_t **
 }
 
 /* Fails on keys of obj that are not in allowed (NULL-terminated). */
-static int only_keys(json_t *obj, const char *prefix, const char *const *allowed,
-                     imago_error *err)
+static int only_keys(json_t *obj, const char *prefix, const char *const *allowed, imago_error *err)
 {
     const char *key;
     json_t *v;
-    json_object_foreach(obj, key, v) {
+    json_object_foreach(obj, key, v)
+    {
         int found = 0;
         for (int i = 0; allowed[i]; i++)
             if (strcmp(key, allowed[i]) == 0)
@@ -53,8 +53,8 @@ static int path_field(json_t *v, const char *name, char **out, imago_error *err)
                                PATH_MAX_BYTES);
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)s[i] < 0x20)
-            return imago_error_set(err, IMAGO_ERR_INVALID,
-                                   "%s: control characters are not allowed", name);
+            return imago_error_set(err, IMAGO_ERR_INVALID, "%s: control characters are not allowed",
+                                   name);
     *out = imago_xstrdup(s);
     return 0;
 }
@@ -76,8 +76,7 @@ static int parse_extensions(json_t *arr, imago_job_request *r, imago_error *err)
                                "source.extensions: must be an array of strings");
     size_t n = json_array_size(arr);
     if (n == 0 || n > IMAGO_JOB_EXTENSIONS_MAX)
-        return imago_error_set(err, IMAGO_ERR_INVALID,
-                               "source.extensions: must have 1..%d entries",
+        return imago_error_set(err, IMAGO_ERR_INVALID, "source.extensions: must have 1..%d entries",
                                IMAGO_JOB_EXTENSIONS_MAX);
     for (size_t i = 0; i < n; i++) {
         json_t *e = json_array_get(arr, i);
@@ -111,8 +110,7 @@ static int parse_extensions(json_t *arr, imago_job_request *r, imago_error *err)
     return 0;
 }
 
-int imago_job_request_parse(const char *body, size_t len, imago_job_request *out,
-                            imago_error *err)
+int imago_job_request_parse(const char *body, size_t len, imago_job_request *out, imago_error *err)
 {
     json_t *root = NULL;
     int rc = load_object(body, len, "body", &root, err);
@@ -136,8 +134,7 @@ int imago_job_request_parse(const char *body, size_t len, imago_job_request *out
     } else if (rc == 0 && !json_is_object(src)) {
         rc = imago_error_set(err, IMAGO_ERR_INVALID, "source: must be an object");
     } else if (rc == 0) {
-        static const char *const src_keys[] = {"dir", "recursive", "extensions", "manifest",
-                                               NULL};
+        static const char *const src_keys[] = {"dir", "recursive", "extensions", "manifest", NULL};
         rc = only_keys(src, "source.", src_keys, err);
         json_t *dir = json_object_get(src, "dir");
         json_t *man = json_object_get(src, "manifest");
@@ -221,8 +218,9 @@ int imago_reindex_request_parse(const char *body, size_t len, imago_reindex_requ
         size_t n = json_is_string(v) ? json_string_length(v) : 0;
         const char *s = json_is_string(v) ? json_string_value(v) : "";
         if (n == 0 || n > 128)
-            rc = imago_error_set(err, IMAGO_ERR_INVALID, "factory: must be a string of 1..128 "
-                                                         "characters");
+            rc = imago_error_set(err, IMAGO_ERR_INVALID,
+                                 "factory: must be a string of 1..128 "
+                                 "characters");
         for (size_t k = 0; rc == 0 && k < n; k++) {
             char c = s[k];
             if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -282,8 +280,7 @@ static int finish(json_t *root, int rc, char **out, imago_error *err)
     return rc;
 }
 
-int imago_search_response_to_json(const imago_search_response *r, char **out,
-                                  imago_error *err)
+int imago_search_response_to_json(const imago_search_response *r, char **out, imago_error *err)
 {
     json_t *root = json_object();
     json_t *arr = json_array();
@@ -321,9 +318,9 @@ int imago_search_response_to_json(const imago_search_response *r, char **out,
     const struct {
         const char *k;
         double v;
-    } ts[] = {{"decode_ms", tm->decode_ms}, {"queue_ms", tm->queue_ms},
+    } ts[] = {{"decode_ms", tm->decode_ms},   {"queue_ms", tm->queue_ms},
               {"forward_ms", tm->forward_ms}, {"search_ms", tm->search_ms},
-              {"qe_ms", tm->qe_ms},         {"metadata_ms", tm->metadata_ms},
+              {"qe_ms", tm->qe_ms},           {"metadata_ms", tm->metadata_ms},
               {"total_ms", tm->total_ms}};
     for (size_t i = 0; rc == 0 && i < sizeof ts / sizeof ts[0]; i++)
         rc = put(t, ts[i].k, real_or_null(ts[i].v), err);
@@ -332,8 +329,7 @@ int imago_search_response_to_json(const imago_search_response *r, char **out,
     return finish(root, rc, out, err);
 }
 
-int imago_extract_response_to_json(const float *descriptor, int dim, char **out,
-                                   imago_error *err)
+int imago_extract_response_to_json(const float *descriptor, int dim, char **out, imago_error *err)
 {
     if (dim <= 0 || !descriptor)
         return imago_error_set(err, IMAGO_ERR_INVALID, "descriptor: empty");
@@ -346,8 +342,8 @@ int imago_extract_response_to_json(const float *descriptor, int dim, char **out,
     for (int i = 0; i < dim; i++) {
         if (!isfinite(descriptor[i])) {
             free(s);
-            return imago_error_set(err, IMAGO_ERR_INVALID,
-                                   "descriptor: element %d is not finite", i);
+            return imago_error_set(err, IMAGO_ERR_INVALID, "descriptor: element %d is not finite",
+                                   i);
         }
         o += (size_t)snprintf(s + o, cap - o, "%s%.9g", i ? "," : "", (double)descriptor[i]);
     }
@@ -356,8 +352,8 @@ int imago_extract_response_to_json(const float *descriptor, int dim, char **out,
     return 0;
 }
 
-int imago_add_image_response_to_json(int64_t id, const char *external_id, int replaced,
-                                     char **out, imago_error *err)
+int imago_add_image_response_to_json(int64_t id, const char *external_id, int replaced, char **out,
+                                     imago_error *err)
 {
     json_t *root = json_object();
     int rc = put(root, "id", json_integer(id), err);
@@ -520,8 +516,8 @@ backend:
     if (rc == 0)
         rc = put(index, "type", proto_json_str_or_null(info->index_type), err);
     if (rc == 0)
-        rc = put(index, "size", info->index_size < 0 ? json_null()
-                                                     : json_integer(info->index_size), err);
+        rc = put(index, "size", info->index_size < 0 ? json_null() : json_integer(info->index_size),
+                 err);
     if (rc == 0)
         rc = put(index, "seq", json_integer((json_int_t)info->index_seq), err);
     return finish(root, rc, out, err);

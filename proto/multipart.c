@@ -120,15 +120,14 @@ static char *disp_value(const char *v, size_t n, size_t *i)
 }
 
 /* Content-Disposition: form-data; name="x"[; filename="y"] */
-static int parse_disposition(const char *v, size_t n, imago_multipart_part *part,
-                             imago_error *err)
+static int parse_disposition(const char *v, size_t n, imago_multipart_part *part, imago_error *err)
 {
     size_t i = 0;
     while (i < n && is_tchar((unsigned char)v[i]))
         i++;
     if (!proto_ieq("form-data", v, i))
-        return imago_error_set(err, IMAGO_ERR_FORMAT,
-                               "multipart: part %s is not form-data", "Content-Disposition");
+        return imago_error_set(err, IMAGO_ERR_FORMAT, "multipart: part %s is not form-data",
+                               "Content-Disposition");
     for (;;) {
         while (i < n && is_ows((unsigned char)v[i]))
             i++;
@@ -175,8 +174,7 @@ static int parse_disposition(const char *v, size_t n, imago_multipart_part *part
         *slot = val;
     }
     if (!part->name || part->name[0] == '\0')
-        return imago_error_set(err, IMAGO_ERR_FORMAT,
-                               "multipart: part without a field name");
+        return imago_error_set(err, IMAGO_ERR_FORMAT, "multipart: part without a field name");
     return 0;
 }
 

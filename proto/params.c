@@ -64,8 +64,8 @@ int imago_query_parse(const char *query, imago_query_cb cb, void *ctx, imago_err
             size_t dv = eq ? pct_decode(eq + 1, vl, value) : (value[0] = '\0', 0);
             int rc = 0;
             if (dn == (size_t)-1 || dv == (size_t)-1)
-                rc = imago_error_set(err, IMAGO_ERR_INVALID,
-                                     "query string: invalid percent-escape");
+                rc =
+                    imago_error_set(err, IMAGO_ERR_INVALID, "query string: invalid percent-escape");
             else if (dn == 0 || strlen(name) != dn)
                 rc = imago_error_set(err, IMAGO_ERR_INVALID,
                                      "query string: empty or invalid parameter name");
@@ -255,7 +255,8 @@ static int parse_filter(imago_search_params *p, const char *v, size_t n, imago_e
         } else {
             rc = imago_error_set(err, IMAGO_ERR_INVALID,
                                  "filter: value of \"%.64s\" must be a string, number, "
-                                 "boolean or null", keys[i]);
+                                 "boolean or null",
+                                 keys[i]);
             break;
         }
         t->key = imago_xstrdup(keys[i]);
@@ -303,8 +304,8 @@ void imago_search_params_clear(imago_search_params *p)
 }
 
 enum { SP_K, SP_BBOX, SP_QE, SP_QE_K, SP_QE_ALPHA, SP_WITH_METADATA, SP_FILTER, SP_COUNT_ };
-static const char *const search_names[SP_COUNT_] = {
-    "k", "bbox", "qe", "qe_k", "qe_alpha", "with_metadata", "filter"};
+static const char *const search_names[SP_COUNT_] = {"k",        "bbox",          "qe",    "qe_k",
+                                                    "qe_alpha", "with_metadata", "filter"};
 
 int imago_search_params_set(imago_search_params *p, const char *name, const char *value,
                             size_t value_len, imago_error *err)
@@ -331,9 +332,7 @@ int imago_search_params_set(imago_search_params *p, const char *name, const char
             p->has_bbox = 1;
         break;
     case SP_QE: rc = parse_bool(name, value, value_len, &p->qe, err); break;
-    case SP_QE_K:
-        rc = parse_int(name, value, value_len, 1, IMAGO_QE_K_MAX, &p->qe_k, err);
-        break;
+    case SP_QE_K: rc = parse_int(name, value, value_len, 1, IMAGO_QE_K_MAX, &p->qe_k, err); break;
     case SP_QE_ALPHA: {
         double a;
         if (parse_num(value, value_len, &a) != 0 || a < 0 || a > 10)
@@ -387,8 +386,8 @@ static int text_field(const char *name, const char *v, size_t n, size_t max, cha
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)v[i];
         if (c < 0x20 || c == 0x7F)
-            return imago_error_set(err, IMAGO_ERR_INVALID,
-                                   "%s: control characters are not allowed", name);
+            return imago_error_set(err, IMAGO_ERR_INVALID, "%s: control characters are not allowed",
+                                   name);
     }
     char *s = imago_xmalloc(n + 1);
     memcpy(s, v, n);

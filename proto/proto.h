@@ -34,22 +34,22 @@
  * body) and never change meaning. */
 typedef enum imago_api_error {
     IMAGO_API_OK = 0,
-    IMAGO_API_INVALID_REQUEST,       /* 400 malformed request (bad multipart, bad query string) */
-    IMAGO_API_INVALID_PARAMETER,     /* 400 unknown / wrong type / out of range parameter */
-    IMAGO_API_INVALID_JSON,          /* 400 body or field is not valid JSON */
-    IMAGO_API_INVALID_IMAGE,         /* 400 undecodable, corrupt or truncated image */
-    IMAGO_API_UNAUTHORIZED,          /* 401 missing or malformed token */
-    IMAGO_API_FORBIDDEN,             /* 403 valid token without the needed rights */
-    IMAGO_API_NOT_FOUND,             /* 404 */
-    IMAGO_API_METHOD_NOT_ALLOWED,    /* 405 path exists, method does not */
-    IMAGO_API_CONFLICT,              /* 409 state conflict (job already finished, ...) */
-    IMAGO_API_PAYLOAD_TOO_LARGE,     /* 413 body over server.max_body */
-    IMAGO_API_IMAGE_TOO_LARGE,       /* 413 declared pixels over engine.max_pixels */
+    IMAGO_API_INVALID_REQUEST,        /* 400 malformed request (bad multipart, bad query string) */
+    IMAGO_API_INVALID_PARAMETER,      /* 400 unknown / wrong type / out of range parameter */
+    IMAGO_API_INVALID_JSON,           /* 400 body or field is not valid JSON */
+    IMAGO_API_INVALID_IMAGE,          /* 400 undecodable, corrupt or truncated image */
+    IMAGO_API_UNAUTHORIZED,           /* 401 missing or malformed token */
+    IMAGO_API_FORBIDDEN,              /* 403 valid token without the needed rights */
+    IMAGO_API_NOT_FOUND,              /* 404 */
+    IMAGO_API_METHOD_NOT_ALLOWED,     /* 405 path exists, method does not */
+    IMAGO_API_CONFLICT,               /* 409 state conflict (job already finished, ...) */
+    IMAGO_API_PAYLOAD_TOO_LARGE,      /* 413 body over server.max_body */
+    IMAGO_API_IMAGE_TOO_LARGE,        /* 413 declared pixels over engine.max_pixels */
     IMAGO_API_UNSUPPORTED_MEDIA_TYPE, /* 415 */
-    IMAGO_API_UNPROCESSABLE,         /* 422 well-formed but cannot be processed */
-    IMAGO_API_INTERNAL,              /* 500 a bug or a backend failure */
-    IMAGO_API_BUSY,                  /* 503 + Retry-After: queue full */
-    IMAGO_API_NOT_READY,             /* 503 + Retry-After: model or index not ready */
+    IMAGO_API_UNPROCESSABLE,          /* 422 well-formed but cannot be processed */
+    IMAGO_API_INTERNAL,               /* 500 a bug or a backend failure */
+    IMAGO_API_BUSY,                   /* 503 + Retry-After: queue full */
+    IMAGO_API_NOT_READY,              /* 503 + Retry-After: model or index not ready */
     IMAGO_API_ERROR_COUNT_
 } imago_api_error;
 
@@ -70,9 +70,9 @@ int imago_api_error_retry_after(imago_api_error code);
  * an image, invalid_json for a JSON body). */
 typedef enum imago_api_context {
     IMAGO_API_CTX_GENERIC = 0,
-    IMAGO_API_CTX_IMAGE,     /* decoding / embedding an uploaded image */
-    IMAGO_API_CTX_JSON,      /* parsing a JSON body or JSON-valued field */
-    IMAGO_API_CTX_REQUEST    /* parsing the HTTP request (multipart, query, headers) */
+    IMAGO_API_CTX_IMAGE,  /* decoding / embedding an uploaded image */
+    IMAGO_API_CTX_JSON,   /* parsing a JSON body or JSON-valued field */
+    IMAGO_API_CTX_REQUEST /* parsing the HTTP request (multipart, query, headers) */
 } imago_api_context;
 
 /* Maps an internal code (0 or IMAGO_ERR_*) to the API code:
@@ -95,21 +95,21 @@ char *imago_api_error_body(imago_api_error code, const char *message);
  * ====================================================================== */
 
 typedef enum imago_media {
-    IMAGO_MEDIA_NONE = 0,   /* header absent or empty */
-    IMAGO_MEDIA_OTHER,      /* well-formed, not one imago understands */
-    IMAGO_MEDIA_JPEG,       /* image/jpeg (also image/jpg, image/pjpeg) */
-    IMAGO_MEDIA_PNG,        /* image/png */
-    IMAGO_MEDIA_MULTIPART,  /* multipart/form-data */
-    IMAGO_MEDIA_JSON,       /* application/json */
-    IMAGO_MEDIA_OCTET       /* application/octet-stream: sniffed by the decoder */
+    IMAGO_MEDIA_NONE = 0,  /* header absent or empty */
+    IMAGO_MEDIA_OTHER,     /* well-formed, not one imago understands */
+    IMAGO_MEDIA_JPEG,      /* image/jpeg (also image/jpg, image/pjpeg) */
+    IMAGO_MEDIA_PNG,       /* image/png */
+    IMAGO_MEDIA_MULTIPART, /* multipart/form-data */
+    IMAGO_MEDIA_JSON,      /* application/json */
+    IMAGO_MEDIA_OCTET      /* application/octet-stream: sniffed by the decoder */
 } imago_media;
 
 #define IMAGO_MULTIPART_BOUNDARY_MAX 70 /* RFC 2046 */
 
 typedef struct imago_content_type {
     imago_media media;
-    char type[64];      /* lower-cased "image/jpeg"; "" when media is NONE */
-    char charset[32];   /* lower-cased charset parameter, "" when absent */
+    char type[64];    /* lower-cased "image/jpeg"; "" when media is NONE */
+    char charset[32]; /* lower-cased charset parameter, "" when absent */
     char boundary[IMAGO_MULTIPART_BOUNDARY_MAX + 1]; /* multipart only, unquoted */
 } imago_content_type;
 
@@ -130,18 +130,18 @@ imago_media imago_media_sniff(const void *data, size_t len);
  * ====================================================================== */
 
 typedef struct imago_multipart_limits {
-    int max_parts;            /* default 16 */
-    size_t max_header_bytes;  /* per part, all header lines together; default 4096 */
-    int max_headers;          /* header lines per part; default 8 */
+    int max_parts;           /* default 16 */
+    size_t max_header_bytes; /* per part, all header lines together; default 4096 */
+    int max_headers;         /* header lines per part; default 8 */
 } imago_multipart_limits;
 
 imago_multipart_limits imago_multipart_limits_default(void);
 
 typedef struct imago_multipart_part {
-    char *name;            /* form field name (Content-Disposition name=), owned */
-    char *filename;        /* NULL when absent, owned */
-    char *content_type;    /* Content-Type of the part as sent, NULL when absent, owned */
-    const uint8_t *data;   /* borrowed from the parsed body */
+    char *name;          /* form field name (Content-Disposition name=), owned */
+    char *filename;      /* NULL when absent, owned */
+    char *content_type;  /* Content-Type of the part as sent, NULL when absent, owned */
+    const uint8_t *data; /* borrowed from the parsed body */
     size_t len;
 } imago_multipart_part;
 
@@ -176,8 +176,8 @@ void imago_multipart_free(imago_multipart *mp);
  * ('+' is a space). name/value are NUL-terminated and borrowed for the call;
  * value_len excludes the terminator (values may contain NUL as %00). Return
  * 0 to continue, a negative code to stop (it is returned by the parser). */
-typedef int (*imago_query_cb)(void *ctx, const char *name, const char *value,
-                              size_t value_len, imago_error *err);
+typedef int (*imago_query_cb)(void *ctx, const char *name, const char *value, size_t value_len,
+                              imago_error *err);
 
 /* Splits a query string (without '?') on '&', percent-decodes names and
  * values. Empty segments are skipped; "name" without '=' has value "".
@@ -193,11 +193,11 @@ typedef enum imago_filter_type {
 } imago_filter_type;
 
 typedef struct imago_filter_term {
-    char *key;        /* owned */
+    char *key; /* owned */
     imago_filter_type type;
-    char *str;        /* STRING: owned; else NULL */
-    double num;       /* NUMBER */
-    int boolean;      /* BOOL */
+    char *str;   /* STRING: owned; else NULL */
+    double num;  /* NUMBER */
+    int boolean; /* BOOL */
 } imago_filter_term;
 
 #define IMAGO_SEARCH_K_MAX 1000
@@ -206,18 +206,18 @@ typedef struct imago_filter_term {
 
 /* POST /v1/search and POST /v1/extract parameters. */
 typedef struct imago_search_params {
-    int k;               /* 1..1000, default 10 */
+    int k; /* 1..1000, default 10 */
     int has_bbox;
-    double bbox[4];      /* x1,y1,x2,y2 in source pixels, x1<x2, y1<y2, >= 0 */
-    int qe;              /* -1 = collection default, 0 = off, 1 = on */
-    int qe_k;            /* 0 = collection default, else 1..100 */
+    double bbox[4]; /* x1,y1,x2,y2 in source pixels, x1<x2, y1<y2, >= 0 */
+    int qe;         /* -1 = collection default, 0 = off, 1 = on */
+    int qe_k;       /* 0 = collection default, else 1..100 */
     int has_qe_alpha;
-    double qe_alpha;     /* 0..10 when has_qe_alpha */
-    int with_metadata;   /* default 1 */
+    double qe_alpha;   /* 0..10 when has_qe_alpha */
+    int with_metadata; /* default 1 */
     int n_filter;
     imago_filter_term *filter; /* owned; the "filter" JSON object, keys sorted */
-    char *filter_json;   /* owned canonical compact text of the filter, or NULL */
-    uint32_t seen_;      /* private: parameters already set (duplicates are errors) */
+    char *filter_json;         /* owned canonical compact text of the filter, or NULL */
+    uint32_t seen_;            /* private: parameters already set (duplicates are errors) */
 } imago_search_params;
 
 /* Defaults (no allocation). */
@@ -273,9 +273,9 @@ typedef enum imago_job_source_kind {
  * (a top-level {"manifest": "..."} is accepted as a short form). */
 typedef struct imago_job_request {
     imago_job_source_kind kind;
-    char *path;            /* owned; the dir or manifest path as sent (not resolved) */
-    int recursive;         /* dir only; default 1 */
-    int n_extensions;      /* dir only; 0 = the default set (jpg, jpeg, png) */
+    char *path;       /* owned; the dir or manifest path as sent (not resolved) */
+    int recursive;    /* dir only; default 1 */
+    int n_extensions; /* dir only; 0 = the default set (jpg, jpeg, png) */
     char *extensions[IMAGO_JOB_EXTENSIONS_MAX]; /* owned, lower-cased, without dots */
 } imago_job_request;
 
@@ -283,16 +283,15 @@ typedef struct imago_job_request {
  * IMAGO_ERR_FORMAT (not JSON, "json: line L column C: ..."), IMAGO_ERR_INVALID
  * (wrong shape; unknown keys; message names the field, e.g. "source.dir: ...").
  * *out is set on success; clear it with imago_job_request_clear. */
-int imago_job_request_parse(const char *body, size_t len, imago_job_request *out,
-                            imago_error *err);
+int imago_job_request_parse(const char *body, size_t len, imago_job_request *out, imago_error *err);
 void imago_job_request_clear(imago_job_request *r);
 
 /* POST /v1/admin/reindex body (may be empty): {"dba": bool, "factory": "IVF1024,PQ64",
  * "compact": bool}. Absent fields keep the collection's setting (-1 / NULL). */
 typedef struct imago_reindex_request {
-    int dba;        /* -1 = unchanged */
-    int compact;    /* -1 = default (yes) */
-    char *factory;  /* owned, NULL = unchanged */
+    int dba;       /* -1 = unchanged */
+    int compact;   /* -1 = default (yes) */
+    char *factory; /* owned, NULL = unchanged */
 } imago_reindex_request;
 
 int imago_reindex_request_parse(const char *body, size_t len, imago_reindex_request *out,
@@ -310,7 +309,7 @@ void imago_reindex_request_clear(imago_reindex_request *r);
 
 typedef struct imago_search_hit {
     int64_t id;
-    const char *external_id;   /* NULL -> JSON null */
+    const char *external_id; /* NULL -> JSON null */
     double score;
     const char *uri;           /* NULL -> JSON null */
     const char *metadata_json; /* a JSON object as text, NULL -> omitted (or null) */
@@ -325,26 +324,24 @@ typedef struct imago_search_response {
     const imago_search_hit *results;
     imago_search_timings timings;
     uint64_t index_seq;
-    int with_metadata;  /* 0: "metadata" is omitted from every hit */
+    int with_metadata; /* 0: "metadata" is omitted from every hit */
 } imago_search_response;
 
-int imago_search_response_to_json(const imago_search_response *r, char **out,
-                                  imago_error *err);
+int imago_search_response_to_json(const imago_search_response *r, char **out, imago_error *err);
 
 /* {"dim": d, "descriptor": [...]} with floats printed to round-trip (%.9g). */
-int imago_extract_response_to_json(const float *descriptor, int dim, char **out,
-                                   imago_error *err);
+int imago_extract_response_to_json(const float *descriptor, int dim, char **out, imago_error *err);
 
 /* 201 {"id": n, "external_id": "...", "replaced": bool} */
-int imago_add_image_response_to_json(int64_t id, const char *external_id, int replaced,
-                                     char **out, imago_error *err);
+int imago_add_image_response_to_json(int64_t id, const char *external_id, int replaced, char **out,
+                                     imago_error *err);
 
 /* GET /v1/images/{id}. */
 typedef struct imago_image_record {
     int64_t id;
-    const char *external_id;   /* NULL -> null */
-    const char *uri;           /* NULL -> null */
-    const char *sha256;        /* hex, NULL -> null */
+    const char *external_id; /* NULL -> null */
+    const char *uri;         /* NULL -> null */
+    const char *sha256;      /* hex, NULL -> null */
     int width, height;
     const char *metadata_json; /* JSON object text, NULL -> {} */
     int64_t created_at;        /* unix seconds */
@@ -366,20 +363,20 @@ int imago_job_state_parse(const char *s, imago_job_state *out, imago_error *err)
 
 typedef struct imago_job_item_error {
     const char *path;
-    imago_api_error code;   /* printed by name */
+    imago_api_error code; /* printed by name */
     const char *message;
 } imago_job_item_error;
 
 /* GET /v1/admin/jobs/{id}. */
 typedef struct imago_job_status {
     int64_t id;
-    const char *kind;       /* "ingest" | "reindex" */
+    const char *kind; /* "ingest" | "reindex" */
     imago_job_state state;
-    int64_t total;          /* -1 = not known yet -> null */
+    int64_t total; /* -1 = not known yet -> null */
     int64_t done;
     int64_t failed;
-    double rate;            /* items per second */
-    double eta_s;           /* < 0 -> null */
+    double rate;                    /* items per second */
+    double eta_s;                   /* < 0 -> null */
     int64_t created_at, updated_at; /* unix seconds */
     int n_errors;
     const imago_job_item_error *errors; /* the first errors (server caps the count) */
@@ -398,7 +395,7 @@ typedef struct imago_info {
     const char *head;
     int dim;
     const char *fingerprint;
-    int trained;            /* 0 -> "demo": true plus a warning string */
+    int trained; /* 0 -> "demo": true plus a warning string */
     const char *backend;
     const char *precision;
     const char *device;

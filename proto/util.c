@@ -15,11 +15,17 @@ size_t proto_utf8_seq(const unsigned char *s, size_t n)
     size_t len;
     unsigned cp, min;
     if (c >= 0xC2 && c <= 0xDF) {
-        len = 2; cp = c & 0x1F; min = 0x80;
+        len = 2;
+        cp = c & 0x1F;
+        min = 0x80;
     } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3; cp = c & 0x0F; min = 0x800;
+        len = 3;
+        cp = c & 0x0F;
+        min = 0x800;
     } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4; cp = c & 0x07; min = 0x10000;
+        len = 4;
+        cp = c & 0x07;
+        min = 0x10000;
     } else {
         return 0;
     }

@@ -99,9 +99,9 @@ static int read_token_file(const char *path, char *dst, size_t cap, imago_error 
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
-        return errno == ENOENT ? IMAGO_ERR_NOT_FOUND
-                               : imago_error_set(err, IMAGO_ERR_IO, "opening %s: %s", path,
-                                                 strerror(errno));
+        return errno == ENOENT
+                   ? IMAGO_ERR_NOT_FOUND
+                   : imago_error_set(err, IMAGO_ERR_IO, "opening %s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);

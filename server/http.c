@@ -80,9 +80,18 @@ struct imago_http_request {
 
 /* ---- accessors ------------------------------------------------------------ */
 
-const char *imago_http_method(const imago_http_request *r) { return r->method; }
-const char *imago_http_path(const imago_http_request *r) { return r->path; }
-imago_server *imago_http_server(const imago_http_request *r) { return r->srv; }
+const char *imago_http_method(const imago_http_request *r)
+{
+    return r->method;
+}
+const char *imago_http_path(const imago_http_request *r)
+{
+    return r->path;
+}
+imago_server *imago_http_server(const imago_http_request *r)
+{
+    return r->srv;
+}
 
 const char *imago_http_header(const imago_http_request *r, const char *name)
 {
@@ -264,8 +273,7 @@ static void request_free(imago_http_request *r)
 /* Content-Length, or -1 when absent / not a plain number. */
 static long long content_length(struct MHD_Connection *c)
 {
-    const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (!v || !*v)
         return -1;
     long long n = 0;
@@ -280,8 +288,8 @@ static long long content_length(struct MHD_Connection *c)
 static int has_body(struct MHD_Connection *c)
 {
     long long cl = content_length(c);
-    const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    const char *te =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
     return cl > 0 || (te && strcasecmp(te, "identity") != 0);
 }
 
@@ -298,8 +306,8 @@ static enum MHD_Result first_call(imago_http_request *r, const char *url)
 
     const char *cors = s->cfg->server.cors_origin;
     if (strcmp(r->method, "OPTIONS") == 0 && cors && cors[0]) {
-        const imago_route *any = imago_route_find("GET", url, pstart, plen, &known, resp.allow,
-                                                  sizeof resp.allow);
+        const imago_route *any =
+            imago_route_find("GET", url, pstart, plen, &known, resp.allow, sizeof resp.allow);
         if (any || known) {
             struct MHD_Response *mr =
                 MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
@@ -319,8 +327,8 @@ static enum MHD_Result first_call(imago_http_request *r, const char *url)
         }
     }
 
-    r->route = imago_route_find(r->method, url, pstart, plen, &known, resp.allow,
-                                sizeof resp.allow);
+    r->route =
+        imago_route_find(r->method, url, pstart, plen, &known, resp.allow, sizeof resp.allow);
     if (!r->route) {
         if (known) {
             imago_http_error(&resp, IMAGO_API_METHOD_NOT_ALLOWED, NULL);
@@ -346,17 +354,18 @@ static enum MHD_Result first_call(imago_http_request *r, const char *url)
                                          imago_http_header(r, MHD_HTTP_HEADER_AUTHORIZATION));
     if (a != IMAGO_API_OK)
         return early_error(r, a,
-                          a == IMAGO_API_FORBIDDEN
-                              ? "this endpoint needs the admin token"
-                              : (imago_http_header(r, MHD_HTTP_HEADER_AUTHORIZATION)
-                                     ? "invalid bearer token"
-                                     : "missing Authorization: Bearer token"));
+                           a == IMAGO_API_FORBIDDEN
+                               ? "this endpoint needs the admin token"
+                               : (imago_http_header(r, MHD_HTTP_HEADER_AUTHORIZATION)
+                                      ? "invalid bearer token"
+                                      : "missing Authorization: Bearer token"));
 
     long long cl = content_length(r->conn);
     switch (r->route->body) {
     case IMAGO_BODY_NONE:
         if (has_body(r->conn))
-            return early_error(r, IMAGO_API_PAYLOAD_TOO_LARGE, "this endpoint takes no request body");
+            return early_error(r, IMAGO_API_PAYLOAD_TOO_LARGE,
+                               "this endpoint takes no request body");
         r->body_limit = 0;
         break;
     case IMAGO_BODY_IMAGE:
@@ -373,7 +382,8 @@ static enum MHD_Result first_call(imago_http_request *r, const char *url)
                  ct.media == IMAGO_MEDIA_PNG || ct.media == IMAGO_MEDIA_OCTET;
             r->body_limit = (size_t)s->cfg->server.max_body_bytes;
         } else {
-            ok = ct.media == IMAGO_MEDIA_JSON || (ct.media == IMAGO_MEDIA_NONE && !has_body(r->conn));
+            ok = ct.media == IMAGO_MEDIA_JSON ||
+                 (ct.media == IMAGO_MEDIA_NONE && !has_body(r->conn));
             r->body_limit = IMAGO_JSON_BODY_MAX;
         }
         if (!ok) {
@@ -487,8 +497,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 static void client_addr(struct MHD_Connection *c, char *buf, size_t cap)
 {
     snprintf(buf, cap, "-");
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c,
-                                                                 MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     if (!ci || !ci->client_addr)
         return;
     const struct sockaddr *sa = ci->client_addr;
@@ -514,11 +524,11 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         imago_metrics_observe(s->metrics, r->route_name, r->method, r->status, secs);
     imago_log(r->status >= 500 ? IMAGO_LOG_WARN : IMAGO_LOG_INFO, "http",
               "%s %s %d %s in=%zu out=%zu %.3fms route=%s client=%s%s", r->method, r->path,
-              r->status, r->api_error ? r->api_error : "-", r->body_len, r->bytes_out,
-              secs * 1e3, r->route_name, addr,
-              toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? ""
+              r->status, r->api_error ? r->api_error : "-", r->body_len, r->bytes_out, secs * 1e3,
+              r->route_name, addr,
+              toe == MHD_REQUEST_TERMINATED_COMPLETED_OK      ? ""
               : toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? " (timeout)"
-              : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT ? " (client closed)"
+              : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT    ? " (client closed)"
               : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? " (shutdown)"
                                                               : " (error)");
     request_free(r);
@@ -647,8 +657,7 @@ int imago_server_open(const imago_config *cfg, imago_server **out, imago_error *
     if (rc)
         goto fail;
 
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (v6) {
         flags |= MHD_USE_IPv6;
         struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
@@ -684,8 +693,8 @@ int imago_server_open(const imago_config *cfg, imago_server **out, imago_error *
     opts[o++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, s};
     opts[o++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT,
                                         cfg->server.connection_timeout_s, NULL};
-    opts[o++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT,
-                                        cfg->server.max_connections, NULL};
+    opts[o++] =
+        (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, cfg->server.max_connections, NULL};
     /* per-connection pool: request line + headers; bodies are ours */
     opts[o++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, 64 * 1024, NULL};
     if (threads > 1)
@@ -696,8 +705,8 @@ int imago_server_open(const imago_config *cfg, imago_server **out, imago_error *
     }
     opts[o++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
 
-    s->daemon = MHD_start_daemon(flags, (uint16_t)cfg->server.port, NULL, NULL, access_handler,
-                                 s, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+    s->daemon = MHD_start_daemon(flags, (uint16_t)cfg->server.port, NULL, NULL, access_handler, s,
+                                 MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
     if (!s->daemon) {
         rc = imago_error_set(err, IMAGO_ERR_IO,
                              "cannot listen on %s port %d (address in use, or not permitted?)",
@@ -716,10 +725,22 @@ fail:
     return rc;
 }
 
-int imago_server_port(const imago_server *s) { return s->port; }
-const imago_config *imago_server_config(const imago_server *s) { return s->cfg; }
-const imago_auth *imago_server_auth(const imago_server *s) { return &s->auth; }
-imago_metrics *imago_server_metrics(const imago_server *s) { return s->metrics; }
+int imago_server_port(const imago_server *s)
+{
+    return s->port;
+}
+const imago_config *imago_server_config(const imago_server *s)
+{
+    return s->cfg;
+}
+const imago_auth *imago_server_auth(const imago_server *s)
+{
+    return &s->auth;
+}
+imago_metrics *imago_server_metrics(const imago_server *s)
+{
+    return s->metrics;
+}
 long imago_server_in_flight(const imago_server *s)
 {
     return atomic_load(&((imago_server *)s)->in_flight);
@@ -729,7 +750,10 @@ int imago_server_ready(const imago_server *s)
     return imago_engine_slot_state(s->slot, NULL) == IMAGO_SLOT_READY;
 }
 
-imago_engine_slot *imago_server_engine(const imago_server *s) { return s->slot; }
+imago_engine_slot *imago_server_engine(const imago_server *s)
+{
+    return s->slot;
+}
 
 static void on_load_failed(void *ctx)
 {

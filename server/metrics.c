@@ -14,7 +14,7 @@ static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 #define N_BUCKETS (sizeof buckets / sizeof buckets[0])
 
 typedef struct series {
-    const char *route;  /* static */
+    const char *route; /* static */
     char method[8];
     int status;
     uint64_t count;
@@ -89,8 +89,7 @@ typedef struct sbuf {
     size_t n, cap;
 } sbuf;
 
-static void sb_printf(sbuf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void sb_printf(sbuf *b, const char *fmt, ...)
 {
@@ -114,11 +113,15 @@ char *imago_metrics_render(imago_metrics *m, long in_flight)
 {
     sbuf b = {imago_xmalloc(4096), 0, 4096};
     b.p[0] = '\0';
-    sb_printf(&b, "# HELP imago_build_info imago version.\n# TYPE imago_build_info gauge\n"
-                  "imago_build_info{version=\"%s\"} 1\n", IMAGO_VERSION);
-    sb_printf(&b, "# HELP imago_http_requests_in_flight Requests being served.\n"
-                  "# TYPE imago_http_requests_in_flight gauge\n"
-                  "imago_http_requests_in_flight %ld\n", in_flight);
+    sb_printf(&b,
+              "# HELP imago_build_info imago version.\n# TYPE imago_build_info gauge\n"
+              "imago_build_info{version=\"%s\"} 1\n",
+              IMAGO_VERSION);
+    sb_printf(&b,
+              "# HELP imago_http_requests_in_flight Requests being served.\n"
+              "# TYPE imago_http_requests_in_flight gauge\n"
+              "imago_http_requests_in_flight %ld\n",
+              in_flight);
     pthread_mutex_lock(&m->lock);
     sb_printf(&b, "# HELP imago_http_requests_total HTTP requests by route, method and status.\n"
                   "# TYPE imago_http_requests_total counter\n");

@@ -140,33 +140,34 @@ static int h_metrics(imago_http_request *r, imago_http_response *resp)
         imago_batcher_stats st;
         imago_batcher_stats_get(b, &st);
         char extra[2048];
-        snprintf(extra, sizeof extra,
-                 "# HELP imago_engine_queued Images waiting for decode or a batch.\n"
-                 "# TYPE imago_engine_queued gauge\nimago_engine_queued %lld\n"
-                 "# HELP imago_engine_in_forward Images in running forward passes.\n"
-                 "# TYPE imago_engine_in_forward gauge\nimago_engine_in_forward %lld\n"
-                 "# HELP imago_engine_images_total Images by outcome.\n"
-                 "# TYPE imago_engine_images_total counter\n"
-                 "imago_engine_images_total{outcome=\"completed\"} %llu\n"
-                 "imago_engine_images_total{outcome=\"failed_decode\"} %llu\n"
-                 "imago_engine_images_total{outcome=\"failed_engine\"} %llu\n"
-                 "imago_engine_images_total{outcome=\"cancelled\"} %llu\n"
-                 "imago_engine_images_total{outcome=\"rejected_busy\"} %llu\n"
-                 "# HELP imago_engine_batches_total Successful forward passes.\n"
-                 "# TYPE imago_engine_batches_total counter\nimago_engine_batches_total %llu\n"
-                 "# HELP imago_engine_seconds_total Time spent per stage, summed over images "
-                 "(decode, queue) or calls (forward).\n"
-                 "# TYPE imago_engine_seconds_total counter\n"
-                 "imago_engine_seconds_total{stage=\"decode\"} %.6f\n"
-                 "imago_engine_seconds_total{stage=\"queue\"} %.6f\n"
-                 "imago_engine_seconds_total{stage=\"forward\"} %.6f\n"
-                 "# HELP imago_engine_images_per_second Completed images per second (recent window).\n"
-                 "# TYPE imago_engine_images_per_second gauge\nimago_engine_images_per_second %.3f\n",
-                 (long long)st.queued, (long long)st.in_flight, (unsigned long long)st.completed,
-                 (unsigned long long)st.failed_decode, (unsigned long long)st.failed_engine,
-                 (unsigned long long)st.cancelled, (unsigned long long)st.rejected_busy,
-                 (unsigned long long)st.batches, st.decode_s_total, st.queue_s_total,
-                 st.forward_s_total, st.images_per_s);
+        snprintf(
+            extra, sizeof extra,
+            "# HELP imago_engine_queued Images waiting for decode or a batch.\n"
+            "# TYPE imago_engine_queued gauge\nimago_engine_queued %lld\n"
+            "# HELP imago_engine_in_forward Images in running forward passes.\n"
+            "# TYPE imago_engine_in_forward gauge\nimago_engine_in_forward %lld\n"
+            "# HELP imago_engine_images_total Images by outcome.\n"
+            "# TYPE imago_engine_images_total counter\n"
+            "imago_engine_images_total{outcome=\"completed\"} %llu\n"
+            "imago_engine_images_total{outcome=\"failed_decode\"} %llu\n"
+            "imago_engine_images_total{outcome=\"failed_engine\"} %llu\n"
+            "imago_engine_images_total{outcome=\"cancelled\"} %llu\n"
+            "imago_engine_images_total{outcome=\"rejected_busy\"} %llu\n"
+            "# HELP imago_engine_batches_total Successful forward passes.\n"
+            "# TYPE imago_engine_batches_total counter\nimago_engine_batches_total %llu\n"
+            "# HELP imago_engine_seconds_total Time spent per stage, summed over images "
+            "(decode, queue) or calls (forward).\n"
+            "# TYPE imago_engine_seconds_total counter\n"
+            "imago_engine_seconds_total{stage=\"decode\"} %.6f\n"
+            "imago_engine_seconds_total{stage=\"queue\"} %.6f\n"
+            "imago_engine_seconds_total{stage=\"forward\"} %.6f\n"
+            "# HELP imago_engine_images_per_second Completed images per second (recent window).\n"
+            "# TYPE imago_engine_images_per_second gauge\nimago_engine_images_per_second %.3f\n",
+            (long long)st.queued, (long long)st.in_flight, (unsigned long long)st.completed,
+            (unsigned long long)st.failed_decode, (unsigned long long)st.failed_engine,
+            (unsigned long long)st.cancelled, (unsigned long long)st.rejected_busy,
+            (unsigned long long)st.batches, st.decode_s_total, st.queue_s_total, st.forward_s_total,
+            st.images_per_s);
         size_t a = strlen(text), e = strlen(extra);
         text = imago_xrealloc(text, a + e + 1);
         memcpy(text + a, extra, e + 1);
@@ -253,7 +254,8 @@ static int read_upload(imago_http_request *r, imago_http_response *resp, upload 
             }
         }
         if (!img) {
-            fail(resp, IMAGO_API_INVALID_PARAMETER, "image: required (a multipart field named image)");
+            fail(resp, IMAGO_API_INVALID_PARAMETER,
+                 "image: required (a multipart field named image)");
             return -1;
         }
         declared = IMAGO_MEDIA_OCTET;
@@ -267,8 +269,10 @@ static int read_upload(imago_http_request *r, imago_http_response *resp, upload 
             if (pct.media != IMAGO_MEDIA_JPEG && pct.media != IMAGO_MEDIA_PNG &&
                 pct.media != IMAGO_MEDIA_OCTET && pct.media != IMAGO_MEDIA_NONE) {
                 char msg[192];
-                snprintf(msg, sizeof msg, "image: Content-Type '%s' is not supported; send "
-                                          "image/jpeg or image/png", pct.type);
+                snprintf(msg, sizeof msg,
+                         "image: Content-Type '%s' is not supported; send "
+                         "image/jpeg or image/png",
+                         pct.type);
                 fail(resp, IMAGO_API_UNSUPPORTED_MEDIA_TYPE, msg);
                 return -1;
             }
@@ -319,8 +323,8 @@ static int h_search(imago_http_request *r, imago_http_response *resp)
 }
 
 /* Batcher callback of /v1/extract (a batcher thread): answer and resume. */
-static void extract_done(void *user_data, int status, const char *message,
-                         const float *descriptor, int dim, const imago_batch_timings *timings)
+static void extract_done(void *user_data, int status, const char *message, const float *descriptor,
+                         int dim, const imago_batch_timings *timings)
 {
     (void)timings;
     imago_http_request *r = user_data;

@@ -83,14 +83,14 @@ typedef struct imago_http_request imago_http_request;
 
 typedef struct imago_http_response {
     int status;
-    const char *content_type;  /* static string */
-    char *body;                /* owned (free()); may be NULL */
+    const char *content_type; /* static string */
+    char *body;               /* owned (free()); may be NULL */
     size_t body_len;
-    int retry_after_s;         /* > 0 adds Retry-After */
-    char allow[48];            /* "" or the Allow header value (405) */
-    int www_authenticate;      /* adds WWW-Authenticate: Bearer (401) */
-    char *location;            /* owned; adds Location (201) */
-    const char *api_error;     /* static name of the API error, for the access log */
+    int retry_after_s;     /* > 0 adds Retry-After */
+    char allow[48];        /* "" or the Allow header value (405) */
+    int www_authenticate;  /* adds WWW-Authenticate: Bearer (401) */
+    char *location;        /* owned; adds Location (201) */
+    const char *api_error; /* static name of the API error, for the access log */
 } imago_http_response;
 
 /* Accessors for handlers (all strings borrowed for the request's lifetime). */
@@ -130,14 +130,15 @@ typedef int (*imago_route_handler)(imago_http_request *r, imago_http_response *r
 
 /* What a route accepts as a body. */
 typedef enum imago_body_kind {
-    IMAGO_BODY_NONE = 0,  /* no body (GET, DELETE) */
-    IMAGO_BODY_IMAGE,     /* multipart/form-data or image/jpeg|png|octet-stream; server.max_body_bytes */
-    IMAGO_BODY_JSON       /* application/json (or none when optional); 1 MiB */
+    IMAGO_BODY_NONE = 0, /* no body (GET, DELETE) */
+    IMAGO_BODY_IMAGE, /* multipart/form-data or image/jpeg|png|octet-stream; server.max_body_bytes
+                       */
+    IMAGO_BODY_JSON   /* application/json (or none when optional); 1 MiB */
 } imago_body_kind;
 
 typedef struct imago_route {
-    const char *method;     /* "GET", "POST", "DELETE" */
-    const char *pattern;    /* "/v1/images/{id}": {name} matches one non-empty segment */
+    const char *method;  /* "GET", "POST", "DELETE" */
+    const char *pattern; /* "/v1/images/{id}": {name} matches one non-empty segment */
     imago_auth_level auth;
     imago_body_kind body;
     imago_route_handler handler;

@@ -13,8 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int qs_cb(void *ctx, const char *name, const char *value, size_t value_len,
-                 imago_error *err)
+static int qs_cb(void *ctx, const char *name, const char *value, size_t value_len, imago_error *err)
 {
     if (strlen(name) == 0 || value[value_len] != '\0')
         abort();
@@ -86,8 +85,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (rc == 0) {
             fuzz_accepted++;
             /* what we store must embed into responses */
-            imago_search_hit hit = {.id = 1, .external_id = "x", .score = 0.5,
-                                    .metadata_json = p.metadata_json};
+            imago_search_hit hit = {
+                .id = 1, .external_id = "x", .score = 0.5, .metadata_json = p.metadata_json};
             imago_search_response sr = {.n_results = 1, .results = &hit, .with_metadata = 1};
             char *out = NULL;
             imago_error e2;
@@ -119,20 +118,52 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 #ifdef IMAGO_FUZZ_STANDALONE
 static const fuzz_seed seeds[] = {
-    {"\x00{\"source\":{\"dir\":\"/data/photos\",\"recursive\":true,\"extensions\":[\"jpg\",\".PNG\"]}}", 79},
+    {"\x00{\"source\":{\"dir\":\"/data/"
+     "photos\",\"recursive\":true,\"extensions\":[\"jpg\",\".PNG\"]}}",
+     79},
     {"\x00{\"source\":{\"manifest\":\"/m.jsonl\"}}", 35},
     {"\x00{\"manifest\":\"/m\\u00e9\"}", 24},
     {"\x01{\"dba\":true,\"factory\":\"IVF1024,PQ64\",\"compact\":false}", 54},
     {"\x01", 1},
     {"\x02{\"city\":\"Paris\",\"n\":2,\"ok\":true,\"z\":null,\"f\":-1.5e3}", 0},
-    {"\x03{\"title\":\"Tour\",\"tags\":[\"a\",{\"b\":[1,2.5,null,false]}],\"u\":\"\\ud83d\\ude00\"}", 0},
+    {"\x03{\"title\":\"Tour\",\"tags\":[\"a\",{\"b\":[1,2.5,null,false]}],\"u\":"
+     "\"\\ud83d\\ude00\"}",
+     0},
     {"\x04k=5&bbox=1%2C2%2C3%2C4&qe=on&qe_alpha=0.5&filter=%7B%22a%22%3A1%7D", 0},
 };
 static const char *const dict[] = {
-    "{", "}", "[", "]", "\"", ":", ",", "null", "true", "false", "1e308", "-0", "\\u0000",
-    "\\ud800", "\"source\"", "\"dir\"", "\"manifest\"", "\"recursive\"", "\"extensions\"",
-    "\"dba\"", "\"factory\"", "%", "%2C", "&", "=", "+", "k", "bbox", "filter", "\xc3\xa9",
-    "\xff", "[[[[[[[[",
+    "{",
+    "}",
+    "[",
+    "]",
+    "\"",
+    ":",
+    ",",
+    "null",
+    "true",
+    "false",
+    "1e308",
+    "-0",
+    "\\u0000",
+    "\\ud800",
+    "\"source\"",
+    "\"dir\"",
+    "\"manifest\"",
+    "\"recursive\"",
+    "\"extensions\"",
+    "\"dba\"",
+    "\"factory\"",
+    "%",
+    "%2C",
+    "&",
+    "=",
+    "+",
+    "k",
+    "bbox",
+    "filter",
+    "\xc3\xa9",
+    "\xff",
+    "[[[[[[[[",
 };
 
 int main(int argc, char **argv)

@@ -79,24 +79,51 @@ static const fuzz_seed seeds[] = {
      "--XyZ\r\nContent-Disposition: form-data; name=\"k\"\r\n\r\n5\r\n"
      "--XyZ\r\nContent-Disposition: form-data; name=\"bbox\"\r\n\r\n1,2,30,40\r\n"
      "--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n"
-     "Content-Type: image/jpeg\r\n\r\n\xff\xd8\xff\xe0--XyZ\r\n--XyZ--\r\n", 0},
+     "Content-Type: image/jpeg\r\n\r\n\xff\xd8\xff\xe0--XyZ\r\n--XyZ--\r\n",
+     0},
     {"multipart/form-data; boundary=\"a b\"\n"
      "preamble\r\n--a b \t\r\ncontent-disposition: form-data;name=metadata\r\n\r\n"
      "{\"t\":[1,2,{\"x\":null}]}\r\n--a b\r\nContent-Disposition: form-data; name=external_id\r\n"
-     "\r\nid-1\r\n--a b--epilogue", 0},
+     "\r\nid-1\r\n--a b--epilogue",
+     0},
     {"multipart/form-data; boundary=----WebKitFormBoundary7MA4YWxkTrZu0gW\n"
      "------WebKitFormBoundary7MA4YWxkTrZu0gW\r\n"
      "Content-Disposition: form-data; name=\"filter\"\r\n\r\n{\"city\":\"Paris\"}\r\n"
      "------WebKitFormBoundary7MA4YWxkTrZu0gW\r\n"
      "Content-Disposition: form-data; name=\"qe\"\r\n\r\ntrue\r\n"
-     "------WebKitFormBoundary7MA4YWxkTrZu0gW--\r\n", 0},
+     "------WebKitFormBoundary7MA4YWxkTrZu0gW--\r\n",
+     0},
     {"multipart/form-data; boundary=b\n--b\r\nContent-Disposition: form-data; name=\"a\\\"q\"\r\n"
-     "X-A: 1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\r\n--b--", 0},
+     "X-A: 1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\r\n--b--",
+     0},
 };
 static const char *const dict[] = {
-    "\r\n", "--", "--XyZ", "\r\n--XyZ", "--XyZ--", "\r\n\r\n", "Content-Disposition: ",
-    "form-data", "; name=", "; filename=\"", "\"", "Content-Type: ", "image/png", ";",
-    "boundary=", "\\", " ", "\t", "\n", "k", "bbox", "qe_k", "1e9", ",", "{", "}",
+    "\r\n",
+    "--",
+    "--XyZ",
+    "\r\n--XyZ",
+    "--XyZ--",
+    "\r\n\r\n",
+    "Content-Disposition: ",
+    "form-data",
+    "; name=",
+    "; filename=\"",
+    "\"",
+    "Content-Type: ",
+    "image/png",
+    ";",
+    "boundary=",
+    "\\",
+    " ",
+    "\t",
+    "\n",
+    "k",
+    "bbox",
+    "qe_k",
+    "1e9",
+    ",",
+    "{",
+    "}",
 };
 
 int main(int argc, char **argv)

@@ -59,8 +59,8 @@ static size_t fuzz_mutate(uint8_t *buf, size_t len, const char *const *dict, siz
         return len;
     case 1: /* set a byte to an interesting value */
         if (len) {
-            static const uint8_t v[] = {0, '\r', '\n', '-', '"', ';', '=', '\\', 0xFF, 0x80, ' ',
-                                        '{', '}', '[', ']', ',', ':'};
+            static const uint8_t v[] = {0,    '\r', '\n', '-', '"', ';', '=', '\\', 0xFF,
+                                        0x80, ' ',  '{',  '}', '[', ']', ',', ':'};
             buf[fuzz_below(len)] = v[fuzz_below(sizeof v)];
         }
         return len;
@@ -71,8 +71,7 @@ static size_t fuzz_mutate(uint8_t *buf, size_t len, const char *const *dict, siz
             return len - n;
         }
         return len;
-    case 3: /* truncate */
-        return fuzz_below(len + 1);
+    case 3: /* truncate */ return fuzz_below(len + 1);
     case 4: /* duplicate a range */ {
         if (!len)
             return len;
@@ -158,8 +157,8 @@ static int fuzz_main(int argc, char **argv, const fuzz_seed *seeds, size_t n_see
     }
     /* both outcomes must occur, or the mutator is not exercising the parser */
     ok(fuzz_accepted > 0 && fuzz_accepted < iterations,
-       "%ld mutated inputs without a crash; %ld accepted, %ld refused", iterations,
-       fuzz_accepted, iterations - fuzz_accepted);
+       "%ld mutated inputs without a crash; %ld accepted, %ld refused", iterations, fuzz_accepted,
+       iterations - fuzz_accepted);
     return tap_done();
 }
 

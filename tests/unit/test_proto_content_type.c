@@ -43,7 +43,8 @@ int main(void)
            "browser multipart");
     is_int(ct.media, IMAGO_MEDIA_MULTIPART, "multipart media");
     is_str(ct.boundary, "----WebKitFormBoundary7MA4YWxkTrZu0gW", "boundary kept, case preserved");
-    is_int(parse("multipart/form-data; BOUNDARY=\"a b:c?d\"", &ct), 0, "quoted boundary with space");
+    is_int(parse("multipart/form-data; BOUNDARY=\"a b:c?d\"", &ct), 0,
+           "quoted boundary with space");
     is_str(ct.boundary, "a b:c?d", "quoted boundary unquoted");
     is_int(parse("multipart/form-data; boundary=\"x\\\"y\"", &ct), IMAGO_ERR_INVALID,
            "quote is not a bchar");
@@ -71,7 +72,8 @@ int main(void)
     is_int(parse("image/jpeg; =x", &ct), IMAGO_ERR_INVALID, "parameter without name");
     is_int(parse("image/jpeg; a=", &ct), IMAGO_ERR_INVALID, "parameter without value");
     is_int(parse("image/jpeg;;", &ct), 0, "empty parameters tolerated");
-    is_int(parse("image/jpeg; charset=\"a\x01\"", &ct), IMAGO_ERR_INVALID, "control char in quotes");
+    is_int(parse("image/jpeg; charset=\"a\x01\"", &ct), IMAGO_ERR_INVALID,
+           "control char in quotes");
 
     /* output untouched on failure */
     imago_content_type keep;

@@ -85,17 +85,18 @@ int main(void)
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         is_str(imago_api_error_name(imago_api_error_from_code(map[i].code, map[i].ctx)),
-               imago_api_error_name(map[i].want), "map %s (ctx %d)",
-               imago_error_name(map[i].code), (int)map[i].ctx);
+               imago_api_error_name(map[i].want), "map %s (ctx %d)", imago_error_name(map[i].code),
+               (int)map[i].ctx);
     /* status of the mapped codes: the DESIGN §7 list */
     is_int(imago_api_error_status(imago_api_error_from_code(IMAGO_ERR_BUSY, 0)), 503, "busy 503");
-    is_int(imago_api_error_status(imago_api_error_from_code(IMAGO_ERR_TOO_LARGE,
-                                                            IMAGO_API_CTX_IMAGE)),
-           413, "too large image 413");
+    is_int(
+        imago_api_error_status(imago_api_error_from_code(IMAGO_ERR_TOO_LARGE, IMAGO_API_CTX_IMAGE)),
+        413, "too large image 413");
 
     /* error body */
     char *body = imago_api_error_body(IMAGO_API_INVALID_IMAGE, "image: truncated \"JPEG\"");
-    is_str(body, "{\"error\":{\"code\":\"invalid_image\",\"message\":\"image: truncated \\\"JPEG\\\"\"}}",
+    is_str(body,
+           "{\"error\":{\"code\":\"invalid_image\",\"message\":\"image: truncated \\\"JPEG\\\"\"}}",
            "error body exact text");
     free(body);
     body = imago_api_error_body(IMAGO_API_NOT_FOUND, NULL);

@@ -33,7 +33,9 @@ int main(void)
 {
     imago_job_request r;
     is_int(job("{\"source\":{\"dir\":\"/data/photos\",\"recursive\":false,"
-               "\"extensions\":[\"JPG\",\".png\"]}}", &r), 0, "dir job");
+               "\"extensions\":[\"JPG\",\".png\"]}}",
+               &r),
+           0, "dir job");
     is_int(r.kind, IMAGO_JOB_SOURCE_DIR, "kind dir");
     is_str(r.path, "/data/photos", "dir path");
     is_int(r.recursive, 0, "recursive false");
@@ -69,12 +71,11 @@ int main(void)
            IMAGO_ERR_INVALID, "recursive not bool");
     is_int(job_rc("{\"source\":{\"dir\":\"/a\",\"extensions\":[]}}", "source.extensions"),
            IMAGO_ERR_INVALID, "no extensions");
-    is_int(job_rc("{\"source\":{\"dir\":\"/a\",\"extensions\":[\"j/g\"]}}",
-                  "source.extensions[0]"),
+    is_int(job_rc("{\"source\":{\"dir\":\"/a\",\"extensions\":[\"j/g\"]}}", "source.extensions[0]"),
            IMAGO_ERR_INVALID, "bad extension");
-    is_int(job_rc("{\"source\":{\"dir\":\"/a\",\"extensions\":[\"jpg\",3]}}",
-                  "source.extensions[1]"),
-           IMAGO_ERR_INVALID, "non-string extension");
+    is_int(
+        job_rc("{\"source\":{\"dir\":\"/a\",\"extensions\":[\"jpg\",3]}}", "source.extensions[1]"),
+        IMAGO_ERR_INVALID, "non-string extension");
     is_int(job_rc("{\"source\":{\"dir\":\"/a\",\"depth\":3}}", "source.depth"), IMAGO_ERR_INVALID,
            "unknown source field named");
     is_int(job_rc("{\"source\":{\"dir\":\"/a\"},\"priority\":1}", "priority"), IMAGO_ERR_INVALID,
@@ -109,13 +110,18 @@ int main(void)
     /* ---- responses: exact text ---- */
     char *out = NULL;
     imago_search_hit hits[2] = {
-        {.id = 7, .external_id = "a", .score = 0.875, .uri = NULL,
+        {.id = 7,
+         .external_id = "a",
+         .score = 0.875,
+         .uri = NULL,
          .metadata_json = "{\"title\":\"x\"}"},
         {.id = 9, .external_id = NULL, .score = 0.5, .uri = "file:///b.jpg", .metadata_json = NULL},
     };
-    imago_search_response sr = {.n_results = 2, .results = hits,
+    imago_search_response sr = {.n_results = 2,
+                                .results = hits,
                                 .timings = {1.5, 0.25, 10, 2, 0, 0.5, 14.75},
-                                .index_seq = 123, .with_metadata = 1};
+                                .index_seq = 123,
+                                .with_metadata = 1};
     imago_error_clear(&err);
     is_int(imago_search_response_to_json(&sr, &out, &err), 0, "search response");
     is_str(out,
@@ -181,26 +187,42 @@ int main(void)
     is_str(out, "{\"id\":5,\"external_id\":\"ext-5\",\"replaced\":true}", "add response text");
     free(out);
 
-    imago_image_record rec = {.id = 3, .external_id = "e", .uri = NULL, .sha256 = "ab",
-                              .width = 640, .height = 480, .metadata_json = NULL,
+    imago_image_record rec = {.id = 3,
+                              .external_id = "e",
+                              .uri = NULL,
+                              .sha256 = "ab",
+                              .width = 640,
+                              .height = 480,
+                              .metadata_json = NULL,
                               .created_at = 1700000000};
     imago_error_clear(&err);
     is_int(imago_image_record_to_json(&rec, &out, &err), 0, "image record");
-    is_str(out, "{\"id\":3,\"external_id\":\"e\",\"uri\":null,\"sha256\":\"ab\",\"width\":640,"
-                "\"height\":480,\"metadata\":{},\"created_at\":1700000000}",
+    is_str(out,
+           "{\"id\":3,\"external_id\":\"e\",\"uri\":null,\"sha256\":\"ab\",\"width\":640,"
+           "\"height\":480,\"metadata\":{},\"created_at\":1700000000}",
            "image record text");
     free(out);
 
     imago_job_item_error je[1] = {{"/d/bad.jpg", IMAGO_API_INVALID_IMAGE, "truncated"}};
-    imago_job_status js = {.id = 2, .kind = "ingest", .state = IMAGO_JOB_RUNNING, .total = -1,
-                           .done = 10, .failed = 1, .rate = 2.5, .eta_s = -1,
-                           .created_at = 1, .updated_at = 2, .n_errors = 1, .errors = je};
+    imago_job_status js = {.id = 2,
+                           .kind = "ingest",
+                           .state = IMAGO_JOB_RUNNING,
+                           .total = -1,
+                           .done = 10,
+                           .failed = 1,
+                           .rate = 2.5,
+                           .eta_s = -1,
+                           .created_at = 1,
+                           .updated_at = 2,
+                           .n_errors = 1,
+                           .errors = je};
     imago_error_clear(&err);
     is_int(imago_job_status_to_json(&js, &out, &err), 0, "job status");
-    is_str(out, "{\"id\":2,\"kind\":\"ingest\",\"state\":\"running\",\"total\":null,\"done\":10,"
-                "\"failed\":1,\"rate\":2.5,\"eta_s\":null,\"created_at\":1,\"updated_at\":2,"
-                "\"errors\":[{\"path\":\"/d/bad.jpg\",\"code\":\"invalid_image\","
-                "\"message\":\"truncated\"}]}",
+    is_str(out,
+           "{\"id\":2,\"kind\":\"ingest\",\"state\":\"running\",\"total\":null,\"done\":10,"
+           "\"failed\":1,\"rate\":2.5,\"eta_s\":null,\"created_at\":1,\"updated_at\":2,"
+           "\"errors\":[{\"path\":\"/d/bad.jpg\",\"code\":\"invalid_image\","
+           "\"message\":\"truncated\"}]}",
            "job status text");
     free(out);
     imago_error_clear(&err);
@@ -217,17 +239,27 @@ int main(void)
     imago_error_clear(&err);
     is_int(imago_job_state_parse("paused", &st, &err), IMAGO_ERR_INVALID, "unknown state");
 
-    imago_info info = {.version = "0.1.0", .model_name = "demo-resnet101-agem",
-                       .backbone = "resnet101", .head = "agem", .dim = 2048,
-                       .fingerprint = "ff", .trained = 1, .backend = "cpu",
-                       .precision = "fp32", .device = "oneDNN", .index_type = "Flat",
-                       .index_size = 12, .index_seq = 40, .ready = 1};
+    imago_info info = {.version = "0.1.0",
+                       .model_name = "demo-resnet101-agem",
+                       .backbone = "resnet101",
+                       .head = "agem",
+                       .dim = 2048,
+                       .fingerprint = "ff",
+                       .trained = 1,
+                       .backend = "cpu",
+                       .precision = "fp32",
+                       .device = "oneDNN",
+                       .index_type = "Flat",
+                       .index_size = 12,
+                       .index_seq = 40,
+                       .ready = 1};
     imago_error_clear(&err);
     is_int(imago_info_to_json(&info, &out, &err), 0, "info");
-    is_str(out, "{\"version\":\"0.1.0\",\"ready\":true,\"model\":{\"name\":\"demo-resnet101-agem\","
-                "\"backbone\":\"resnet101\",\"head\":\"agem\",\"dim\":2048,\"fingerprint\":\"ff\","
-                "\"demo\":false},\"backend\":{\"name\":\"cpu\",\"precision\":\"fp32\","
-                "\"device\":\"oneDNN\"},\"index\":{\"type\":\"Flat\",\"size\":12,\"seq\":40}}",
+    is_str(out,
+           "{\"version\":\"0.1.0\",\"ready\":true,\"model\":{\"name\":\"demo-resnet101-agem\","
+           "\"backbone\":\"resnet101\",\"head\":\"agem\",\"dim\":2048,\"fingerprint\":\"ff\","
+           "\"demo\":false},\"backend\":{\"name\":\"cpu\",\"precision\":\"fp32\","
+           "\"device\":\"oneDNN\"},\"index\":{\"type\":\"Flat\",\"size\":12,\"seq\":40}}",
            "info text");
     free(out);
     info.trained = 0;
@@ -238,9 +270,10 @@ int main(void)
     imago_info empty = {.version = "0.1.0", .index_size = -1};
     imago_error_clear(&err);
     is_int(imago_info_to_json(&empty, &out, &err), 0, "info without engine/index");
-    is_str(out, "{\"version\":\"0.1.0\",\"ready\":false,\"model\":null,\"backend\":{\"name\":null,"
-                "\"precision\":null,\"device\":null},\"index\":{\"type\":null,\"size\":null,"
-                "\"seq\":0}}",
+    is_str(out,
+           "{\"version\":\"0.1.0\",\"ready\":false,\"model\":null,\"backend\":{\"name\":null,"
+           "\"precision\":null,\"device\":null},\"index\":{\"type\":null,\"size\":null,"
+           "\"seq\":0}}",
            "info with nothing loaded");
     free(out);
     return tap_done();

@@ -102,7 +102,8 @@ int main(void)
                  b),
            0, "preamble + padding + epilogue + case-insensitive header");
     {
-        const char *s = "x\r\n--XyZ\r\nContent-Disposition: form-data; name=\"a\\\"b\"\r\n\r\n\r\n--XyZ--";
+        const char *s =
+            "x\r\n--XyZ\r\nContent-Disposition: form-data; name=\"a\\\"b\"\r\n\r\n\r\n--XyZ--";
         imago_multipart *m = NULL;
         is_int(parse_n(s, strlen(s), b, NULL, &m), 0, "escaped quote in name");
         if (m) {
@@ -144,13 +145,15 @@ int main(void)
     is_int(parse("--XyZ\r\nContent-Disposition form-data; name=a\r\n\r\nv\r\n--XyZ--", b),
            IMAGO_ERR_FORMAT, "header without colon");
     is_int(parse("--XyZ\r\nContent-Disposition: form-data; name=a\r\n"
-                 "Content-Disposition: form-data; name=b\r\n\r\nv\r\n--XyZ--", b),
+                 "Content-Disposition: form-data; name=b\r\n\r\nv\r\n--XyZ--",
+                 b),
            IMAGO_ERR_FORMAT, "two Content-Disposition headers");
     is_int(parse("--XyZ\r\nContent-Disposition: form-data; name=a\r\nX: a\x01z\r\n\r\nv\r\n--XyZ--",
                  b),
            IMAGO_ERR_FORMAT, "control character in a header");
     {
-        static const char nul[] = "--XyZ\r\nContent-Disposition: form-data; name=a\0b\r\n\r\nv\r\n--XyZ--";
+        static const char nul[] =
+            "--XyZ\r\nContent-Disposition: form-data; name=a\0b\r\n\r\nv\r\n--XyZ--";
         is_int(parse_n(nul, sizeof nul - 1, b, NULL, NULL), IMAGO_ERR_FORMAT, "NUL in a header");
     }
     is_int(parse("--XyZ\r\nContent-Disposition: form-data; name=a", b), IMAGO_ERR_FORMAT,
@@ -166,13 +169,15 @@ int main(void)
     const char *three = "--XyZ\r\nContent-Disposition: form-data; name=a\r\n\r\n1\r\n"
                         "--XyZ\r\nContent-Disposition: form-data; name=b\r\n\r\n2\r\n"
                         "--XyZ\r\nContent-Disposition: form-data; name=c\r\n\r\n3\r\n--XyZ--";
-    is_int(parse_n(three, strlen(three), b, &lim, NULL), IMAGO_ERR_TOO_LARGE, "3 parts over limit 2");
+    is_int(parse_n(three, strlen(three), b, &lim, NULL), IMAGO_ERR_TOO_LARGE,
+           "3 parts over limit 2");
     lim.max_parts = 3;
     is_int(parse_n(three, strlen(three), b, &lim, NULL), 0, "3 parts within limit 3");
     lim = imago_multipart_limits_default();
     lim.max_header_bytes = 64;
-    const char *longhdr = "--XyZ\r\nContent-Disposition: form-data; name=a\r\n"
-                          "X-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\nv\r\n--XyZ--";
+    const char *longhdr =
+        "--XyZ\r\nContent-Disposition: form-data; name=a\r\n"
+        "X-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\nv\r\n--XyZ--";
     is_int(parse_n(longhdr, strlen(longhdr), b, &lim, NULL), IMAGO_ERR_TOO_LARGE,
            "headers over 64 bytes");
     lim.max_header_bytes = 4096;
@@ -199,7 +204,8 @@ int main(void)
         size_t o = 0;
         for (int i = 0; i < 17; i++)
             o += (size_t)snprintf(buf + o, sizeof buf - o,
-                                  "--XyZ\r\nContent-Disposition: form-data; name=f%d\r\n\r\n%d\r\n", i, i);
+                                  "--XyZ\r\nContent-Disposition: form-data; name=f%d\r\n\r\n%d\r\n",
+                                  i, i);
         size_t at16 = 0;
         /* find the start of part 17 to build a 16-part body */
         const char *p = buf;

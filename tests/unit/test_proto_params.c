@@ -33,8 +33,7 @@ typedef struct qs_log {
     char text[512];
 } qs_log;
 
-static int log_cb(void *ctx, const char *name, const char *value, size_t value_len,
-                  imago_error *e)
+static int log_cb(void *ctx, const char *name, const char *value, size_t value_len, imago_error *e)
 {
     (void)e;
     qs_log *l = ctx;
@@ -77,9 +76,10 @@ int main(void)
     is_int(p.qe, -1, "default qe = collection default");
     is_int(p.with_metadata, 1, "default with_metadata");
     imago_error_clear(&err);
-    is_int(imago_query_parse("k=1000&bbox=10.5,20,300,400.25&qe=on&qe_k=3&qe_alpha=0.5"
-                             "&with_metadata=false&filter=%7B%22city%22%3A%22Paris%22%2C%22n%22%3A2%7D",
-                             search_cb, &p, &err),
+    is_int(imago_query_parse(
+               "k=1000&bbox=10.5,20,300,400.25&qe=on&qe_k=3&qe_alpha=0.5"
+               "&with_metadata=false&filter=%7B%22city%22%3A%22Paris%22%2C%22n%22%3A2%7D",
+               search_cb, &p, &err),
            0, "full query accepted");
     is_int(p.k, 1000, "k");
     is_int(p.has_bbox, 1, "bbox set");
@@ -197,14 +197,10 @@ int main(void)
         const char *value;
         int rc;
     } add_cases[] = {
-        {"external_id", "", IMAGO_ERR_INVALID},
-        {"external_id", "a\nb", IMAGO_ERR_INVALID},
-        {"external_id", "bad\xff", IMAGO_ERR_INVALID},
-        {"external_id", "caf\xc3\xa9", 0},
-        {"metadata", "[1,2]", IMAGO_ERR_INVALID},
-        {"metadata", "{\"a\":", IMAGO_ERR_FORMAT},
-        {"metadata", "\"str\"", IMAGO_ERR_INVALID},
-        {"color", "red", IMAGO_ERR_INVALID},
+        {"external_id", "", IMAGO_ERR_INVALID},        {"external_id", "a\nb", IMAGO_ERR_INVALID},
+        {"external_id", "bad\xff", IMAGO_ERR_INVALID}, {"external_id", "caf\xc3\xa9", 0},
+        {"metadata", "[1,2]", IMAGO_ERR_INVALID},      {"metadata", "{\"a\":", IMAGO_ERR_FORMAT},
+        {"metadata", "\"str\"", IMAGO_ERR_INVALID},    {"color", "red", IMAGO_ERR_INVALID},
     };
     for (size_t i = 0; i < sizeof add_cases / sizeof add_cases[0]; i++) {
         imago_add_image_params q = imago_add_image_params_default();

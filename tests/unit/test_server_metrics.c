@@ -17,11 +17,14 @@ int main(void)
     imago_metrics_observe(m, "unmatched", "BREW", 404, 0.0001);
     char *t = imago_metrics_render(m, 3);
     ok(strstr(t, "imago_http_requests_in_flight 3\n") != NULL, "in-flight gauge");
-    ok(strstr(t, "imago_http_requests_total{route=\"/v1/search\",method=\"POST\",status=\"200\"} 3\n"),
+    ok(strstr(t,
+              "imago_http_requests_total{route=\"/v1/search\",method=\"POST\",status=\"200\"} 3\n"),
        "count by route/method/status");
-    ok(strstr(t, "imago_http_requests_total{route=\"/v1/search\",method=\"POST\",status=\"400\"} 1\n"),
+    ok(strstr(t,
+              "imago_http_requests_total{route=\"/v1/search\",method=\"POST\",status=\"400\"} 1\n"),
        "400 counted separately");
-    ok(strstr(t, "imago_http_requests_total{route=\"unmatched\",method=\"OTHER\",status=\"404\"} 1\n"),
+    ok(strstr(t,
+              "imago_http_requests_total{route=\"unmatched\",method=\"OTHER\",status=\"404\"} 1\n"),
        "unknown method folded to OTHER");
     ok(strstr(t, "{route=\"/v1/search\",method=\"POST\",status=\"200\",le=\"0.0025\"} 0\n"),
        "bucket 0.0025 holds none");

@@ -96,7 +96,8 @@ int main(void)
         const char *enum_end = enum_line ? strchr(enum_line, ']') : NULL;
         const char *hit = enum_line ? strstr(enum_line, name) : NULL;
         ok(strstr(yaml, pair) != NULL && hit && hit < enum_end,
-           "error %s (%d) in the ErrorCode schema", name, imago_api_error_status((imago_api_error)c));
+           "error %s (%d) in the ErrorCode schema", name,
+           imago_api_error_status((imago_api_error)c));
     }
     free(yaml);
     return tap_done();
