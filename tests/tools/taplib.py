@@ -2,14 +2,24 @@
 protocol 'tap').  Plan printed at the end; exit 1 when a test failed, 77 (and
 a '1..0 # SKIP' plan) when a prerequisite is missing."""
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 import traceback
 
 ROOT = os.environ.get("IMAGO_SOURCE_ROOT") or os.path.abspath(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 SHARED = os.environ.get("IMAGO_SHARED") or os.path.join(ROOT, "..", "shared")
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+
+def tmpdir(prefix="imago_tools_"):
+    """A temporary folder removed when the test exits."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, d, True)
+    return d
 
 
 def skip_all(reason):

@@ -6,7 +6,6 @@ activations O(1) on a real photo, and a well-conditioned whitening."""
 import glob
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import taplib  # noqa: E402
@@ -34,7 +33,7 @@ def gen(path, *extra, threads=1):
 
 
 def main(t):
-    tmp = tempfile.mkdtemp(prefix="imago_mk_")
+    tmp = taplib.tmpdir("imago_mk_")
     photos = os.path.join(taplib.SHARED, "data", "photos")
     have_photos = len(glob.glob(os.path.join(photos, "*.jpg"))) > 0
     calib = ["--calib", photos] if have_photos else ["--calib", "synthetic"]

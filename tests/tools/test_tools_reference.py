@@ -7,7 +7,6 @@ independent functional implementation that folds BatchNorm like the C engine."""
 import math
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import taplib  # noqa: E402
@@ -327,7 +326,7 @@ def test_agem_functional(t, tmp):
 
 
 def main(t):
-    tmp = tempfile.mkdtemp(prefix="imago_ref_")
+    tmp = taplib.tmpdir("imago_ref_")
     test_preprocessing(t, tmp)
     test_resize_and_padding(t)
     test_glam(t)

@@ -6,7 +6,6 @@ import json
 import os
 import struct
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import taplib  # noqa: E402
@@ -24,7 +23,7 @@ def raw_file(path, header, data):
 
 
 def main(t):
-    tmp = tempfile.mkdtemp(prefix="imago_st_")
+    tmp = taplib.tmpdir("imago_st_")
     g = torch.Generator().manual_seed(5)
     tensors = {
         "backbone.conv1.weight": torch.randn(4, 3, 3, 3, generator=g),
