@@ -754,6 +754,11 @@ int imago_batcher_submit_image(imago_batcher *b, imago_image *img, imago_batcher
     if (!b || !cb || !img || !img->rgb || img->width < 1 || img->height < 1)
         return imago_error_set(err, IMAGO_ERR_INVALID,
                                "batcher submit_image: missing batcher, callback or image");
+    if (img->width > b->p.max_side || img->height > b->p.max_side)
+        return imago_error_set(err, IMAGO_ERR_INVALID,
+                               "batcher submit_image: %dx%d is over max_side %d (decode with "
+                               "imago_batcher_decode_params)",
+                               img->width, img->height, b->p.max_side);
     job *j = imago_xcalloc(1, sizeof *j);
     j->cb = cb;
     j->user_data = user_data;

@@ -219,7 +219,8 @@ int imago_batcher_submit(imago_batcher *b, const void *bytes, size_t len,
 /* Queues an already decoded image (e.g. decoded by the job runner with
  * imago_batcher_decode_params()); it goes straight to its shape queue. img
  * is taken on success (the batcher frees it), left to the caller on error.
- * Same return codes as imago_batcher_submit. */
+ * Same return codes as imago_batcher_submit, and IMAGO_ERR_INVALID for an
+ * image whose longer side is over the batcher's max_side. */
 int imago_batcher_submit_image(imago_batcher *b, imago_image *img, imago_batcher_cb cb,
                                void *user_data, imago_error *err);
 

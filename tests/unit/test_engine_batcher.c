@@ -381,6 +381,12 @@ static void test_params(void)
     is_int(imago_batcher_set_max_delay(b, 50, NULL), 0, "set_max_delay 50");
     is_int(imago_batcher_submit_image(b, NULL, on_done, NULL, NULL), IMAGO_ERR_INVALID,
            "submit_image NULL");
+    imago_image *big = make_image(65, 10, 1);
+    imago_error_clear(&err);
+    is_int(imago_batcher_submit_image(b, big, on_done, NULL, &err), IMAGO_ERR_INVALID,
+           "submit_image over max_side 64 refused");
+    ok(strstr(err.msg, "max_side") != NULL, "message \"%s\"", err.msg);
+    imago_image_free(big);
     is_int(imago_batcher_submit(b, NULL, 5, IMAGO_BATCHER_COPY, NULL, on_done, NULL, NULL),
            IMAGO_ERR_INVALID, "submit NULL bytes");
     is_int(imago_batcher_submit(b, "x", 1, IMAGO_BATCHER_COPY, NULL, NULL, NULL, NULL),
