@@ -13,6 +13,7 @@
  * config options. Rows appear in `imago help` in this order.
  */
 #include "cli.h"
+#include "cmd_extract.h"
 
 #include <string.h>
 
@@ -27,6 +28,15 @@ const imago_cli_command imago_cli_commands[] = {
      "                          text, values (loadable with --config) or example\n"
      "                          (values plus \"_help\", as config/imago.example.json)",
      imago_cmd_serve, 1},
+    {"extract", "image files -> descriptors (.npy or JSON lines)",
+     "imago extract IMAGE... [--model F | --demo ARCH] [--precision fp32|bf16]\n"
+     "              [--scales a,b,...] [--max-side N] [--box x1,y1,x2,y2] [--threads N]\n"
+     "              [--out file.npy|-] [--batch B] [--time N]\n"
+     "\n"
+     "  Computes the global descriptor of each IMAGE (JPEG/PNG; a .npy is a raw\n"
+     "  normalised float32 NCHW tensor) with the CPU engine; without --model, the\n"
+     "  built-in demo model (random weights). --out - (default) prints JSON lines.",
+     imago_cmd_extract, 0},
     {"help", "show the commands, or the usage of one", "imago help [COMMAND]", imago_cmd_help, 0},
     {"version", "print the version and the compiled-in features (also --version)", "imago version",
      imago_cmd_version, 0},
