@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <omp.h>
 #include <unistd.h>
 
 #include <faiss/c_api/IndexIVF_c.h>
@@ -328,7 +329,7 @@ static int search_faiss(const ix_core *c, const float *q, size_t nq, int k, cons
         frc = imago_faiss_IDSelectorCallback_new(&sel, sel_member, &sc);
     } else if (c->n_dead) {
         FaissIDSelectorBitmap *bm = NULL;
-        frc = faiss_IDSelectorBitmap_new(&bm, c->n, c->dead);
+        frc = faiss_IDSelectorBitmap_new(&bm, (c->n + 7) / 8, c->dead); /* n = bytes */
         if (frc == 0) {
             FaissIDSelectorNot *nt = NULL;
             frc = faiss_IDSelectorNot_new(&nt, (const FaissIDSelector *)bm);
@@ -366,10 +367,17 @@ static int search_faiss(const ix_core *c, const float *q, size_t nq, int k, cons
             pthread_rwlock_rdlock(&mc->ef_lock);
         }
     }
+    /* FAISS parallelises over queries: one query gains nothing from the
+     * OpenMP team and pays its fork/join (milliseconds on a busy machine) */
+    int prev_threads = omp_get_max_threads();
+    if (nq == 1)
+        omp_set_num_threads(1);
     if (sp)
         frc = faiss_Index_search_with_params(c->fidx, (idx_t)nq, q, k, sp, D, L);
     else
         frc = faiss_Index_search(c->fidx, (idx_t)nq, q, k, D, L);
+    if (nq == 1)
+        omp_set_num_threads(prev_threads);
     if (c->family == 1) {
         ix_core *mc = (ix_core *)c;
         if (ef_override)
