@@ -4,7 +4,13 @@
  * bounded number of deterministic mutations of it (xorshift64, fixed seed),
  * and prints TAP. Files named on the command line are replayed instead
  * (a crash reproducer). Without the macro the file is a plain libFuzzer
- * target: clang -fsanitize=fuzzer,address,undefined ...
+ * target, e.g. (from the source root, BUILD = a configured build dir):
+ *
+ *   F="-std=c11 -D_GNU_SOURCE -g -O1 -fno-sanitize-recover=all -Iproto -Icommon -Itests -IBUILD"
+ *   clang $F -fsanitize=fuzzer-no-link,address,undefined -c proto/*.c common/*.c
+ *   clang $F -fsanitize=fuzzer,address,undefined tests/fuzz/fuzz_multipart.c *.o \
+ *         -ljansson -lm -lpthread -o lf_multipart
+ *   ./lf_multipart -max_total_time=60 -max_len=4096 CORPUS_DIR
  *
  * The including file defines: fuzz_seeds[] / fuzz_n_seeds (NUL-free or with
  * explicit lengths), fuzz_dict[] / fuzz_n_dict (tokens spliced in by the
