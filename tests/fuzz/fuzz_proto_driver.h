@@ -7,10 +7,12 @@
  * target, e.g. (from the source root, BUILD = a configured build dir):
  *
  *   F="-std=c11 -D_GNU_SOURCE -g -O1 -fno-sanitize-recover=all -Iproto -Icommon -Itests -IBUILD"
- *   clang $F -fsanitize=fuzzer-no-link,address,undefined -c proto/*.c common/*.c
- *   clang $F -fsanitize=fuzzer,address,undefined tests/fuzz/fuzz_multipart.c *.o \
+ *   clang $F -fsanitize=fuzzer-no-link,address,undefined -c PROTO_AND_COMMON_SOURCES
+ *   clang $F -fsanitize=fuzzer,address,undefined tests/fuzz/fuzz_multipart.c OBJECTS \
  *         -ljansson -lm -lpthread -o lf_multipart
  *   ./lf_multipart -max_total_time=60 -max_len=4096 CORPUS_DIR
+ *
+ * where PROTO_AND_COMMON_SOURCES are the .c files of proto/ and common/.
  *
  * The including file defines: fuzz_seeds[] / fuzz_n_seeds (NUL-free or with
  * explicit lengths), fuzz_dict[] / fuzz_n_dict (tokens spliced in by the
