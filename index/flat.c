@@ -508,3 +508,82 @@ void ix_qe_apply(const float *q, int d, const float *nbrs, const float *sims, in
         out[c] = (float)(acc[c] * inv);
     free(acc);
 }
+
+/* ---- ranking for evaluation ---------------------------------------------- */
+
+imago_eval_rank_params imago_eval_rank_params_default(void)
+{
+    imago_eval_rank_params p = {0, 2, 1.0, 0, 2, 0.0};
+    return p;
+}
+
+int imago_eval_rank(const float *db, size_t n, const float *queries, size_t nq, int d, size_t k,
+                    const imago_eval_rank_params *pp, int64_t *ranks, imago_error *err)
+{
+    imago_eval_rank_params p = pp ? *pp : imago_eval_rank_params_default();
+    if (d <= 0 || n == 0 || k == 0 || k > n || (p.dba && (p.dba_k < 1 || p.dba_k > 64)) ||
+        (p.qe && (p.qe_n < 1 || p.qe_n > 64 || (size_t)p.qe_n > n)))
+        return imago_error_set(err, IMAGO_ERR_INVALID, "eval rank: bad sizes or parameters");
+    const float *X = db;
+    float *A = NULL;
+    int rc = 0;
+    if (p.dba && n > 1) {
+        int kk = p.dba_k < (int)n - 1 ? p.dba_k : (int)n - 1;
+        int64_t *nb = imago_xmalloc(n * (size_t)kk * sizeof *nb);
+        float *sim = imago_xmalloc(n * (size_t)kk * sizeof *sim);
+        rc = ix_knn_self_exact(db, n, d, kk, nb, sim, err);
+        if (rc == 0)
+            rc = imago_alloc_array(n, (size_t)d * sizeof(float), 0, (void **)&A, err);
+        if (rc == 0) {
+            ix_dba_apply(db, n, d, nb, sim, kk, p.dba_beta, A);
+            X = A;
+        }
+        free(nb);
+        free(sim);
+        if (rc)
+            return rc;
+    }
+    const size_t qb = 64; /* queries per sgemm */
+    float *S = NULL;
+    rc = imago_alloc_array(n, qb * sizeof(float), 0, (void **)&S, err);
+    float *hs = imago_xmalloc(k * sizeof *hs);
+    int64_t *hk = imago_xmalloc(k * sizeof *hk);
+    float *q2 = imago_xmalloc(qb * (size_t)d * sizeof *q2);
+    float *nbr = imago_xmalloc((size_t)(p.qe_n > 0 ? p.qe_n : 1) * d * sizeof *nbr);
+    for (size_t b = 0; rc == 0 && b < nq; b += qb) {
+        size_t m = nq - b < qb ? nq - b : qb;
+        const float *Q = queries + b * (size_t)d;
+        ix_scores_batch(X, IX_FP32, n, d, Q, m, S);
+        if (p.qe) {
+            for (size_t j = 0; j < m; j++) {
+                ix_topk t;
+                float ts[64];
+                int64_t tk[64];
+                ix_topk_init(&t, p.qe_n, ts, tk);
+                for (size_t i = 0; i < n; i++)
+                    ix_topk_push(&t, S[i * m + j], (int64_t)i);
+                ix_topk_sort(&t);
+                for (int i = 0; i < t.n; i++)
+                    memcpy(nbr + (size_t)i * d, X + (size_t)t.key[i] * d, (size_t)d * sizeof(float));
+                ix_qe_apply(Q + j * (size_t)d, d, nbr, t.score, t.n, p.qe_alpha,
+                            q2 + j * (size_t)d);
+            }
+            ix_scores_batch(X, IX_FP32, n, d, q2, m, S);
+        }
+        for (size_t j = 0; j < m; j++) {
+            ix_topk t;
+            ix_topk_init(&t, (int)k, hs, hk);
+            for (size_t i = 0; i < n; i++)
+                ix_topk_push(&t, S[i * m + j], (int64_t)i);
+            ix_topk_sort(&t);
+            memcpy(ranks + (b + j) * k, t.key, k * sizeof *ranks);
+        }
+    }
+    free(hs);
+    free(hk);
+    free(q2);
+    free(nbr);
+    imago_free_aligned(S);
+    imago_free_aligned(A);
+    return rc;
+}

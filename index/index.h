@@ -337,4 +337,22 @@ int imago_eval_compute(const imago_gnd *g, imago_eval_protocol protocol, const i
                        size_t n_queries, size_t n_ranked, imago_eval_result *out,
                        imago_error *err);
 
+typedef struct imago_eval_rank_params {
+    int dba;         /* augment the database first (DBA, as the index does) */
+    int dba_k;       /* default 2 */
+    double dba_beta; /* default 1 */
+    int qe;          /* alpha-QE on the queries */
+    int qe_n;        /* default 2 */
+    double qe_alpha; /* default 0 */
+} imago_eval_rank_params;
+
+imago_eval_rank_params imago_eval_rank_params_default(void);
+
+/* Ranks the n database vectors db (n x d) for each of the nq queries
+ * (nq x d) by inner product with the exact BLAS path, optionally with DBA
+ * and alpha-QE, into ranks (nq x k, best first; k <= n). For `imago eval`
+ * on descriptors (e.g. from `imago extract --out x.npy`). Thread-safe. */
+int imago_eval_rank(const float *db, size_t n, const float *queries, size_t nq, int d, size_t k,
+                    const imago_eval_rank_params *p, int64_t *ranks, imago_error *err);
+
 #endif /* IMAGO_INDEX_H */

@@ -13,6 +13,7 @@
  * config options. Rows appear in `imago help` in this order.
  */
 #include "cli.h"
+#include "cmd_eval.h"
 #include "cmd_extract.h"
 
 #include <string.h>
@@ -37,6 +38,10 @@ const imago_cli_command imago_cli_commands[] = {
      "  normalised float32 NCHW tensor) with the CPU engine; without --model, the\n"
      "  built-in demo model (random weights). --out - (default) prints JSON lines.",
      imago_cmd_extract, 0},
+    {"eval", "revisited Oxford/Paris mAP, mP@1,5,10 of a ranking or of descriptors",
+     "imago eval --gnd GND.json (--ranks RANKS | --db DB.npy --queries Q.npy)\n"
+     "           [--protocol easy|medium|hard|all] [--dba K,BETA] [--qe N,ALPHA] [--json]",
+     imago_cmd_eval, 0},
     {"help", "show the commands, or the usage of one", "imago help [COMMAND]", imago_cmd_help, 0},
     {"version", "print the version and the compiled-in features (also --version)", "imago version",
      imago_cmd_version, 0},
