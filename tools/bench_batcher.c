@@ -1,13 +1,15 @@
 /* Batcher throughput on the real engine: the same N images (real photos,
  * centre-cropped to 4:3 and decoded to SIDE x 3/4 SIDE so that they share one
  * shape) go through a batcher with max_batch = 1 and with max_batch = B,
- * all submitted at once; prints images/s of each and the ratio, run side by
- * side in one process.
+ * all submitted at once (or, with --clients C, by C closed-loop clients that
+ * each submit their next image from the callback of the previous one, like
+ * C concurrent HTTP clients); prints images/s of each and the ratio, run side
+ * by side in one process.
  *
  *   ninja -C build bench_batcher
  *   build/engine/bench_batcher [--n 32] [--side 512] [--batch 8]
  *       [--arch resnet50-gem] [--precision fp32] [--threads 0] [--forward 1]
- *       [--photos DIR] [--rounds 1]
+ *       [--photos DIR] [--rounds 1] [--clients 0]
  */
 #include <dirent.h>
 #include <pthread.h>
@@ -18,20 +20,46 @@
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static int done, failed;
+static int done, failed, next_idx, total_n;
+static imago_batcher *cur_b;
+static imago_image **cur_imgs;
+
+static int submit_copy(imago_batcher *b, const imago_image *src, void *ud, imago_error *err);
 
 static void on_done(void *ud, int status, const char *message, const float *desc, int dim,
                     const imago_batch_timings *t)
 {
-    (void)ud, (void)desc, (void)dim, (void)t;
+    (void)desc, (void)dim, (void)t;
     pthread_mutex_lock(&mu);
     if (status) {
         failed++;
         fprintf(stderr, "error: %s\n", message);
     }
     done++;
+    int idx = ud ? next_idx++ : total_n; /* closed loop: this client's next image */
     pthread_cond_signal(&cv);
     pthread_mutex_unlock(&mu);
+    if (idx < total_n) {
+        imago_error err;
+        imago_error_clear(&err);
+        if (submit_copy(cur_b, cur_imgs[idx], ud, &err)) {
+            fprintf(stderr, "submit: %s\n", err.msg);
+            exit(1);
+        }
+    }
+}
+
+static int submit_copy(imago_batcher *b, const imago_image *src, void *ud, imago_error *err)
+{
+    imago_image *copy = NULL;
+    int rc = imago_image_new(src->width, src->height, &copy, err);
+    if (rc)
+        return rc;
+    memcpy(copy->rgb, src->rgb, (size_t)copy->width * copy->height * 3);
+    rc = imago_batcher_submit_image(b, copy, on_done, ud, err);
+    if (rc)
+        imago_image_free(copy);
+    return rc;
 }
 
 static unsigned char *slurp(const char *path, size_t *len)
@@ -54,7 +82,7 @@ static unsigned char *slurp(const char *path, size_t *len)
 }
 
 static double run(imago_engine *e, imago_image **imgs, int n, int max_batch, int forward,
-                  imago_batcher_stats *st)
+                  int clients, imago_batcher_stats *st)
 {
     imago_batcher_params bp = imago_batcher_params_default();
     bp.max_batch = max_batch;
@@ -67,16 +95,17 @@ static double run(imago_engine *e, imago_image **imgs, int n, int max_batch, int
         fprintf(stderr, "batcher: %s\n", err.msg);
         exit(1);
     }
+    int first = clients > 0 && clients < n ? clients : n;
+    pthread_mutex_lock(&mu);
     done = failed = 0;
+    next_idx = first;
+    total_n = n;
+    cur_b = b;
+    cur_imgs = imgs;
+    pthread_mutex_unlock(&mu);
     double t0 = imago_now_s();
-    for (int i = 0; i < n; i++) {
-        imago_image *copy = NULL;
-        if (imago_image_new(imgs[i]->width, imgs[i]->height, &copy, &err)) {
-            fprintf(stderr, "%s\n", err.msg);
-            exit(1);
-        }
-        memcpy(copy->rgb, imgs[i]->rgb, (size_t)copy->width * copy->height * 3);
-        if (imago_batcher_submit_image(b, copy, on_done, NULL, &err)) {
+    for (int i = 0; i < first; i++) {
+        if (submit_copy(b, imgs[i], clients > 0 ? (void *)imgs : NULL, &err)) {
             fprintf(stderr, "submit: %s\n", err.msg);
             exit(1);
         }
@@ -97,7 +126,7 @@ static double run(imago_engine *e, imago_image **imgs, int n, int max_batch, int
 
 int main(int argc, char **argv)
 {
-    int n = 32, side = 512, batch = 8, threads = 0, forward = 1, rounds = 1;
+    int n = 32, side = 512, batch = 8, threads = 0, forward = 1, rounds = 1, clients = 0;
     const char *arch = "resnet50-gem", *precision = "fp32";
     const char *shared = getenv("IMAGO_SHARED");
     char dirbuf[4096];
@@ -114,6 +143,8 @@ int main(int argc, char **argv)
             threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--forward"))
             forward = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--clients"))
+            clients = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--rounds"))
             rounds = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--arch"))
@@ -207,12 +238,15 @@ int main(int argc, char **argv)
            side * 3 / 4, npool, forward);
 
     imago_batcher_stats st;
-    run(e, imgs, batch < n ? batch : n, 1, forward, &st); /* warm-up: plans, pools */
-    run(e, imgs, batch < n ? batch : n, batch, forward, &st);
+    printf("submission: %s\n", clients > 0 ? "closed loop" : "all at once");
+    if (clients > 0)
+        printf("clients: %d\n", clients);
+    run(e, imgs, batch < n ? batch : n, 1, forward, 0, &st); /* warm-up: plans, pools */
+    run(e, imgs, batch < n ? batch : n, batch, forward, 0, &st);
     for (int r = 0; r < rounds; r++) {
-        double r1 = run(e, imgs, n, 1, forward, &st);
+        double r1 = run(e, imgs, n, 1, forward, clients, &st);
         double fwd1 = st.forward_s_total;
-        double rb = run(e, imgs, n, batch, forward, &st);
+        double rb = run(e, imgs, n, batch, forward, clients, &st);
         printf("round %d: max_batch=1: %.2f images/s (forward %.2f s) | max_batch=%d: %.2f "
                "images/s (forward %.2f s, %llu batches) | ratio %.2fx\n",
                r + 1, r1, fwd1, batch, rb, st.forward_s_total, (unsigned long long)st.batches,
