@@ -66,7 +66,7 @@ typedef struct job {
     uint8_t *bytes; /* encoded input (owned), NULL once decoded or for images */
     size_t len;
     imago_decode_params dp;
-    imago_image *img; /* decoded image (owned) */
+    imago_image *img;                            /* decoded image (owned) */
     int64_t t_submit, t_decode_start, t_enqueue; /* monotonic us */
     int64_t decode_us, wait_us;
     /* result of the forward pass */
@@ -177,8 +177,7 @@ static void deliver(job *j, int dim, const float *desc)
                              .queue_us = j->wait_us,
                              .forward_us = j->forward_us,
                              .batch_size = j->batch_size};
-    j->cb(j->user_data, j->status, j->status ? j->err.msg : "", j->status ? NULL : desc,
-          dim, &t);
+    j->cb(j->user_data, j->status, j->status ? j->err.msg : "", j->status ? NULL : desc, dim, &t);
 }
 
 /* Fails a list of jobs with IMAGO_ERR_CANCELLED: counts under mu, then
@@ -343,8 +342,8 @@ typedef struct fwd_acc {
 /* Runs jobs[0..n) through the engine, writing each job's status and result
  * (out has n * dim floats). On NOMEM with n > 1, the two halves are tried
  * separately. Unlocked. */
-static void forward_range(imago_batcher *b, job **jobs, const imago_image **imgs, int n,
-                          float *out, fwd_acc *acc, uint64_t *hist_local)
+static void forward_range(imago_batcher *b, job **jobs, const imago_image **imgs, int n, float *out,
+                          fwd_acc *acc, uint64_t *hist_local)
 {
     imago_error err;
     imago_error_clear(&err);
@@ -452,8 +451,8 @@ static void *forward_main(void *arg)
             j->next = NULL;
             jobs[i] = j;
             imgs[i] = j->img;
-            j->wait_us = (j->t_decode_start ? j->t_decode_start - j->t_submit : 0) +
-                         (now - j->t_enqueue);
+            j->wait_us =
+                (j->t_decode_start ? j->t_decode_start - j->t_submit : 0) + (now - j->t_enqueue);
         }
         q->count -= n;
         if (!q->head)
@@ -542,8 +541,8 @@ static void stop_and_join(imago_batcher *b, int state)
     b->n_threads = 0;
 }
 
-int imago_batcher_new(imago_engine *engine, const imago_batcher_params *params,
-                      imago_batcher **out, imago_error *err)
+int imago_batcher_new(imago_engine *engine, const imago_batcher_params *params, imago_batcher **out,
+                      imago_error *err)
 {
     imago_batcher_params p = params ? *params : imago_batcher_params_default();
     if (!engine && !p.embed_fn)
@@ -578,8 +577,7 @@ int imago_batcher_new(imago_engine *engine, const imago_batcher_params *params,
         max_side = p.max_side > 0 ? p.max_side : info.max_side;
         if (dim < 1 || max_side < 1)
             return imago_error_set(err, IMAGO_ERR_INVALID,
-                                   "batcher: engine reports dim %d, max_side %d", dim,
-                                   max_side);
+                                   "batcher: engine reports dim %d, max_side %d", dim, max_side);
     }
     if (p.decode_threads == 0) {
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -659,8 +657,7 @@ static int admit_locked(imago_batcher *b, imago_error *err)
         return imago_error_set(err, IMAGO_ERR_NOT_READY, "the batcher is shutting down");
     if (waiting_locked(b) >= b->p.queue_depth) {
         b->rejected_busy++;
-        return imago_error_set(err, IMAGO_ERR_BUSY,
-                               "the engine queue is full (%d images waiting)",
+        return imago_error_set(err, IMAGO_ERR_BUSY, "the engine queue is full (%d images waiting)",
                                b->p.queue_depth);
     }
     b->submitted++;
@@ -682,7 +679,9 @@ int imago_batcher_submit(imago_batcher *b, const void *bytes, size_t len,
 {
     if (!b || !cb || (!bytes && len))
         return imago_error_set(err, IMAGO_ERR_INVALID, "batcher submit: missing %s",
-                               !b ? "batcher" : !cb ? "callback" : "bytes");
+                               !b    ? "batcher"
+                               : !cb ? "callback"
+                                     : "bytes");
     imago_decode_params dp;
     imago_batcher_decode_params(b, &dp);
     if (req) {
@@ -723,8 +722,7 @@ int imago_batcher_submit(imago_batcher *b, const void *bytes, size_t len,
             b->submitted--;
             wake_if_closing_locked(b); /* threads may wait for reserved == 0 */
             pthread_mutex_unlock(&b->mu);
-            return imago_error_set(err, IMAGO_ERR_NOMEM, "cannot copy an image of %zu bytes",
-                                   len);
+            return imago_error_set(err, IMAGO_ERR_NOMEM, "cannot copy an image of %zu bytes", len);
         }
         memcpy(j->bytes, bytes, len);
     }

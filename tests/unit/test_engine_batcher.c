@@ -31,12 +31,12 @@ typedef struct fake {
     int calls, images;
     int log_n;
     int log_size[4096], log_w[4096];
-    int mixed;              /* calls that mixed shapes */
-    int gate_w, gate_open;  /* calls with images of width gate_w block until opened */
-    int in_gate;            /* calls blocked in the gate now */
-    int nomem_above;        /* NOMEM when n > nomem_above (0: never) */
+    int mixed;             /* calls that mixed shapes */
+    int gate_w, gate_open; /* calls with images of width gate_w block until opened */
+    int in_gate;           /* calls blocked in the gate now */
+    int nomem_above;       /* NOMEM when n > nomem_above (0: never) */
     int nomem_always;
-    int fail_w;             /* IMAGO_ERR_BACKEND for calls of this width */
+    int fail_w; /* IMAGO_ERR_BACKEND for calls of this width */
     int concurrent, max_concurrent;
 } fake;
 
@@ -535,8 +535,8 @@ static void test_busy(void)
     is_int(R[6].calls + R[7].calls, 0, "busy: no callback for refused ones");
     /* room again; a lone image now goes at once */
     is_int(imago_batcher_set_max_delay(b, 0, NULL), 0, "busy: max_delay set to 0");
-    is_int(imago_batcher_submit(b, owned, jl, IMAGO_BATCHER_TAKE, NULL, on_done, &R[7], NULL),
-           0, "busy: accepted again once the queue drained (TAKE: batcher frees it)");
+    is_int(imago_batcher_submit(b, owned, jl, IMAGO_BATCHER_TAKE, NULL, on_done, &R[7], NULL), 0,
+           "busy: accepted again once the queue drained (TAKE: batcher frees it)");
     is_int(wait_total(7), 7, "busy: delivered");
     is_int(R[7].status, 0, "busy: decoded and embedded");
     is_int((int)R[7].desc[0], 16, "busy: descriptor of the 16x16 JPEG");
@@ -635,12 +635,11 @@ static void test_decode(void)
     int rc = 0;
     rc |= imago_batcher_submit(b, jpeg, jl, IMAGO_BATCHER_COPY, NULL, on_done, &R[0], NULL);
     rc |= imago_batcher_submit(b, jpeg, jl, IMAGO_BATCHER_COPY, &box, on_done, &R[1], NULL);
-    rc |= imago_batcher_submit(b, corrupt, n_corrupt, IMAGO_BATCHER_COPY, NULL, on_done, &R[2],
-                               NULL);
+    rc |=
+        imago_batcher_submit(b, corrupt, n_corrupt, IMAGO_BATCHER_COPY, NULL, on_done, &R[2], NULL);
     imago_decode_params small = imago_decode_params_default();
     small.max_pixels = 10000; /* tighter than the batcher's */
-    rc |= imago_batcher_submit(b, huge, n_huge, IMAGO_BATCHER_COPY, &small, on_done, &R[3],
-                               NULL);
+    rc |= imago_batcher_submit(b, huge, n_huge, IMAGO_BATCHER_COPY, &small, on_done, &R[3], NULL);
     imago_decode_params bad = dp;
     bad.has_box = 1;
     bad.box[0] = 30;
@@ -669,8 +668,7 @@ static void test_decode(void)
     ok(R[2].msg[0] && R[3].msg[0] && R[4].msg[0], "decode: messages \"%s\" / \"%s\"", R[2].msg,
        R[3].msg);
     ok(R[2].t.batch_size == 0 && R[2].t.decode_us >= 0, "decode: no batch for a failed decode");
-    ok(R[0].t.decode_us > 0, "decode: decode time measured (%lld us)",
-       (long long)R[0].t.decode_us);
+    ok(R[0].t.decode_us > 0, "decode: decode time measured (%lld us)", (long long)R[0].t.decode_us);
     pthread_mutex_lock(&F.mu);
     int images = F.images;
     pthread_mutex_unlock(&F.mu);
@@ -684,12 +682,11 @@ static void test_decode(void)
     float d[DIM];
     imago_batch_timings t;
     imago_error_clear(&err);
-    is_int(imago_batcher_embed_sync(b, jpeg, jl, NULL, d, &t, &err), 0, "sync: ok (%s)",
-           err.msg);
+    is_int(imago_batcher_embed_sync(b, jpeg, jl, NULL, d, &t, &err), 0, "sync: ok (%s)", err.msg);
     ok(memcmp(d, R[0].want, sizeof d) == 0, "sync: same descriptor as the async path");
     imago_error_clear(&err);
-    is_int(imago_batcher_embed_sync(b, corrupt, n_corrupt, NULL, d, NULL, &err),
-           IMAGO_ERR_FORMAT, "sync: corrupt -> FORMAT");
+    is_int(imago_batcher_embed_sync(b, corrupt, n_corrupt, NULL, d, NULL, &err), IMAGO_ERR_FORMAT,
+           "sync: corrupt -> FORMAT");
     ok(err.code == IMAGO_ERR_FORMAT && err.msg[0], "sync: message \"%s\"", err.msg);
     imago_batcher_free(b);
     free(corrupt);
@@ -741,8 +738,7 @@ static void test_engine_error(void)
     is_int(wait_total(4), 4, "engine error: 4 delivered");
     check_recs(0, 2, IMAGO_ERR_BACKEND, "engine error batch");
     check_recs(2, 4, 0, "the other batch");
-    ok(strstr(R[0].msg, "width 13") != NULL, "engine error: the engine's message \"%s\"",
-       R[0].msg);
+    ok(strstr(R[0].msg, "width 13") != NULL, "engine error: the engine's message \"%s\"", R[0].msg);
     imago_batcher_stats st;
     imago_batcher_stats_get(b, &st);
     is_int(st.failed_engine, 2, "engine error: failed_engine 2");
@@ -805,8 +801,8 @@ static void test_stress(void)
     imago_decode_params dp;
     imago_batcher_decode_params(b, &dp);
     for (int i = 0; i < 3; i++) {
-        stress_jpeg[i] = make_jpeg(stress_w[i], stress_h[i], 10u + (uint32_t)i,
-                                   &stress_jpeg_len[i]);
+        stress_jpeg[i] =
+            make_jpeg(stress_w[i], stress_h[i], 10u + (uint32_t)i, &stress_jpeg_len[i]);
         imago_image *img = NULL;
         if (imago_image_decode(stress_jpeg[i], stress_jpeg_len[i], &dp, &img, NULL))
             tap_bail("decode");
@@ -853,8 +849,8 @@ static void test_stress(void)
     ok(st.images_per_s > 0 && st.window_s > 0 && st.window_s <= 10.0,
        "stress: rate %.1f images/s over %.2f s", st.images_per_s, st.window_s);
     ok(st.forward_s_total >= 0 && st.queue_s_total > 0 && st.decode_s_total > 0,
-       "stress: cumulative times (queue %.3f s, forward %.3f s, decode %.3f s)",
-       st.queue_s_total, st.forward_s_total, st.decode_s_total);
+       "stress: cumulative times (queue %.3f s, forward %.3f s, decode %.3f s)", st.queue_s_total,
+       st.forward_s_total, st.decode_s_total);
     pthread_mutex_lock(&F.mu);
     int mixed = F.mixed, maxc = F.max_concurrent;
     pthread_mutex_unlock(&F.mu);

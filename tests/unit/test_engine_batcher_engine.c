@@ -13,9 +13,9 @@
 #include "engine.h"
 #include "tap.h"
 
-static const char *photos[] = {"apple.jpg",  "baboon.jpg", "aero1.jpg",
-                               "aero3.jpg",  "aloeL.jpg",  "aloeR.jpg",
-                               "Blender_Suzanne1.jpg", "Blender_Suzanne2.jpg"};
+static const char *photos[] = {
+    "apple.jpg", "baboon.jpg",           "aero1.jpg",           "aero3.jpg", "aloeL.jpg",
+    "aloeR.jpg", "Blender_Suzanne1.jpg", "Blender_Suzanne2.jpg"};
 #define NP ((int)(sizeof photos / sizeof photos[0]))
 #define N (2 * NP)
 
