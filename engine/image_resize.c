@@ -153,7 +153,7 @@ static void horiz_row_scalar(const uint8_t *restrict in, int sw, uint8_t *restri
 IMAGO_CLONES
 static void horiz_block(const uint8_t *restrict in, size_t in_stride, int nrows, int sw,
                         uint8_t *restrict out, size_t out_stride, int tw, const coeffs *c,
-                        uint8_t *restrict tr)
+                        uint8_t *restrict tr, uint8_t *restrict otr)
 {
     /* 4-byte moves: the 4th byte is the next pixel's R, which lands in the
      * unused lane; the row's last pixel is moved byte by byte so that no
@@ -181,12 +181,18 @@ static void horiz_block(const uint8_t *restrict in, size_t in_stride, int nrows,
             for (int i = 0; i < 4 * HB; i++)
                 acc[i] += p[i] * kv;
         }
-        for (int r = 0; r < nrows; r++) {
-            uint8_t *o = out + (size_t)r * out_stride + (size_t)xx * 3;
-            o[0] = clip8(acc[4 * r + 0]);
-            o[1] = clip8(acc[4 * r + 1]);
-            o[2] = clip8(acc[4 * r + 2]);
-        }
+        /* clipped in the transposed layout (vectorises), untransposed below */
+        uint8_t *restrict ot = otr + (size_t)xx * 4 * HB;
+        for (int i = 0; i < 4 * HB; i++)
+            ot[i] = clip8(acc[i]);
+    }
+    for (int r = 0; r < nrows; r++) {
+        uint8_t *restrict o = out + (size_t)r * out_stride;
+        const uint8_t *restrict t = otr + 4 * r;
+        /* 4-byte moves whose 4th byte the next pixel overwrites */
+        for (int xx = 0; xx < tw - 1; xx++)
+            memcpy(o + 3 * xx, t + (size_t)xx * 4 * HB, 4);
+        memcpy(o + 3 * (tw - 1), t + (size_t)(tw - 1) * 4 * HB, 3);
     }
 }
 
@@ -273,17 +279,20 @@ int imago_image_resample_impl(const uint8_t *src, int sw, int sh, size_t src_str
         if (simd) {
             /* zeroed once: the unused 4th byte of each pixel and the rows of
              * a short last block then hold no indeterminate values */
-            uint8_t *tr = calloc((size_t)sw, 4 * HB);
-            if (!tr) {
+            uint8_t *tr = calloc((size_t)sw, 4 * HB), *otr = malloc((size_t)tw * 4 * HB);
+            if (!tr || !otr) {
+                free(tr);
+                free(otr);
                 rc = imago_error_set(err, IMAGO_ERR_NOMEM, "no memory for the resize block");
                 goto out;
             }
             for (int y = 0; y < rows; y += HB) {
                 int nr = rows - y < HB ? rows - y : HB;
                 horiz_block(src + (size_t)(row0 + y) * src_stride, src_stride, nr, sw,
-                            hout + (size_t)y * out_stride, out_stride, tw, &ch, tr);
+                            hout + (size_t)y * out_stride, out_stride, tw, &ch, tr, otr);
             }
             free(tr);
+            free(otr);
         } else {
             for (int y = 0; y < rows; y++)
                 horiz_row_scalar(src + (size_t)(row0 + y) * src_stride, sw,
