@@ -462,6 +462,61 @@ static void release_value(dn_plan *pl, build_state *bs, int v)
     bs->vt[v] = -1;
 }
 
+/* One unfused post-op, in place on tensor t: an eltwise or a binary step. */
+static int build_post_step(imago_backend *b, dn_plan *pl, build_state *bs,
+                           const imago_net_post *p, int t, int *temps, int *n_temps,
+                           const char *name, imago_error *err)
+{
+    int rc = 0;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_memory_desc_t md = pl->tensors[t].md;
+    int src1 = -1;
+    if ((rc = scratch_attr(&attr, err)))
+        goto fail;
+    if (p->kind == IMAGO_POST_SUM) {
+        rc = imago_error_set(err, IMAGO_ERR_INTERNAL, "%s: a sum after a binary post-op", name);
+        goto fail;
+    } else if (p->kind == IMAGO_POST_ACT) {
+        float alpha = p->alpha, beta = p->beta;
+        dnnl_alg_kind_t alg = act_alg(p->act, &alpha, &beta);
+        dnnl_eltwise_desc_t d;
+        DN_TRY(dnnl_eltwise_forward_desc_init(&d, dnnl_forward_inference, alg, &md, alpha, beta),
+               "eltwise descriptor", name);
+        DN_TRY(dnnl_primitive_desc_create(&pd, &d, attr, b->eng, NULL), "eltwise", name);
+    } else {
+        if ((rc = ensure_md(b, pl, bs->vt[p->value], &md, &src1, temps, n_temps, name, err)))
+            goto fail;
+        dnnl_binary_desc_t d;
+        DN_TRY(dnnl_binary_desc_init(&d, p->kind == IMAGO_POST_MUL ? dnnl_binary_mul
+                                                                   : dnnl_binary_add,
+                                     &md, &pl->tensors[src1].md, &md),
+               "binary descriptor", name);
+        DN_TRY(dnnl_primitive_desc_create(&pd, &d, attr, b->eng, NULL), "binary", name);
+    }
+    dnnl_primitive_attr_destroy(attr);
+    attr = NULL;
+    dn_step *s;
+    rc = add_step(pl, pd, &s, "post-op", name, err);
+    pd = NULL;
+    if (rc)
+        goto fail;
+    if (src1 >= 0) {
+        step_arg(s, DNNL_ARG_SRC_0, t);
+        step_arg(s, DNNL_ARG_SRC_1, src1);
+    } else {
+        step_arg(s, DNNL_ARG_SRC, t);
+    }
+    step_arg(s, DNNL_ARG_DST, t);
+    return 0;
+fail:
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    return rc;
+}
+
 static int build_conv(imago_backend *b, dn_plan *pl, dn_ctx *ctx, build_state *bs, int i,
                       int *temps, int *n_temps, imago_error *err)
 {
@@ -505,33 +560,61 @@ static int build_conv(imago_backend *b, dn_plan *pl, dn_ctx *ctx, build_state *b
                                                       &wei_md, &bias_md, &dst_md, strides, dil,
                                                       pl_, pr_),
            "convolution descriptor", name);
-    if ((rc = scratch_attr(&attr, err)))
-        goto fail;
-    DN_TRY(dnnl_post_ops_create(&po), "post-ops", name);
-    int sum_value = -1;
-    for (int j = 0; j < op->n_post; j++) {
-        const imago_net_post *p = &op->post[j];
-        if (p->kind == IMAGO_POST_ACT) {
-            float alpha = p->alpha, beta = p->beta;
-            dnnl_alg_kind_t alg = act_alg(p->act, &alpha, &beta);
-            DN_TRY(dnnl_post_ops_append_eltwise(po, 1.0f, alg, alpha, beta), "post-ops", name);
-        } else if (p->kind == IMAGO_POST_SUM) {
-            sum_value = p->value;
-            DN_TRY(dnnl_post_ops_append_sum(po, 1.0f), "post-ops", name);
-        } else {
-            int t = bs->vt[p->value];
-            DN_TRY(dnnl_post_ops_append_binary(po, p->kind == IMAGO_POST_MUL ? dnnl_binary_mul
-                                                                             : dnnl_binary_add,
-                                               &pl->tensors[t].md),
-                   "post-ops", name);
+    /* All post-ops fused first; when that makes oneDNN fall back to a slow
+     * implementation (2.6 runs a convolution with a full-tensor binary
+     * post-op on gemm, in plain nchw, with reorders around it), the
+     * post-ops from the first binary one on run as separate in-place
+     * binary / eltwise primitives instead. */
+    int n_fused = op->n_post, first_binary = op->n_post, sum_value = -1;
+    for (int j = op->n_post - 1; j >= 0; j--)
+        if (op->post[j].kind == IMAGO_POST_MUL || op->post[j].kind == IMAGO_POST_ADD)
+            first_binary = j;
+    for (;;) {
+        if ((rc = scratch_attr(&attr, err)))
+            goto fail;
+        DN_TRY(dnnl_post_ops_create(&po), "post-ops", name);
+        sum_value = -1;
+        for (int j = 0; j < n_fused; j++) {
+            const imago_net_post *p = &op->post[j];
+            if (p->kind == IMAGO_POST_ACT) {
+                float alpha = p->alpha, beta = p->beta;
+                dnnl_alg_kind_t alg = act_alg(p->act, &alpha, &beta);
+                DN_TRY(dnnl_post_ops_append_eltwise(po, 1.0f, alg, alpha, beta), "post-ops",
+                       name);
+            } else if (p->kind == IMAGO_POST_SUM) {
+                sum_value = p->value;
+                DN_TRY(dnnl_post_ops_append_sum(po, 1.0f), "post-ops", name);
+            } else {
+                int t = bs->vt[p->value];
+                DN_TRY(dnnl_post_ops_append_binary(po, p->kind == IMAGO_POST_MUL
+                                                           ? dnnl_binary_mul
+                                                           : dnnl_binary_add,
+                                                   &pl->tensors[t].md),
+                       "post-ops", name);
+            }
         }
+        DN_TRY(dnnl_primitive_attr_set_post_ops(attr, po), "post-ops", name);
+        dnnl_status_t st = dnnl_primitive_desc_create(&pd, &cd, attr, b->eng, NULL);
+        dnnl_post_ops_destroy(po);
+        po = NULL;
+        dnnl_primitive_attr_destroy(attr);
+        attr = NULL;
+        const char *impl = "";
+        if (st == dnnl_success)
+            dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+        int slow = st != dnnl_success || strstr(impl, "gemm") || strstr(impl, "ref");
+        if (!slow || n_fused <= first_binary) {
+            if (st != dnnl_success) {
+                rc = dn_fail(err, st, "convolution", name);
+                goto fail;
+            }
+            break;
+        }
+        if (pd)
+            dnnl_primitive_desc_destroy(pd);
+        pd = NULL;
+        n_fused = first_binary;
     }
-    DN_TRY(dnnl_primitive_attr_set_post_ops(attr, po), "post-ops", name);
-    DN_TRY(dnnl_primitive_desc_create(&pd, &cd, attr, b->eng, NULL), "convolution", name);
-    dnnl_post_ops_destroy(po);
-    po = NULL;
-    dnnl_primitive_attr_destroy(attr);
-    attr = NULL;
 
     const dnnl_memory_desc_t *want_src = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
     const dnnl_memory_desc_t *want_wei =
@@ -591,11 +674,14 @@ static int build_conv(imago_backend *b, dn_plan *pl, dn_ctx *ctx, build_state *b
     step_arg(s, DNNL_ARG_WEIGHTS, wei_t);
     step_arg(s, DNNL_ARG_BIAS, bias_t);
     step_arg(s, DNNL_ARG_DST, dst_t);
-    for (int j = 0; j < op->n_post; j++) {
+    for (int j = 0; j < n_fused; j++) {
         const imago_net_post *p = &op->post[j];
         if (p->kind == IMAGO_POST_MUL || p->kind == IMAGO_POST_ADD)
             step_arg(s, DNNL_ARG_ATTR_MULTIPLE_POST_OP(j) | DNNL_ARG_SRC_1, bs->vt[p->value]);
     }
+    for (int j = n_fused; j < op->n_post; j++)
+        if ((rc = build_post_step(b, pl, bs, &op->post[j], dst_t, temps, n_temps, name, err)))
+            goto fail;
     bs->vt[op->out] = dst_t;
     return 0;
 fail:
