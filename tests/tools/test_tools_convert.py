@@ -10,6 +10,7 @@ import contextlib
 import io
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import taplib  # noqa: E402
@@ -275,10 +276,11 @@ def test_reference_checkpoints(t, tmp):
 
 def main(t):
     tmp = taplib.tmpdir("imago_conv_")
-    test_torchvision_resnet(t, tmp)
-    test_cirtorch(t, tmp)
-    test_mobilenet(t, tmp)
-    test_reference_checkpoints(t, tmp)
+    for fn in (test_torchvision_resnet, test_cirtorch, test_mobilenet,
+               test_reference_checkpoints):
+        c0 = time.process_time()
+        fn(t, tmp)
+        t.note("%s: %.1f s CPU" % (fn.__name__, time.process_time() - c0))
 
 
 taplib.Tap().run(main)

@@ -4,6 +4,8 @@ padding, the four GLAM attention forms against explicit loops, and a whole
 ResNet-50 + AGeM + learned whitening descriptor (3 scales) against an
 independent functional implementation that folds BatchNorm like the C engine."""
 
+import contextlib
+import io
 import math
 import os
 import sys
@@ -313,6 +315,27 @@ def test_agem_functional(t, tmp):
     t.cmp(taplib.cosine(single.numpy(), want1.numpy()), ">", 0.999999,
           "single scale: whiten(L2N(GeM(X)))")
     t.ok(abs(float(single.norm()) - 1) < 1e-5, "descriptor has unit norm")
+
+    # the command line: a raw NCHW .npy input and an image, --out, --dump-input
+    npy = os.path.join(tmp, "x.npy")
+    np.save(npy, x.numpy())
+    png = os.path.join(tmp, "grad.png")
+    outp = os.path.join(tmp, "d.npy")
+    dump = os.path.join(tmp, "dump")
+    with contextlib.redirect_stdout(io.StringIO()):
+        rc = R.main([path, npy, png, "--scales", "1,0.70710678,0.5", "--max-side", "64",
+                     "--out", outp, "--dump-input", dump, "--threads", "1"])
+    D = np.load(outp)
+    t.ok(rc == 0 and D.shape == (2, 2048) and D.dtype == np.float32, "CLI writes N x dim float32")
+    t.cmp(float(np.abs(D[0] - got.numpy()).max()), "<", 1e-6, "CLI .npy input = extract()")
+    xin = np.load(os.path.join(dump, "grad.npy"))
+    want_in = R.preprocess(png, 64, cfg["input"]["mean"], cfg["input"]["std"]).numpy()
+    t.ok(xin.shape == (1, 3, 51, 64) and np.array_equal(xin, want_in),
+         "--dump-input writes the normalised 1x3xHxW input")
+    d_img = R.extract(net, torch.from_numpy(xin), scales)[0].numpy()
+    t.cmp(float(np.abs(D[1] - d_img).max()), "<", 1e-6, "CLI image input = extract(preprocess)")
+    bf = R.extract(net, x, scales, dtype="bf16", channels_last=True)[0].double()
+    t.cmp(taplib.cosine(bf.numpy(), got.numpy()), ">", 0.98, "bf16 autocast close to fp32")
 
     P = net.p
     mk = lambda **kw: dict(imago_model.make_config("x", "resnet50", kw.get("head", "gem"),  # noqa
