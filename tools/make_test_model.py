@@ -44,6 +44,8 @@ def default_photo_dir():
     shared = os.environ.get("IMAGO_SHARED")
     if not shared:
         shared = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
+        if not os.path.isdir(shared) and os.path.isdir("/work/shared"):
+            shared = "/work/shared"
     return os.path.join(shared, "data", "photos")
 
 
