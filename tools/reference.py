@@ -139,6 +139,8 @@ def load_rgb(path, max_side, box=None, dct=True, info=None):
     from PIL import Image
     im = Image.open(path)
     fmt = im.format
+    if fmt not in ("JPEG", "PNG"):
+        raise ValueError("%s: %s images are not supported (JPEG and PNG only)" % (path, fmt))
     W0, H0 = im.size
     orient = _jpeg_orientation(im)
     W, H = (H0, W0) if orient >= 5 else (W0, H0)

@@ -240,6 +240,24 @@ def test_glam(t):
           "GLAM fusion: softmax(theta) (local, global, identity)")
 
 
+def test_glam_fixture(t, tmp):
+    import glam_fixture
+    path = os.path.join(tmp, "glam_fixture.safetensors")
+    glam_fixture.main([path, "--seed", "4"])
+    T, cfg, _ = imago_model.load(path)
+    f, a = T["input.F"], T["expect.a_lc"]
+    t.ok(torch.allclose(T["expect.Fc"], f * a[:, :, None, None] + f, atol=1e-6)
+         and torch.allclose(T["expect.Fl"], T["expect.Fc"] * (T["expect.s"] + 1), atol=1e-5),
+         "GLAM fixture: local maps consistent")
+    n = f.shape[2] * f.shape[3]
+    t.ok(T["expect.As"].shape == (1, n, n) and
+         torch.allclose(T["expect.As"].sum(dim=1), torch.ones(1, n), atol=1e-5) and
+         torch.allclose(T["expect.Ac"].sum(dim=1), torch.ones(1, 16), atol=1e-5),
+         "GLAM fixture: attention columns sum to 1 (softmax over the first index)")
+    t.is_eq((cfg["head"], cfg["dim"], list(T["expect.descriptor"].shape)), ("glam", 8, [1, 8]),
+            "GLAM fixture config and descriptor size")
+
+
 def bn_fold(T, conv, bn):
     w = T[conv + ".weight"]
     a = T[bn + ".weight"] / torch.sqrt(T[bn + ".running_var"] + 1e-5)
@@ -353,6 +371,7 @@ def main(t):
     test_preprocessing(t, tmp)
     test_resize_and_padding(t)
     test_glam(t)
+    test_glam_fixture(t, tmp)
     test_agem_functional(t, tmp)
 
 
