@@ -183,8 +183,7 @@ def stage_report(net, x):
 def build(args):
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed * 7919 + 17)
-    mean = args.mean or (imago_model.IMAGENET_MEAN if args.backbone != "mobilenet_v2"
-                         else imago_model.IMAGENET_MEAN)
+    mean = args.mean or imago_model.IMAGENET_MEAN
     std = args.std or imago_model.IMAGENET_STD
     padding = args.padding
     name = args.name or "test-%s-%s-%s-%s-seed%d" % (args.backbone, args.head, args.pooling,

@@ -670,9 +670,14 @@ def load_model(path):
 
 
 def extract(net, x, scales, dtype="fp32", traces=None, channels_last=False):
-    """Descriptors of the normalised batch x (N x 3 x H x W)."""
+    """Descriptors of the normalised batch x (N x 3 x H x W): eval mode,
+    torch.no_grad(), fp32 or bf16 autocast (pooling, combination and
+    whitening always in fp32).  channels_last converts the net's weights (in
+    place) and the input to NHWC."""
     autocast = torch.bfloat16 if dtype == "bf16" else None
     if channels_last:
+        # weights too (in place, once): PyTorch's fast CPU path wants both NHWC
+        net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         return net(x, tuple(scales), traces, autocast).float()
