@@ -21,8 +21,10 @@ try:
     from PIL import Image, ImageOps
 except ImportError as e:  # not Debian's python3 (meson -Dpython=...)
     if __name__ == "__main__":
+        # meson's TAP protocol reads the SKIP plan; a non-zero exit would be
+        # an ERROR there, so exit 0
         print("1..0 # SKIP %s: needs numpy and Pillow (Debian's /usr/bin/python3)" % e)
-        sys.exit(77)
+        sys.exit(0)
     raise
 
 
@@ -103,7 +105,7 @@ def main():
     large = os.path.join(shared, "data", "photos", "large", "Elephants_5640x3172.jpg")
     if not photos:
         print("1..0 # SKIP no photos under %s/data/photos" % shared)
-        return 77
+        return 0
     cases = []
     for p in photos:
         w, h = Image.open(p).size
