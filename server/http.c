@@ -199,7 +199,13 @@ static enum MHD_Result send_response(imago_http_request *r, imago_http_response 
         MHD_add_response_header(mr, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, cors);
         MHD_add_response_header(mr, "Vary", "Origin");
     }
-    MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    int cache_set = 0;
+    for (int i = 0; resp->extra_headers[i]; i += 2) {
+        MHD_add_response_header(mr, resp->extra_headers[i], resp->extra_headers[i + 1]);
+        cache_set |= strcasecmp(resp->extra_headers[i], MHD_HTTP_HEADER_CACHE_CONTROL) == 0;
+    }
+    if (!cache_set)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     r->status = resp->status;
     r->bytes_out = resp->body_len;
     r->api_error = resp->api_error;

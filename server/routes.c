@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "imago_build.h"
+#include "web.h"
 
 #define NO_INDEX "the index is not connected to the HTTP server in this build"
 
@@ -452,6 +453,9 @@ static const imago_route routes[] = {
     {"GET", "/v1/admin/jobs/{id}", IMAGO_AUTH_ADMIN, IMAGO_BODY_NONE, h_by_id},
     {"DELETE", "/v1/admin/jobs/{id}", IMAGO_AUTH_ADMIN, IMAGO_BODY_NONE, h_by_id},
     {"POST", "/v1/admin/reindex", IMAGO_AUTH_ADMIN, IMAGO_BODY_JSON, h_reindex},
+    /* the web page (web.c) */
+    {"GET", "/", IMAGO_AUTH_OPEN, IMAGO_BODY_NONE, imago_web_handle_index},
+    {"GET", "/static/{file}", IMAGO_AUTH_OPEN, IMAGO_BODY_NONE, imago_web_handle_static},
 };
 
 /* Matches path against pattern segment by segment; {x} takes one non-empty

@@ -81,6 +81,8 @@ char *imago_metrics_render(imago_metrics *m, long in_flight);
 typedef struct imago_server imago_server;
 typedef struct imago_http_request imago_http_request;
 
+#define IMAGO_HTTP_EXTRA_HEADERS_MAX 6
+
 typedef struct imago_http_response {
     int status;
     const char *content_type; /* static string */
@@ -91,6 +93,10 @@ typedef struct imago_http_response {
     int www_authenticate;  /* adds WWW-Authenticate: Bearer (401) */
     char *location;        /* owned; adds Location (201) */
     const char *api_error; /* static name of the API error, for the access log */
+    /* more headers: static name/value pairs (name at 2i, value at 2i + 1,
+     * NULL after the last); a Cache-Control here replaces the default
+     * no-store (web.c: ETag, Cache-Control, Content-Security-Policy) */
+    const char *extra_headers[IMAGO_HTTP_EXTRA_HEADERS_MAX * 2 + 1];
 } imago_http_response;
 
 /* Accessors for handlers (all strings borrowed for the request's lifetime). */
