@@ -67,6 +67,7 @@ typedef struct imago_image_header {
     imago_image_format format;
     int width, height; /* as stored */
     int orientation;   /* 1..8 */
+    int cmyk;          /* JPEG stored as CMYK or YCCK (converted like Pillow) */
 } imago_image_header;
 
 int imago_jpeg_read_header(const uint8_t *data, size_t len, imago_image_header *hdr,

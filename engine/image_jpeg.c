@@ -1,5 +1,6 @@
 /* JPEG decoding through the TurboJPEG 2.1 API, with DCT scaling (1/2, 1/4,
- * 1/8) and errors translated into IMAGO_ERR_FORMAT.
+ * 1/8) and errors translated into IMAGO_ERR_FORMAT. CMYK/YCCK JPEGs are
+ * decoded as CMYK and converted to RGB with Pillow's formula.
  *
  * Warnings policy: libjpeg-turbo only *warns* on a truncated stream (it pads
  * the missing data with gray and returns success), so a decode that ends
@@ -37,9 +38,6 @@ int imago_jpeg_read_header(const uint8_t *data, size_t len, imago_image_header *
         rc = tj_fail(h, err, "header");
     else if (w <= 0 || ht <= 0)
         rc = imago_error_set(err, IMAGO_ERR_FORMAT, "invalid JPEG: size %dx%d", w, ht);
-    else if (cs == TJCS_CMYK || cs == TJCS_YCCK)
-        rc = imago_error_set(err, IMAGO_ERR_UNSUPPORTED,
-                             "CMYK/YCCK JPEGs are not supported (convert to RGB)");
     tjDestroy(h);
     if (rc != 0)
         return rc;
@@ -47,6 +45,7 @@ int imago_jpeg_read_header(const uint8_t *data, size_t len, imago_image_header *
     hdr->width = w;
     hdr->height = ht;
     hdr->orientation = imago_jpeg_exif_orientation(data, len);
+    hdr->cmyk = cs == TJCS_CMYK || cs == TJCS_YCCK;
     return 0;
 }
 
@@ -68,21 +67,52 @@ int imago_jpeg_scale_ok(int w0, int h0, int k)
     return 0;
 }
 
+/* CMYK -> RGB exactly as Pillow does it for JPEGs: the decoded values are
+ * taken as inverted ("CMYK;I", Adobe's convention, which Pillow assumes for
+ * every CMYK JPEG), then r = (255 - k) - (c * (255 - k)) / 255 with Pillow's
+ * rounded integer division. */
+static uint8_t cmyk_channel(unsigned c, unsigned nk)
+{
+    unsigned t = c * nk + 128;
+    unsigned m = ((t >> 8) + t) >> 8;
+    return (uint8_t)(nk > m ? nk - m : 0);
+}
+
+static void cmyk_to_rgb(const uint8_t *in, size_t npix, uint8_t *out)
+{
+    for (size_t i = 0; i < npix; i++, in += 4, out += 3) {
+        unsigned nk = in[3]; /* 255 - (255 - raw k) */
+        out[0] = cmyk_channel(255u - in[0], nk);
+        out[1] = cmyk_channel(255u - in[1], nk);
+        out[2] = cmyk_channel(255u - in[2], nk);
+    }
+}
+
 int imago_jpeg_decode(const uint8_t *data, size_t len, const imago_image_header *hdr, int k,
                       uint8_t *dst, imago_error *err)
 {
+    int dw = (hdr->width + k - 1) / k, dh = (hdr->height + k - 1) / k;
+    uint8_t *out = dst;
+    void *cmyk = NULL;
+    if (hdr->cmyk) {
+        int rc = imago_alloc_array((size_t)dw * (size_t)dh, 4, 0, &cmyk, err);
+        if (rc != 0)
+            return rc;
+        out = cmyk;
+    }
     tjhandle h = tjInitDecompress();
-    if (!h)
+    if (!h) {
+        imago_free_aligned(cmyk);
         return imago_error_set(err, IMAGO_ERR_NOMEM, "tjInitDecompress: %s",
                                tjGetErrorStr2(NULL));
-    int dw = (hdr->width + k - 1) / k, dh = (hdr->height + k - 1) / k;
+    }
     int rc = 0;
     /* TJFLAG_LIMITSCANS: a progressive JPEG with more than 500 scans is
      * refused (a few KB can otherwise keep a core busy for minutes). No
      * other flag: the default (accurate) IDCT and fancy upsampling are what
      * Pillow uses, which keeps the two bit-exact. */
-    if (tjDecompress2(h, data, (unsigned long)len, dst, dw, 0, dh, TJPF_RGB, TJFLAG_LIMITSCANS) !=
-        0) {
+    if (tjDecompress2(h, data, (unsigned long)len, out, dw, 0, dh,
+                      hdr->cmyk ? TJPF_CMYK : TJPF_RGB, TJFLAG_LIMITSCANS) != 0) {
         const char *msg = tjGetErrorStr2(h);
         if (tjGetErrorCode(h) == TJERR_FATAL)
             rc = tj_fail(h, err, "decode");
@@ -90,5 +120,8 @@ int imago_jpeg_decode(const uint8_t *data, size_t len, const imago_image_header 
             rc = imago_error_set(err, IMAGO_ERR_FORMAT, "corrupt or truncated JPEG: %s", msg);
     }
     tjDestroy(h);
+    if (rc == 0 && hdr->cmyk)
+        cmyk_to_rgb(cmyk, (size_t)dw * (size_t)dh, dst);
+    imago_free_aligned(cmyk);
     return rc;
 }

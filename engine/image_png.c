@@ -89,6 +89,7 @@ int imago_png_read_header(const uint8_t *data, size_t len, imago_image_header *h
     hdr->width = (int)w;
     hdr->height = (int)h;
     hdr->orientation = 1;
+    hdr->cmyk = 0;
     return 0;
 }
 

@@ -122,7 +122,12 @@ def main():
                            ("prog", 13)]:
         ref = reference(out(f"img_scene_{name}.jpg"), max_side, None, True)
         save_png(ref, f"img_scene_{name}.ms{max_side}.golden.png")
-    open(out("img_cmyk.jpg"), "wb").write(jpeg_bytes(scene(16, 16, 7).convert("CMYK")))
+    # CMYK (Pillow writes Adobe-inverted CMYK and reads every CMYK JPEG so)
+    open(out("img_cmyk.jpg"), "wb").write(jpeg_bytes(scene(64, 48, 7).convert("CMYK"),
+                                                     quality=80))
+    for max_side in (0, 16):
+        save_png(reference(out("img_cmyk.jpg"), max_side, None, True),
+                 f"img_cmyk.ms{max_side}.golden.png")
 
     # ---- resize golden: random RGB, Pillow's Lanczos with boxes ------------
     rng = np.random.default_rng(3)

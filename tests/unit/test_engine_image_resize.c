@@ -108,6 +108,8 @@ int main(void)
         {"img_scene_prog.ms30.golden.png", 30, 0, 1, {0}},
         {"img_scene_prog.ms13.golden.png", 13, 0, 1, {0}},
         {"img_scene_gray.ms50.golden.png", 50, 0, 1, {0}},
+        {"img_cmyk.ms0.golden.png", 0, 0, 1, {0}},
+        {"img_cmyk.ms16.golden.png", 16, 0, 1, {0}},
     };
     for (size_t i = 0; i < sizeof pc / sizeof pc[0]; i++) {
         imago_decode_params p = imago_decode_params_default();
