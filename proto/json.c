@@ -391,16 +391,16 @@ int imago_image_record_to_json(const imago_image_record *r, char **out, imago_er
 
 static const char *const job_states[] = {"queued", "running", "done", "failed", "cancelled"};
 
-const char *imago_job_state_name(imago_job_state s)
+const char *imago_api_job_state_name(imago_api_job_state s)
 {
     return ((int)s >= 0 && (int)s < 5) ? job_states[s] : "unknown";
 }
 
-int imago_job_state_parse(const char *s, imago_job_state *out, imago_error *err)
+int imago_api_job_state_parse(const char *s, imago_api_job_state *out, imago_error *err)
 {
     for (int i = 0; s && i < 5; i++) {
         if (strcmp(s, job_states[i]) == 0) {
-            *out = (imago_job_state)i;
+            *out = (imago_api_job_state)i;
             return 0;
         }
     }
@@ -415,7 +415,7 @@ int imago_job_status_to_json(const imago_job_status *s, char **out, imago_error 
     if (rc == 0)
         rc = put(root, "kind", proto_json_str_or_null(s->kind), err);
     if (rc == 0)
-        rc = put(root, "state", json_string(imago_job_state_name(s->state)), err);
+        rc = put(root, "state", json_string(imago_api_job_state_name(s->state)), err);
     if (rc == 0)
         rc = put(root, "total", s->total < 0 ? json_null() : json_integer(s->total), err);
     if (rc == 0)
@@ -521,4 +521,118 @@ backend:
     if (rc == 0)
         rc = put(index, "seq", json_integer((json_int_t)info->index_seq), err);
     return finish(root, rc, out, err);
+}
+
+int imago_job_list_to_json(const imago_job_status *jobs, int n, char **out, imago_error *err)
+{
+    json_t *root = json_object();
+    json_t *arr = json_array();
+    int rc = put(root, "jobs", arr, err);
+    for (int i = 0; rc == 0 && i < n; i++) {
+        char *one = NULL;
+        rc = imago_job_status_to_json(&jobs[i], &one, err);
+        if (rc != 0)
+            break;
+        json_t *j = json_loads(one, 0, NULL);
+        free(one);
+        if (!j || json_array_append_new(arr, j) != 0)
+            rc = imago_error_set(err, IMAGO_ERR_NOMEM, "jobs: out of memory");
+    }
+    return finish(root, rc, out, err);
+}
+
+static int term_match(const imago_filter_term *t, const json_t *v)
+{
+    if (!v)
+        return 0;
+    switch (t->type) {
+    case IMAGO_FILTER_STRING:
+        return json_is_string(v) && strcmp(json_string_value(v), t->str) == 0;
+    case IMAGO_FILTER_NUMBER:
+        return json_is_number(v) && json_number_value(v) == t->num;
+    case IMAGO_FILTER_BOOL:
+        return json_is_boolean(v) && (json_is_true(v) ? 1 : 0) == (t->boolean ? 1 : 0);
+    case IMAGO_FILTER_NULL:
+        return json_is_null(v);
+    }
+    return 0;
+}
+
+int imago_filter_match(const imago_filter_term *terms, int n, const char *metadata_json)
+{
+    if (n <= 0)
+        return 1;
+    if (!metadata_json)
+        return 0;
+    json_t *j = json_loads(metadata_json, 0, NULL);
+    int match = j && json_is_object(j);
+    for (int i = 0; match && i < n; i++)
+        match = term_match(&terms[i], json_object_get(j, terms[i].key));
+    json_decref(j);
+    return match;
+}
+
+int imago_manifest_line_parse(const char *line, size_t len, char **path, char **external_id,
+                              char **metadata_json, imago_error *err)
+{
+    json_t *j = NULL;
+    int rc = proto_json_load(line, len, "manifest line", &j, err);
+    if (rc != 0)
+        return rc;
+    char *p = NULL, *e = NULL, *m = NULL;
+    const char *key;
+    json_t *v;
+    if (!json_is_object(j)) {
+        rc = imago_error_set(err, IMAGO_ERR_INVALID, "manifest line: not a JSON object");
+        goto out;
+    }
+    json_object_foreach(j, key, v) {
+        if (strcmp(key, "path") != 0 && strcmp(key, "external_id") != 0 &&
+            strcmp(key, "metadata") != 0) {
+            rc = imago_error_set(err, IMAGO_ERR_INVALID, "%.64s: unknown field", key);
+            goto out;
+        }
+    }
+    v = json_object_get(j, "path");
+    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 4096) {
+        rc = imago_error_set(err, IMAGO_ERR_INVALID, "path: required, a non-empty string");
+        goto out;
+    }
+    for (const char *c = json_string_value(v); *c; c++) {
+        if ((unsigned char)*c < 0x20) {
+            rc = imago_error_set(err, IMAGO_ERR_INVALID, "path: control characters");
+            goto out;
+        }
+    }
+    p = imago_xstrdup(json_string_value(v));
+    v = json_object_get(j, "external_id");
+    if (v && !json_is_null(v)) {
+        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 256) {
+            rc = imago_error_set(err, IMAGO_ERR_INVALID, "external_id: a string of 1..256 bytes");
+            goto out;
+        }
+        e = imago_xstrdup(json_string_value(v));
+    }
+    v = json_object_get(j, "metadata");
+    if (v && !json_is_null(v)) {
+        if (!json_is_object(v)) {
+            rc = imago_error_set(err, IMAGO_ERR_INVALID, "metadata: not a JSON object");
+            goto out;
+        }
+        rc = proto_dump(v, &m, err);
+        if (rc == 0 && strlen(m) > 65536)
+            rc = imago_error_set(err, IMAGO_ERR_TOO_LARGE, "metadata: over 64 KiB");
+        if (rc != 0)
+            goto out;
+    }
+    *path = p;
+    *external_id = e;
+    *metadata_json = m;
+    p = e = m = NULL;
+out:
+    free(p);
+    free(e);
+    free(m);
+    json_decref(j);
+    return rc;
 }

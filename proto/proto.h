@@ -349,17 +349,17 @@ typedef struct imago_image_record {
 
 int imago_image_record_to_json(const imago_image_record *r, char **out, imago_error *err);
 
-typedef enum imago_job_state {
-    IMAGO_JOB_QUEUED = 0,
-    IMAGO_JOB_RUNNING,
-    IMAGO_JOB_DONE,
-    IMAGO_JOB_FAILED,
-    IMAGO_JOB_CANCELLED
-} imago_job_state;
+typedef enum imago_api_job_state {
+    IMAGO_API_JOB_QUEUED = 0,
+    IMAGO_API_JOB_RUNNING,
+    IMAGO_API_JOB_DONE,
+    IMAGO_API_JOB_FAILED,
+    IMAGO_API_JOB_CANCELLED
+} imago_api_job_state;
 
 /* "queued", "running", "done", "failed", "cancelled". */
-const char *imago_job_state_name(imago_job_state s);
-int imago_job_state_parse(const char *s, imago_job_state *out, imago_error *err);
+const char *imago_api_job_state_name(imago_api_job_state s);
+int imago_api_job_state_parse(const char *s, imago_api_job_state *out, imago_error *err);
 
 typedef struct imago_job_item_error {
     const char *path;
@@ -371,7 +371,7 @@ typedef struct imago_job_item_error {
 typedef struct imago_job_status {
     int64_t id;
     const char *kind; /* "ingest" | "reindex" */
-    imago_job_state state;
+    imago_api_job_state state;
     int64_t total; /* -1 = not known yet -> null */
     int64_t done;
     int64_t failed;
@@ -386,6 +386,26 @@ int imago_job_status_to_json(const imago_job_status *s, char **out, imago_error 
 
 /* 202 {"job_id": n} */
 int imago_job_created_to_json(int64_t job_id, char **out, imago_error *err);
+
+/* GET /v1/admin/jobs: {"jobs": [status, ...]} newest first. */
+int imago_job_list_to_json(const imago_job_status *jobs, int n, char **out, imago_error *err);
+
+/* Whether the metadata JSON object text (NULL = no metadata) satisfies every
+ * term of a search filter (equality of top-level keys; a NUMBER term equals
+ * any JSON number of the same value; NULL matches a null value, not an
+ * absent key). Text that is not a JSON object matches no term. Returns 1 or
+ * 0; n == 0 always matches. Thread-safe. */
+int imago_filter_match(const imago_filter_term *terms, int n, const char *metadata_json);
+
+/* One line of a bulk-ingest manifest (JSON lines):
+ *   {"path": "a/b.jpg", "external_id": "b", "metadata": {...}}
+ * path is required (non-empty, no control characters), external_id (string,
+ * 1..256 bytes) and metadata (object, <= 64 KiB) are optional. *path,
+ * *external_id and *metadata_json (canonical compact text) are new strings
+ * (NULL when absent) owned by the caller. Errors: IMAGO_ERR_FORMAT (not
+ * JSON), IMAGO_ERR_INVALID (shape; message names the field). */
+int imago_manifest_line_parse(const char *line, size_t len, char **path, char **external_id,
+                              char **metadata_json, imago_error *err);
 
 /* GET /v1/info. Strings NULL -> null. */
 typedef struct imago_info {

@@ -47,6 +47,8 @@ struct imago_server {
     atomic_long in_flight;
     atomic_int load_failed;
     imago_engine_slot *slot;
+    imago_index_slot *islot;
+    atomic_int index_failed;
     int stop_pipe[2];
     char *tls_cert, *tls_key;
 };
@@ -753,7 +755,20 @@ long imago_server_in_flight(const imago_server *s)
 }
 int imago_server_ready(const imago_server *s)
 {
-    return imago_engine_slot_state(s->slot, NULL) == IMAGO_SLOT_READY;
+    return imago_engine_slot_state(s->slot, NULL) == IMAGO_SLOT_READY &&
+           imago_index_slot_state(s->islot, NULL) == IMAGO_SLOT_READY;
+}
+
+imago_index_slot *imago_server_index(const imago_server *s)
+{
+    return s->islot;
+}
+
+static void on_index_failed(void *ctx)
+{
+    imago_server *s = ctx;
+    atomic_store(&s->index_failed, 1);
+    imago_server_stop(s);
 }
 
 imago_engine_slot *imago_server_engine(const imago_server *s)
@@ -772,7 +787,10 @@ int imago_server_start_engine(imago_server *s, imago_error *err)
 {
     if (s->slot)
         return 0;
-    return imago_engine_slot_start(s->cfg, on_load_failed, s, &s->slot, err);
+    int rc = imago_engine_slot_start(s->cfg, on_load_failed, s, &s->slot, err);
+    if (rc == 0)
+        rc = imago_index_slot_start(s->cfg, s->slot, on_index_failed, s, &s->islot, err);
+    return rc;
 }
 
 void imago_server_stop(imago_server *s)
@@ -808,6 +826,9 @@ int imago_server_run(imago_server *s, int drain_s, imago_error *err)
     if (left > 0)
         IMAGO_WARN("http", "%ld request%s still in flight after %d s: cancelling them", left,
                    left == 1 ? "" : "s", drain_s);
+    /* the jobs runner first: its items in flight finish through the
+     * batcher, the rest stay pending for the next start */
+    imago_index_slot_stop_jobs(s->islot);
     /* cancelled images get their callbacks (503) and resume their
      * connections: none may stay suspended when the daemon stops */
     imago_engine_slot_close(s->slot, 0);
@@ -820,7 +841,16 @@ int imago_server_run(imago_server *s, int drain_s, imago_error *err)
     s->daemon = NULL;
     if (lfd != MHD_INVALID_SOCKET)
         close(lfd);
+    /* graceful shutdown snapshots the index (DESIGN §6) */
+    char index_msg[IMAGO_ERROR_MSG_MAX];
+    const char *imsg = NULL;
+    imago_index_slot_state(s->islot, &imsg);
+    snprintf(index_msg, sizeof index_msg, "%s", imsg ? imsg : "the index failed to open");
+    imago_index_slot_free(s->islot);
+    s->islot = NULL;
     IMAGO_INFO("http", "stopped");
+    if (atomic_load(&s->index_failed))
+        return imago_error_set(err, IMAGO_ERR_BACKEND, "%s", index_msg);
     if (atomic_load(&s->load_failed)) {
         const char *msg = NULL;
         imago_engine_slot_state(s->slot, &msg);
@@ -834,9 +864,11 @@ void imago_server_free(imago_server *s)
     if (!s)
         return;
     if (s->daemon) {
+        imago_index_slot_stop_jobs(s->islot);
         imago_engine_slot_close(s->slot, 0);
         MHD_stop_daemon(s->daemon);
     }
+    imago_index_slot_free(s->islot);
     imago_engine_slot_free(s->slot);
     if (signal_target == s) {
         signal_target = NULL;

@@ -3,9 +3,8 @@
  *
  * Handlers validate everything they can (parameters, bodies, ids) with
  * proto/, so clients get exact 4xx answers. /v1/extract runs on the engine
- * through the batcher (the connection is suspended meanwhile). What needs
- * the index (search, images, jobs, reindex) answers 503 not_ready after
- * validation: the index is not connected to the HTTP server yet.
+ * through the batcher (the connection is suspended meanwhile); what needs
+ * the index (search, images, jobs, reindex) continues in http_index.c.
  */
 #include "server.h"
 
@@ -14,8 +13,6 @@
 
 #include "imago_build.h"
 #include "web.h"
-
-#define NO_INDEX "the index is not connected to the HTTP server in this build"
 
 /* ---- small helpers --------------------------------------------------------- */
 
@@ -60,17 +57,6 @@ static int no_query(imago_http_request *r, imago_http_response *resp)
     return 0;
 }
 
-static int path_id(imago_http_request *r, imago_http_response *resp, int64_t *id)
-{
-    imago_error err;
-    imago_error_clear(&err);
-    if (imago_proto_parse_id(imago_http_path_param(r, 0), id, &err) != 0) {
-        fail(resp, IMAGO_API_INVALID_PARAMETER, err.msg);
-        return -1;
-    }
-    return 0;
-}
-
 /* ---- probes, info, metrics -------------------------------------------------- */
 
 static int h_healthz(imago_http_request *r, imago_http_response *resp)
@@ -93,13 +79,16 @@ static int need_model(imago_http_request *r, imago_http_response *resp)
 
 static int h_readyz(imago_http_request *r, imago_http_response *resp)
 {
-    /* ready = the model is loaded: it is the only component this server
-     * holds (the index is not connected yet, and says so) */
+    /* ready = the model is loaded and the index is open */
     if (need_model(r, resp))
         return IMAGO_HTTP_DONE;
+    const char *msg = NULL;
+    if (imago_index_slot_state(imago_server_index(imago_http_server(r)), &msg) !=
+        IMAGO_SLOT_READY)
+        return fail(resp, IMAGO_API_NOT_READY, msg);
     imago_http_json(resp, 200,
                     imago_xstrdup("{\"status\":\"ready\",\"model\":\"loaded\","
-                                  "\"index\":\"not connected\"}"));
+                                  "\"index\":\"ready\"}"));
     return IMAGO_HTTP_DONE;
 }
 
@@ -111,7 +100,10 @@ static int h_info(imago_http_request *r, imago_http_response *resp)
     memset(&info, 0, sizeof info);
     info.version = IMAGO_VERSION;
     info.ready = imago_server_ready(imago_http_server(r));
-    info.index_size = -1;
+    char index_type[80];
+    imago_index_slot_info(imago_server_index(imago_http_server(r)), index_type,
+                          sizeof index_type, &info.index_size, &info.index_seq);
+    info.index_type = index_type[0] ? index_type : NULL;
     const imago_model_info *m = imago_engine_slot_model(imago_server_engine(imago_http_server(r)));
     if (m) {
         info.model_name = m->name;
@@ -173,6 +165,11 @@ static int h_metrics(imago_http_request *r, imago_http_response *resp)
         text = imago_xrealloc(text, a + e + 1);
         memcpy(text + a, extra, e + 1);
     }
+    char *ix = imago_index_slot_metrics(imago_server_index(s));
+    size_t a = strlen(text), e = strlen(ix);
+    text = imago_xrealloc(text, a + e + 1);
+    memcpy(text + a, ix, e + 1);
+    free(ix);
     resp->status = 200;
     resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
     resp->body = text;
@@ -317,10 +314,11 @@ static int h_search(imago_http_request *r, imago_http_response *resp)
     u.kind = UPLOAD_SEARCH;
     u.search = imago_search_params_default();
     u.add = imago_add_image_params_default();
+    int rc = IMAGO_HTTP_DONE;
     if (read_upload(r, resp, &u) == 0 && need_model(r, resp) == 0)
-        fail(resp, IMAGO_API_NOT_READY, NO_INDEX);
+        rc = imago_route_search(r, resp, &u.search, u.image, u.image_len);
     upload_clear(&u);
-    return IMAGO_HTTP_DONE;
+    return rc;
 }
 
 /* Batcher callback of /v1/extract (a batcher thread): answer and resume. */
@@ -390,20 +388,43 @@ static int h_add_image(imago_http_request *r, imago_http_response *resp)
     u.kind = UPLOAD_ADD;
     u.search = imago_search_params_default();
     u.add = imago_add_image_params_default();
+    int rc = IMAGO_HTTP_DONE;
     if (read_upload(r, resp, &u) == 0 && need_model(r, resp) == 0)
-        fail(resp, IMAGO_API_NOT_READY, NO_INDEX);
+        rc = imago_route_add_image(r, resp, &u.add, u.image, u.image_len);
     upload_clear(&u);
-    return IMAGO_HTTP_DONE;
+    return rc;
 }
 
 /* ---- images, jobs, reindex ------------------------------------------------------ */
 
-static int h_by_id(imago_http_request *r, imago_http_response *resp)
+static int h_image_get(imago_http_request *r, imago_http_response *resp)
 {
-    int64_t id;
-    if (no_query(r, resp) || path_id(r, resp, &id))
-        return IMAGO_HTTP_DONE;
-    return fail(resp, IMAGO_API_NOT_READY, NO_INDEX);
+    return no_query(r, resp) ? IMAGO_HTTP_DONE : imago_route_image_get(r, resp);
+}
+
+static int h_image_thumbnail(imago_http_request *r, imago_http_response *resp)
+{
+    return no_query(r, resp) ? IMAGO_HTTP_DONE : imago_route_image_thumbnail(r, resp);
+}
+
+static int h_image_delete(imago_http_request *r, imago_http_response *resp)
+{
+    return no_query(r, resp) ? IMAGO_HTTP_DONE : imago_route_image_delete(r, resp);
+}
+
+static int h_job_get(imago_http_request *r, imago_http_response *resp)
+{
+    return no_query(r, resp) ? IMAGO_HTTP_DONE : imago_route_job_get(r, resp);
+}
+
+static int h_job_cancel(imago_http_request *r, imago_http_response *resp)
+{
+    return no_query(r, resp) ? IMAGO_HTTP_DONE : imago_route_job_cancel(r, resp);
+}
+
+static int h_job_list(imago_http_request *r, imago_http_response *resp)
+{
+    return no_query(r, resp) ? IMAGO_HTTP_DONE : imago_route_job_list(r, resp);
 }
 
 static int h_create_job(imago_http_request *r, imago_http_response *resp)
@@ -417,8 +438,9 @@ static int h_create_job(imago_http_request *r, imago_http_response *resp)
     imago_error_clear(&err);
     if (imago_job_request_parse((const char *)body, len, &job, &err) != 0)
         return fail_code(resp, &err, IMAGO_API_CTX_JSON);
+    int rc = imago_route_job_create(r, resp, &job);
     imago_job_request_clear(&job);
-    return fail(resp, IMAGO_API_NOT_READY, NO_INDEX);
+    return rc;
 }
 
 static int h_reindex(imago_http_request *r, imago_http_response *resp)
@@ -432,8 +454,9 @@ static int h_reindex(imago_http_request *r, imago_http_response *resp)
     imago_error_clear(&err);
     if (imago_reindex_request_parse((const char *)body, len, &rr, &err) != 0)
         return fail_code(resp, &err, IMAGO_API_CTX_JSON);
+    int rc = imago_route_reindex(r, resp, &rr);
     imago_reindex_request_clear(&rr);
-    return fail(resp, IMAGO_API_NOT_READY, NO_INDEX);
+    return rc;
 }
 
 /* ---- the table ----------------------------------------------------------------- */
@@ -446,12 +469,13 @@ static const imago_route routes[] = {
     {"POST", "/v1/search", IMAGO_AUTH_SEARCH, IMAGO_BODY_IMAGE, h_search},
     {"POST", "/v1/extract", IMAGO_AUTH_SEARCH, IMAGO_BODY_IMAGE, h_extract},
     {"POST", "/v1/images", IMAGO_AUTH_ADMIN, IMAGO_BODY_IMAGE, h_add_image},
-    {"GET", "/v1/images/{id}", IMAGO_AUTH_SEARCH, IMAGO_BODY_NONE, h_by_id},
-    {"GET", "/v1/images/{id}/thumbnail", IMAGO_AUTH_SEARCH, IMAGO_BODY_NONE, h_by_id},
-    {"DELETE", "/v1/images/{id}", IMAGO_AUTH_ADMIN, IMAGO_BODY_NONE, h_by_id},
+    {"GET", "/v1/images/{id}", IMAGO_AUTH_SEARCH, IMAGO_BODY_NONE, h_image_get},
+    {"GET", "/v1/images/{id}/thumbnail", IMAGO_AUTH_SEARCH, IMAGO_BODY_NONE, h_image_thumbnail},
+    {"DELETE", "/v1/images/{id}", IMAGO_AUTH_ADMIN, IMAGO_BODY_NONE, h_image_delete},
     {"POST", "/v1/admin/jobs", IMAGO_AUTH_ADMIN, IMAGO_BODY_JSON, h_create_job},
-    {"GET", "/v1/admin/jobs/{id}", IMAGO_AUTH_ADMIN, IMAGO_BODY_NONE, h_by_id},
-    {"DELETE", "/v1/admin/jobs/{id}", IMAGO_AUTH_ADMIN, IMAGO_BODY_NONE, h_by_id},
+    {"GET", "/v1/admin/jobs", IMAGO_AUTH_ADMIN, IMAGO_BODY_NONE, h_job_list},
+    {"GET", "/v1/admin/jobs/{id}", IMAGO_AUTH_ADMIN, IMAGO_BODY_NONE, h_job_get},
+    {"DELETE", "/v1/admin/jobs/{id}", IMAGO_AUTH_ADMIN, IMAGO_BODY_NONE, h_job_cancel},
     {"POST", "/v1/admin/reindex", IMAGO_AUTH_ADMIN, IMAGO_BODY_JSON, h_reindex},
     /* the web page (web.c) */
     {"GET", "/", IMAGO_AUTH_OPEN, IMAGO_BODY_NONE, imago_web_handle_index},

@@ -195,6 +195,51 @@ const imago_model_info *imago_engine_slot_model(const imago_engine_slot *slot);
 void imago_engine_slot_close(imago_engine_slot *slot, int drain);
 void imago_engine_slot_free(imago_engine_slot *slot);
 
+/* ---- the index slot and the index routes (http_index.c) ------------------------ */
+
+typedef struct imago_index_slot imago_index_slot;
+
+/* Starts a thread that waits for the engine slot, then opens the collection
+ * (cfg->index, the model's fingerprint and dim) and the jobs runner (which
+ * resumes unfinished jobs). on_fail(ctx) is called from that thread when the
+ * open fails (e.g. a store built with another model). Returns 0 or
+ * IMAGO_ERR_BACKEND. */
+int imago_index_slot_start(const imago_config *cfg, imago_engine_slot *engine,
+                           void (*on_fail)(void *ctx), void *ctx, imago_index_slot **out,
+                           imago_error *err);
+/* LOADING (waiting for the model, opening), READY or FAILED, with a message.
+ * slot may be NULL (FAILED). Thread-safe. */
+imago_slot_state imago_index_slot_state(const imago_index_slot *slot, const char **message);
+/* Stops the jobs runner and the upload workers (items in flight finish; call
+ * before the batcher closes). Owner only. */
+void imago_index_slot_stop_jobs(imago_index_slot *slot);
+/* Stops the jobs, snapshots and closes the index. NULL is a no-op. */
+void imago_index_slot_free(imago_index_slot *slot);
+/* Index type ("" when not ready), live images (-1) and sequence. */
+void imago_index_slot_info(imago_index_slot *slot, char *type, size_t type_cap, int64_t *size,
+                           uint64_t *seq);
+/* Prometheus text of the index, jobs and search stages (new string; "" when
+ * the index is not ready). */
+char *imago_index_slot_metrics(imago_index_slot *slot);
+
+/* Handlers (routes.c has parsed and validated the request). search takes
+ * the filter terms of *sp and add the strings of *ap (both reset); image
+ * points into the request body. */
+int imago_route_search(imago_http_request *r, imago_http_response *resp, imago_search_params *sp,
+                       const uint8_t *image, size_t len);
+int imago_route_add_image(imago_http_request *r, imago_http_response *resp,
+                          imago_add_image_params *ap, const uint8_t *image, size_t len);
+int imago_route_image_get(imago_http_request *r, imago_http_response *resp);
+int imago_route_image_thumbnail(imago_http_request *r, imago_http_response *resp);
+int imago_route_image_delete(imago_http_request *r, imago_http_response *resp);
+int imago_route_job_create(imago_http_request *r, imago_http_response *resp,
+                           const imago_job_request *req);
+int imago_route_job_get(imago_http_request *r, imago_http_response *resp);
+int imago_route_job_cancel(imago_http_request *r, imago_http_response *resp);
+int imago_route_job_list(imago_http_request *r, imago_http_response *resp);
+int imago_route_reindex(imago_http_request *r, imago_http_response *resp,
+                        const imago_reindex_request *rr);
+
 /* ---- the server (http.c) ------------------------------------------------------- */
 
 /* Opens the HTTP server on cfg->server.listen:port (port 0 = any free port)
@@ -223,9 +268,11 @@ imago_metrics *imago_server_metrics(const imago_server *s);
 long imago_server_in_flight(const imago_server *s);
 int imago_server_ready(const imago_server *s); /* the model is loaded (see /readyz) */
 imago_engine_slot *imago_server_engine(const imago_server *s); /* NULL when not started */
+imago_index_slot *imago_server_index(const imago_server *s);   /* NULL when not started */
 
-/* Starts loading the model in the background (call after open, before run).
- * A failed load makes run() return IMAGO_ERR_BACKEND. */
+/* Starts loading the model in the background, then opening the index (call
+ * after open, before run). A failed load or open makes run() return
+ * IMAGO_ERR_BACKEND with its message. */
 int imago_server_start_engine(imago_server *s, imago_error *err);
 
 #endif /* IMAGO_SERVER_H */

@@ -206,7 +206,7 @@ int main(void)
     imago_job_item_error je[1] = {{"/d/bad.jpg", IMAGO_API_INVALID_IMAGE, "truncated"}};
     imago_job_status js = {.id = 2,
                            .kind = "ingest",
-                           .state = IMAGO_JOB_RUNNING,
+                           .state = IMAGO_API_JOB_RUNNING,
                            .total = -1,
                            .done = 10,
                            .failed = 1,
@@ -229,15 +229,15 @@ int main(void)
     is_int(imago_job_created_to_json(17, &out, &err), 0, "job created");
     is_str(out, "{\"job_id\":17}", "job created text");
     free(out);
-    imago_job_state st;
+    imago_api_job_state st;
     for (int s = 0; s < 5; s++) {
         imago_error_clear(&err);
-        ok(imago_job_state_parse(imago_job_state_name((imago_job_state)s), &st, &err) == 0 &&
+        ok(imago_api_job_state_parse(imago_api_job_state_name((imago_api_job_state)s), &st, &err) == 0 &&
                (int)st == s,
-           "job state %s round-trips", imago_job_state_name((imago_job_state)s));
+           "job state %s round-trips", imago_api_job_state_name((imago_api_job_state)s));
     }
     imago_error_clear(&err);
-    is_int(imago_job_state_parse("paused", &st, &err), IMAGO_ERR_INVALID, "unknown state");
+    is_int(imago_api_job_state_parse("paused", &st, &err), IMAGO_ERR_INVALID, "unknown state");
 
     imago_info info = {.version = "0.1.0",
                        .model_name = "demo-resnet101-agem",
