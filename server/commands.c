@@ -15,6 +15,7 @@
 #include "cli.h"
 #include "cmd_eval.h"
 #include "cmd_extract.h"
+#include "cmd_index.h"
 
 #include <string.h>
 
@@ -42,6 +43,22 @@ const imago_cli_command imago_cli_commands[] = {
      "imago eval --gnd GND.json (--ranks RANKS | --db DB.npy --queries Q.npy)\n"
      "           [--protocol easy|medium|hard|all] [--dba K,BETA] [--qe N,ALPHA] [--json]",
      imago_cmd_eval, 0},
+    {"index", "bulk-index a folder offline into the data dir (resumable)",
+     "imago index DIR [--data-dir D] [--SECTION.KEY VALUE]...\n"
+     "\n"
+     "  Indexes the JPEG/PNG files below DIR (ingest.recursive, ingest.extensions)\n"
+     "  with the engine and the index in-process, as an ingest job of the data dir;\n"
+     "  a progress bar (rate, ETA) on a terminal, periodic lines otherwise. Files\n"
+     "  already indexed with the same bytes are skipped, so a rerun resumes.",
+     imago_cmd_index, 1},
+    {"search", "query with an image: a running server or a data dir",
+     "imago search IMAGE [--server http://HOST:PORT | --data-dir D] [-k N]\n"
+     "                   [--box x1,y1,x2,y2] [--token T]\n"
+     "\n"
+     "  With --server, POSTs IMAGE to /v1/search and prints the JSON answer\n"
+     "  (token: --token, else auth.search_token, else auth.admin_token); without,\n"
+     "  opens the data dir in-process and prints rank, score, id, external id, uri.",
+     imago_cmd_search, 1},
     {"help", "show the commands, or the usage of one", "imago help [COMMAND]", imago_cmd_help, 0},
     {"version", "print the version and the compiled-in features (also --version)", "imago version",
      imago_cmd_version, 0},
