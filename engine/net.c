@@ -200,20 +200,25 @@ int imago_net_build(const imago_model_config *cfg, imago_net **out, imago_error 
         blocks = r101;
     else if (strcmp(cfg->backbone, "resnet152") == 0)
         blocks = r152;
-    else
+    else if (strcmp(cfg->backbone, "mobilenet_v2") != 0) /* net_mobilenet.c */
         return imago_error_set(err, IMAGO_ERR_UNSUPPORTED,
                                "backbone '%s' is not supported by this engine build "
-                               "(supported: resnet50, resnet101, resnet152)",
+                               "(supported: resnet50, resnet101, resnet152, mobilenet_v2)",
                                cfg->backbone);
 
     imago_net *net = imago_xcalloc(1, sizeof *net);
     builder b = {.net = net};
     net->input = new_value(&b, 3, 1);
     int feat;
-    if (strcmp(cfg->head, "gem") == 0) {
+    if (!blocks && strcmp(cfg->head, "gem") == 0) {
+        imago_net_build_mobilenet_v2(net, net->input, strcmp(cfg->padding, "tf_same") == 0,
+                                     &feat, err);
+        b.cap_ops = net->n_ops; /* it grows the arrays to their exact sizes */
+        b.cap_values = net->n_values;
+    } else if (blocks && strcmp(cfg->head, "gem") == 0) {
         resnet_outputs o = {0};
         feat = build_resnet(&b, blocks, net->input, &o, -1);
-    } else if (strcmp(cfg->head, "agem") == 0) {
+    } else if (blocks && strcmp(cfg->head, "agem") == 0) {
         feat = build_agem(&b, blocks, net->input);
     } else {
         imago_net_free(net);

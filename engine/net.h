@@ -102,6 +102,16 @@ typedef struct imago_net {
 int imago_net_build(const imago_model_config *cfg, imago_net **out, imago_error *err);
 void imago_net_free(imago_net *net);
 
+/* ---- MobileNetV2 (engine/net_mobilenet.c) ---------------------------------
+ * Appends the MobileNetV2 backbone ops (torchvision layout, tensors
+ * "backbone.features.N...") to net, reading value x (3 channels); tf_same
+ * selects TensorFlow SAME padding for the stride-2 3x3 convolutions. The ops
+ * and value arrays are grown to their exact sizes. *feat receives the 1280-
+ * channel output value. Returns 0. */
+int imago_net_build_mobilenet_v2(imago_net *net, int x, int tf_same, int *feat,
+                                 imago_error *err);
+/* ---- end MobileNetV2 ---------------------------------------------------- */
+
 /* Checks that m holds every tensor the ops, pooling and whitening read, with
  * the right shapes (errors name the tensor), and reads pool.p into net->gem_p
  * and sets net->ms_p. */
