@@ -179,19 +179,39 @@ async function main() {
   const demoVisible = await page.isVisible('#demo-note');
   ok(demoVisible === (info.model.demo === true), `demo-model note visible (demo=${info.model.demo})`);
   if (demoVisible) {
-    ok((await page.textContent('#demo-note')).includes(info.model.warning),
-      'demo note shows the server\'s warning');
+    const warning = info.model.warning.replace(/^demo model:\s*/i, '').toLowerCase();
+    ok((await page.textContent('#demo-note')).toLowerCase().includes(warning),
+      'demo note shows the server\'s warning', await page.textContent('#demo-note'));
   }
   await page.screenshot({ path: path.join(shots, '1-start.png') });
 
-  /* -- keyboard: Enter and Space on the drop zone open the file picker -- */
-  for (const key of ['Enter', ' ']) {
+  /* -- keyboard: Enter and Space on the drop zone open the file picker.
+   * The page's part (the key calls the file input's click()) is counted
+   * exactly; the browser's part (a trusted key press opens a chooser) is
+   * checked once, with retries: headless chromium now and then ignores a
+   * programmatic click() on a file input after an earlier chooser. -- */
+  let chooser = null;
+  for (let attempt = 0; attempt < 3 && !chooser; attempt++) {
     await page.focus('#drop');
-    const [chooser] = await Promise.all([
+    [chooser] = await Promise.all([
       page.waitForEvent('filechooser', { timeout: 5000 }).catch(() => null),
-      page.keyboard.press(key === ' ' ? 'Space' : key),
+      page.keyboard.press('Enter'),
     ]);
-    ok(chooser !== null, `${key === ' ' ? 'Space' : key} on the focused drop zone opens the file picker`);
+  }
+  ok(chooser !== null && chooser.element() !== null, 'a real key press opens the browser\'s file chooser');
+  await page.evaluate(() => {
+    window.__pickerOpens = 0;
+    const input = document.getElementById('file');
+    const orig = input.click.bind(input);
+    input.click = () => { window.__pickerOpens++; orig(); };
+  });
+  for (const key of ['Enter', 'Space', 'a']) {
+    await page.focus('#drop');
+    const before = await page.evaluate(() => window.__pickerOpens);
+    await page.keyboard.press(key);
+    const after = await page.evaluate(() => window.__pickerOpens);
+    ok(after - before === (key === 'a' ? 0 : 1),
+      `${key} on the focused drop zone ${key === 'a' ? 'does not open' : 'opens'} the file picker (${after - before} click)`);
   }
   const labelled = await page.evaluate(() => ['k', 'qe', 'bbox', 'search-token', 'admin-token', 'job-dir']
     .filter((id) => !document.querySelector(`label[for="${id}"]`)));
@@ -206,7 +226,9 @@ async function main() {
   /* the search token is configured: the first search is refused and the
    * page asks for the token */
   ok(apiErr.status() === 401, `search without a token -> 401 (got ${apiErr.status()})`);
-  ok(await page.isVisible('#search-token'), 'the page asks for the search token');
+  ok(await page.waitForSelector('#search-token', { state: 'visible', timeout: 5000 }).then(() => true, () => false),
+    'the page asks for the search token');
+  await page.waitForSelector('#search-status.error');
   ok((await page.textContent('#search-status')).includes('needs a search token'),
     'the status says a search token is needed', await page.textContent('#search-status'));
   await page.fill('#search-token', SEARCH);
@@ -333,12 +355,22 @@ async function main() {
     const fields = await page.textContent('#hit-fields');
     ok(fields.includes(String(first.id)) && fields.includes(query), 'clicking a hit shows its id and external id');
     await page.keyboard.press('Escape');
-    await page.waitForSelector('#hit-dialog:not([open])');
+    ok(await page.waitForSelector('#hit-dialog[open]', { state: 'detached', timeout: 5000 }).then(() => true, () => false),
+      'Escape closes the details');
 
     /* draw a box from 25%/25% to 75%/75% of the shown image */
     const natural = await page.$eval('#preview-img', (i) => [i.naturalWidth, i.naturalHeight]);
     const r = await page.$eval('#preview-img', (i) => { const b = i.getBoundingClientRect(); return [b.x, b.y, b.width, b.height]; });
     const want = [natural[0] * 0.25, natural[1] * 0.25, natural[0] * 0.75, natural[1] * 0.75].map(Math.round);
+    /* what the page puts in the multipart body (chromium does not expose
+     * multipart bodies with files to the driver) */
+    await page.evaluate(() => {
+      const append = FormData.prototype.append;
+      FormData.prototype.append = function (name, value, ...rest) {
+        if (name === 'bbox') window.__sentBbox = String(value);
+        return append.call(this, name, value, ...rest);
+      };
+    });
     await page.mouse.move(r[0] + r[2] * 0.25, r[1] + r[3] * 0.25);
     await page.mouse.down();
     await page.mouse.move(r[0] + r[2] * 0.5, r[1] + r[3] * 0.5, { steps: 4 });
@@ -347,7 +379,7 @@ async function main() {
       page.waitForResponse((x) => x.url().endsWith('/v1/search')),
       page.mouse.up(),
     ]);
-    const sent = /name="bbox"\r\n\r\n([^\r]*)/.exec(br.request().postDataBuffer().toString('latin1'));
+    const sent = /^(.*)$/.exec(await page.evaluate(() => window.__sentBbox || ''));
     const got = sent ? sent[1].split(',').map(Number) : [];
     ok(got.length === 4 && got.every((v, i) => Math.abs(v - want[i]) <= 2),
       `the drawn box is sent in image pixels: ${sent && sent[1]} (want ~${want.join(',')} of ${natural.join('x')})`);
