@@ -146,7 +146,14 @@ int ix_core_append(ix_core *c, const int64_t *ids, const float *vecs, size_t n, 
     } else {
         if ((size_t)faiss_Index_ntotal(c->fidx) != c->n)
             return imago_error_set(err, IMAGO_ERR_INTERNAL, "faiss index out of step");
+        /* HNSW insertion is OpenMP-parallel work; IVF assignment is BLAS
+         * work that an OpenMP team only slows down (see ix_core_build) */
+        int prev = omp_get_max_threads();
+        if (c->family == 2)
+            omp_set_num_threads(1);
         int frc = faiss_Index_add(c->fidx, (idx_t)n, vecs);
+        if (c->family == 2)
+            omp_set_num_threads(prev);
         if (frc)
             return faiss_err(frc, err, "add");
     }
@@ -188,9 +195,15 @@ int ix_core_build(int dim, int prec, const char *factory, const int64_t *ids, co
             ix_core_free(c);
             return rc;
         }
+        imago_faiss_no_polysemous_training(f);
         int trained = faiss_Index_is_trained(f);
         if (!trained && n > 0) {
+            /* IVF/PQ training is BLAS-bound; an OpenMP team on top of OpenBLAS's
+             * own threads only spins (measured 10x slower on 2 busy cores) */
+            int prev = omp_get_max_threads();
+            omp_set_num_threads(1);
             frc = faiss_Index_train(f, (idx_t)n, X);
+            omp_set_num_threads(prev);
             if (frc == 0)
                 trained = 1;
             else

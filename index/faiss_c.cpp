@@ -18,6 +18,7 @@
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
+#include <faiss/IndexIVFPQ.h>
 #include <faiss/IndexPreTransform.h>
 #include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/impl/FaissException.h>
@@ -339,6 +340,14 @@ int imago_faiss_index_family(const FaissIndex *index)
     if (dynamic_cast<const faiss::IndexIVF *>(ix))
         return 2;
     return 0;
+}
+
+int imago_faiss_no_polysemous_training(FaissIndex *index)
+{
+    auto *pq = dynamic_cast<faiss::IndexIVFPQ *>(const_cast<faiss::Index *>(unwrap(IX(index))));
+    if (pq)
+        pq->do_polysemous_training = false;
+    return pq != nullptr;
 }
 
 int imago_faiss_hnsw_set_ef(FaissIndex *index, int ef_search)

@@ -50,6 +50,11 @@ int imago_faiss_index_family(const FaissIndex *index);
  * SearchParametersHNSW::efSearch (only its selector is used), so the field
  * is what takes effect. Not thread-safe against searches of that index. */
 int imago_faiss_hnsw_set_ef(FaissIndex *index, int ef_search);
+/* IndexIVFPQ from the factory trains a polysemous code ordering (minutes of
+ * simulated annealing) unless the string ends in "np"; imago never runs
+ * polysemous search, so it switches that training off. Returns 1 when the
+ * index is an IVFPQ, else 0. */
+int imago_faiss_no_polysemous_training(FaissIndex *index);
 /* Frees a selector created by any *_new above (they all derive from IDSelector). */
 void imago_faiss_selector_free(void *sel);
 /* Serialises the index into a malloc'ed buffer (*buf, *len). */

@@ -661,11 +661,27 @@ int imago_index_add(imago_index *ix, const imago_index_item *items, size_t n, in
     int64_t first = ix->store_seq + 1;
     ix->store_seq = seq;
     /* committed: now the in-memory index, item by item (same order as replay) */
-    float *aug = imago_xmalloc((size_t)ix->dim * sizeof *aug);
-    for (size_t i = 0; rc == 0 && i < n; i++)
-        rc = apply_add(ix, ix->cur, w, 1, ids[i], items[i].vector, aug, first + (int64_t)i,
-                       err);
-    free(aug);
+    if (!ix->dba) {
+        /* no augmentation: one append (one FAISS add call for the batch) */
+        float *V = NULL;
+        rc = imago_alloc_array(n, (size_t)ix->dim * sizeof(float), 0, (void **)&V, err);
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            memcpy(V + i * (size_t)ix->dim, items[i].vector, (size_t)ix->dim * sizeof(float));
+        if (rc == 0) {
+            pthread_rwlock_wrlock(&ix->rw);
+            rc = ix_core_append(ix->cur, ids, V, n, err);
+            if (rc == 0)
+                ix->cur->seq = seq;
+            pthread_rwlock_unlock(&ix->rw);
+        }
+        imago_free_aligned(V);
+    } else {
+        float *aug = imago_xmalloc((size_t)ix->dim * sizeof *aug);
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            rc = apply_add(ix, ix->cur, w, 1, ids[i], items[i].vector, aug,
+                           first + (int64_t)i, err);
+        free(aug);
+    }
     if (rc) {
         /* The rows are durable; the in-memory index is behind. Rebuild it so
          * that it agrees with the store again. */
