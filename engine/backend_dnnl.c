@@ -26,7 +26,6 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl_debug.h>
 
-#define DN_MAX_VARIANTS 4
 #define DN_MAX_ARGS 10
 
 typedef struct dn_variant {
@@ -40,8 +39,8 @@ typedef struct dn_layer {
     dnnl_memory_desc_t w_md; /* the plain layout of w */
     dnnl_memory_t w_mem;
     dnnl_memory_t bias_mem;
-    int n_var;
-    dn_variant var[DN_MAX_VARIANTS];
+    int n_var; /* layouts asked for so far (a handful: oneDNN picks among few) */
+    dn_variant *var;
 } dn_layer;
 
 /* A tensor of a plan: activations live in slots (buffers reused by liveness),
@@ -170,6 +169,7 @@ static void layer_free(dn_layer *l)
 {
     for (int i = 0; i < l->n_var; i++)
         dnnl_memory_destroy(l->var[i].mem);
+    free(l->var);
     if (l->w_mem)
         dnnl_memory_destroy(l->w_mem);
     if (l->bias_mem)
@@ -250,11 +250,6 @@ static int get_weights(imago_backend *b, dnnl_stream_t stream, int i,
             return 0;
         }
     }
-    if (l->n_var == DN_MAX_VARIANTS) {
-        rc = imago_error_set(err, IMAGO_ERR_INTERNAL,
-                             "too many weight layouts requested for %s", name);
-        goto fail;
-    }
     DN_TRY(dnnl_memory_create(&mem, want, b->eng, DNNL_MEMORY_ALLOCATE), "weights memory",
            name);
     DN_TRY(dnnl_reorder_primitive_desc_create(&rpd, &l->w_md, b->eng, want, b->eng, NULL),
@@ -263,6 +258,7 @@ static int get_weights(imago_backend *b, dnnl_stream_t stream, int i,
     dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, l->w_mem}, {DNNL_ARG_TO, mem}};
     DN_TRY(dnnl_primitive_execute(r, stream, 2, args), "weights reorder", name);
     DN_TRY(dnnl_stream_wait(stream), "weights reorder", name);
+    l->var = imago_xrealloc(l->var, (size_t)(l->n_var + 1) * sizeof *l->var);
     l->var[l->n_var].md = *want;
     l->var[l->n_var].mem = mem;
     l->n_var++;
