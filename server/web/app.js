@@ -569,7 +569,12 @@
     if (!mem.admin) return;
     api('GET', '/v1/admin/jobs', { token: mem.admin }).then(function (d) {
       var jobs = (d && d.jobs) || [];
-      jobs.forEach(function (j) { updateJob(j); if (active(j.state)) poll(j.id); });
+      jobs.forEach(function (j) {
+        updateJob(j);
+        if (active(j.state)) poll(j.id);
+        /* the list may leave the per-item errors out: ask the job itself */
+        else if (j.failed > 0 && !(j.errors && j.errors.length)) fetchJob(j.id);
+      });
       return null;
     }).catch(function (e) {
       if (e.status === 404 || e.status === 405) {
