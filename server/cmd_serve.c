@@ -80,9 +80,10 @@ int imago_cmd_serve(int argc, char **argv)
     }
     {
         /* The HTTP core (server/http.c) listens at once; the model loads in
-         * the background (/readyz is 503 until it is ready). The index is
-         * not connected yet: its endpoints answer 503 not_ready after
-         * validating the request. */
+         * the background, then the index opens (http_index.c) and the jobs
+         * runner resumes unfinished jobs (/readyz is 503 until both are
+         * ready). A store built with another model stops the server with
+         * the message. Shutdown stops the jobs, drains, snapshots. */
         imago_server *srv = NULL;
         imago_error err = {0};
         if (imago_server_open(cfg, &srv, &err) != 0 || imago_server_start_engine(srv, &err) != 0) {
