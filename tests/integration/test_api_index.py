@@ -16,7 +16,7 @@ import io
 import json
 import os
 import shutil
-import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -318,6 +318,23 @@ def main():
            sorted(x["metadata"]["i"] for x in res.get("results", []))),
           (200, ["m-2"], [1, 2]), "manifest metadata is searchable with a filter")
 
+    # ---- cancel a running job ----
+    flips = os.path.join(root, "flips")
+    os.makedirs(flips)
+    for n in names[:8]:
+        Image.open(os.path.join(photos, n)).convert("RGB").transpose(
+            Image.FLIP_TOP_BOTTOM).save(os.path.join(flips, n.rsplit(".", 1)[0] + ".png"))
+    r, data = srv.request("POST", "/v1/admin/jobs", json.dumps({"source": {"dir": flips}}).encode(), J)
+    cid = json.loads(data).get("job_id", 0) if r.status == 202 else 0
+    r, data = srv.request("DELETE", "/v1/admin/jobs/%d" % cid, None, A)
+    cst = json.loads(data) if r.status == 200 else {}
+    is_eq((r.status, cst.get("state")), (200, "cancelled"), "DELETE a running job -> 200 cancelled")
+    time.sleep(1.0)
+    code, cst = jget(srv, "/v1/admin/jobs/%d" % cid)
+    ok(code == 200 and cst.get("state") == "cancelled" and (cst.get("done") or 0) < 8,
+       "a cancelled job stays cancelled and stops early (%s of 8 done)" % cst.get("done"), cst)
+    check_error(srv, "DELETE", "/v1/admin/jobs/%d" % cid, 409, "conflict", "cancel twice", None, A)
+
     # ---- reindex job (compaction) ----
     r, data = srv.request("POST", "/v1/admin/reindex", b"{}", J)
     rid = json.loads(data).get("job_id", 0) if r.status == 202 else 0
@@ -331,9 +348,12 @@ def main():
     # ---- metrics ----
     r, data = srv.request("GET", "/metrics")
     text = data.decode()
-    size_now = len(names) + 1 - 1 + 2
+    code, cst = jget(srv, "/v1/admin/jobs/%d" % cid)
+    flips_done = cst.get("done") or 0  # items already in flight when it was cancelled
+    size_now = len(names) + 1 - 1 + 2 + flips_done
     ok("imago_index_images %d\n" % size_now in text and "imago_search_requests_total " in text
        and 'imago_jobs_total{outcome="done"} 3' in text
+       and 'imago_jobs_total{outcome="cancelled"} 1' in text
        and 'imago_job_items_total{outcome="failed"} 2' in text,
        "metrics: index size, searches, jobs, item outcomes", text[-1500:])
 
@@ -349,13 +369,39 @@ def main():
     code, res = search(srv, img0, "?k=1", ctype_of(names[0]))
     is_eq((code, res.get("results", [{}])[0].get("external_id")), (200, "photos/" + names[0]),
           "restart: search works from the snapshot")
+    # `imago search --server` (raw HTTP client) against the running server
+    cli = subprocess.run([imago, "search", os.path.join(photos, names[0]), "--server",
+                          "http://127.0.0.1:%d" % srv.port, "-k", "2", "--token", SRCH],
+                         capture_output=True, text=True, timeout=120)
+    got = json.loads(cli.stdout).get("results", [{}]) if cli.returncode == 0 else [{}]
+    is_eq((cli.returncode, got[0].get("external_id")), (0, "photos/" + names[0]),
+          "imago search --server URL -> the server's JSON, itself first")
     rc, log = srv.stop()
+    # offline: the same data dir in-process
+    eng = ["--engine.demo-arch", "resnet50-gem", "--engine.max-side", "128", "--engine.scales", "1"]
+    cli = subprocess.run([imago, "search", os.path.join(photos, names[0]), "--data-dir", data_dir,
+                          "-k", "3"] + eng, capture_output=True, text=True, timeout=120)
+    first = (cli.stdout.splitlines() or [""])[0].split()
+    ok(cli.returncode == 0 and len(first) >= 4 and first[0] == "1" and first[3] == "photos/" + names[0],
+       "imago search --data-dir (offline) -> rank 1 is the photo itself", cli.stdout + cli.stderr[-300:])
+    small = os.path.join(tmp, "small")
+    os.makedirs(small)
+    for n in names[:3]:
+        shutil.copy(os.path.join(photos, n), small)
+    cli = subprocess.run([imago, "index", small, "--data-dir", os.path.join(tmp, "data2")] + eng,
+                         capture_output=True, text=True, timeout=180)
+    ok(cli.returncode == 0 and "done: 3 images indexed, 0 failed" in cli.stdout
+       and "indexed 3/3" in cli.stdout,
+       "imago index DIR (not a TTY: plain progress lines) -> 3 images", cli.stdout + cli.stderr[-300:])
+    cli = subprocess.run([imago, "index", small, "--data-dir", os.path.join(tmp, "data2")] + eng,
+                         capture_output=True, text=True, timeout=180)
+    ok(cli.returncode == 0 and "holds 3 images" in cli.stdout,
+       "imago index again: nothing indexed twice", cli.stdout + cli.stderr[-300:])
 
     # ---- another model on the same store: refused with the reindex path ----
     args = [imago, "serve", "--port", "0", "--server.listen", "127.0.0.1", "--index.data-dir",
             data_dir, "--engine.demo-arch", "resnet50-agem", "--engine.max-side", "64",
             "--engine.scales", "1", "--auth.admin-token", ADM]
-    import subprocess
     p = subprocess.run(args, capture_output=True, text=True, timeout=120)
     ok(p.returncode != 0 and "index the collection again" in p.stderr
        and "not comparable" in p.stderr,
