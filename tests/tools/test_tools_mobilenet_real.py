@@ -2,12 +2,11 @@
 """The real ImageNet MobileNetV2 (../shared/models, TF SAME padding, mean =
 std = 0.5) through tools/convert.py and the reference: with its classifier
 re-attached, the top-1 classes and probabilities on the coral photos match the
-models README (proof that the tf_same padding is right); and with GeM the
-known photo pairs of ../shared/data/photos find each other at rank 1 (both
-directions, 3 scales, 320 px)."""
+models README (proof that the tf_same padding is right), and the stock torch
+padding does not.  (The retrieval check is test_tools_mobilenet_retrieval.py,
+suite slow.)"""
 
 import contextlib
-import glob
 import io
 import os
 import sys
@@ -33,9 +32,6 @@ CORAL = [("coral_bird.png", "chickadee", 0.98), ("coral_cat.png", "Egyptian cat"
          ("coral_dragonfly.png", "dragonfly", 0.99),
          ("coral_grace_hopper.png", "military uniform", 0.91),
          ("coral_parrot.jpg", "macaw", 1.00), ("coral_sunflower.png", "daisy", 0.99)]
-PAIRS = [("box.png", "box_in_scene.png"), ("graf1.png", "graf3.png"),
-         ("leuvenA.jpg", "leuvenB.jpg"), ("aero1.jpg", "aero3.jpg"), ("aloeL.jpg", "aloeR.jpg"),
-         ("rubberwhale1.png", "rubberwhale2.png")]
 
 
 def do_convert(t, padding, out):
@@ -82,26 +78,6 @@ def main(t):
         differ += (k2 != k) or abs(p2 - p) > 0.01
         t.note("  torch padding: %s %.4f" % (labels[k2].split(",")[0], p2))
     t.cmp(differ, ">=", 1, "torch padding changes some predictions (the check can fail)")
-
-    # retrieval with GeM (torch padding, as the README measured), the default 3
-    # scales, 320 px to keep the test short (single scale at 512 px ranks
-    # box_in_scene -> box 5th; 3 scales at 256 px rank box -> box_in_scene 2nd)
-    files = sorted(f for f in glob.glob(os.path.join(PHOTOS, "*"))
-                   if f.lower().endswith((".jpg", ".png")))
-    descs = []
-    for f in files:
-        x = R.preprocess(f, 320, [0.5] * 3, [0.5] * 3)
-        descs.append(R.extract(torch_net, x, cfg["scales"])[0].numpy())
-    D = np.stack(descs)
-    S = D @ D.T
-    np.fill_diagonal(S, -np.inf)
-    names = [os.path.basename(f) for f in files]
-    for a, b_ in PAIRS:
-        ia, ib = names.index(a), names.index(b_)
-        ra = int((S[ia] > S[ia, ib]).sum()) + 1
-        rb = int((S[ib] > S[ib, ia]).sum()) + 1
-        t.ok(ra == 1 and rb == 1, "%s <-> %s at rank 1 among %d (ranks %d, %d)"
-             % (a, b_, len(files), ra, rb))
 
 
 taplib.Tap().run(main)
