@@ -246,7 +246,10 @@ def main():
 
     # ---- 404 / 405 ----
     check_error(srv, "GET", "/v1/nope", 404, "not_found", "GET /v1/nope")
-    check_error(srv, "GET", "/", 404, "not_found", "GET / (web page not built yet)")
+    check_error(srv, "GET", "/nope", 404, "not_found", "GET /nope")
+    r, data = srv.request("GET", "/")
+    is_eq((r.status, r.getheader("Content-Type"), data[:15]),
+          (200, "text/html; charset=utf-8", b"<!doctype html>"), "GET / -> 200 the web page")
     r, data = check_error(srv, "PUT", "/v1/images/3", 405, "method_not_allowed", "PUT /v1/images/3")
     is_eq(r.getheader("Allow"), "GET, HEAD, DELETE", "405 carries Allow")
     check_error(srv, "GET", "/v1/search", 405, "method_not_allowed", "GET /v1/search")
