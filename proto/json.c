@@ -546,14 +546,11 @@ static int term_match(const imago_filter_term *t, const json_t *v)
     if (!v)
         return 0;
     switch (t->type) {
-    case IMAGO_FILTER_STRING:
-        return json_is_string(v) && strcmp(json_string_value(v), t->str) == 0;
-    case IMAGO_FILTER_NUMBER:
-        return json_is_number(v) && json_number_value(v) == t->num;
+    case IMAGO_FILTER_STRING: return json_is_string(v) && strcmp(json_string_value(v), t->str) == 0;
+    case IMAGO_FILTER_NUMBER: return json_is_number(v) && json_number_value(v) == t->num;
     case IMAGO_FILTER_BOOL:
         return json_is_boolean(v) && (json_is_true(v) ? 1 : 0) == (t->boolean ? 1 : 0);
-    case IMAGO_FILTER_NULL:
-        return json_is_null(v);
+    case IMAGO_FILTER_NULL: return json_is_null(v);
     }
     return 0;
 }
@@ -586,7 +583,8 @@ int imago_manifest_line_parse(const char *line, size_t len, char **path, char **
         rc = imago_error_set(err, IMAGO_ERR_INVALID, "manifest line: not a JSON object");
         goto out;
     }
-    json_object_foreach(j, key, v) {
+    json_object_foreach(j, key, v)
+    {
         if (strcmp(key, "path") != 0 && strcmp(key, "external_id") != 0 &&
             strcmp(key, "metadata") != 0) {
             rc = imago_error_set(err, IMAGO_ERR_INVALID, "%.64s: unknown field", key);

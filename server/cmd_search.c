@@ -55,8 +55,7 @@ static int read_file(const char *path, uint8_t **out, size_t *len, imago_error *
 static int parse_box(const char *s, double box[4])
 {
     char tail;
-    return sscanf(s, "%lf,%lf,%lf,%lf%c", &box[0], &box[1], &box[2], &box[3], &tail) == 4 ? 0
-                                                                                         : -1;
+    return sscanf(s, "%lf,%lf,%lf,%lf%c", &box[0], &box[1], &box[2], &box[3], &tail) == 4 ? 0 : -1;
 }
 
 /* POST the image to URL/v1/search; prints the body; 0 on HTTP 200. */
@@ -122,13 +121,13 @@ static int search_remote(const char *url, const char *token, int k, const char *
     }
     const char *ctype = len >= 8 && memcmp(img, "\x89PNG", 4) == 0 ? "image/png" : "image/jpeg";
     char head[2048];
-    int n = snprintf(head, sizeof head,
-                     "POST %s/v1/search?k=%d%s%s HTTP/1.1\r\nHost: %s:%s\r\n"
-                     "Content-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n"
-                     "%s%s%s\r\n",
-                     prefix, k, box ? "&bbox=" : "", box ? box : "", hostname, port, ctype, len,
-                     token ? "Authorization: Bearer " : "", token ? token : "",
-                     token ? "\r\n" : "");
+    int n =
+        snprintf(head, sizeof head,
+                 "POST %s/v1/search?k=%d%s%s HTTP/1.1\r\nHost: %s:%s\r\n"
+                 "Content-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n"
+                 "%s%s%s\r\n",
+                 prefix, k, box ? "&bbox=" : "", box ? box : "", hostname, port, ctype, len,
+                 token ? "Authorization: Bearer " : "", token ? token : "", token ? "\r\n" : "");
     if (n < 0 || (size_t)n >= sizeof head) {
         close(fd);
         fprintf(stderr, "imago search: request too long\n");

@@ -111,8 +111,7 @@ static void *index_loader(void *arg)
     int64_t t0 = imago_now_us();
     int rc = imago_index_open(&p, &s->ix, &err);
     if (rc == 0)
-        rc = imago_jobs_new(cfg, NULL, s->ix, imago_engine_slot_batcher(s->engine), &s->jobs,
-                            &err);
+        rc = imago_jobs_new(cfg, NULL, s->ix, imago_engine_slot_batcher(s->engine), &s->jobs, &err);
     if (rc != 0) {
         snprintf(s->message, sizeof s->message, "the index failed to open: %s", err.msg);
         IMAGO_ERROR("index", "%s", s->message);
@@ -343,8 +342,8 @@ static void search_done(void *user_data, int status, const char *message, const 
                 imago_http_error(&resp, IMAGO_API_INTERNAL, err.msg);
             pthread_mutex_lock(&c->slot->mu);
             c->slot->searches++;
-            double v[7] = {sr.timings.decode_ms,   sr.timings.queue_ms, sr.timings.forward_ms,
-                           sr.timings.search_ms,   sr.timings.qe_ms,    sr.timings.metadata_ms,
+            double v[7] = {sr.timings.decode_ms, sr.timings.queue_ms, sr.timings.forward_ms,
+                           sr.timings.search_ms, sr.timings.qe_ms,    sr.timings.metadata_ms,
                            sr.timings.total_ms};
             for (int i = 0; i < 7; i++)
                 c->slot->stage_s[i] += v[i] / 1e3;
@@ -385,8 +384,7 @@ int imago_route_search(imago_http_request *r, imago_http_response *resp, imago_s
     imago_http_defer(r);
     imago_error err;
     imago_error_clear(&err);
-    int rc =
-        imago_batcher_submit(b, image, len, IMAGO_BATCHER_COPY, &dp, search_done, c, &err);
+    int rc = imago_batcher_submit(b, image, len, IMAGO_BATCHER_COPY, &dp, search_done, c, &err);
     if (rc != 0) {
         imago_search_params_clear(&c->sp);
         free(c);
@@ -445,8 +443,8 @@ static void run_add(imago_index_slot *s, add_task *t)
             imago_http_error(&resp, IMAGO_API_NOT_READY, "the server is shutting down");
         } else {
             char msg[IMAGO_ERROR_MSG_MAX + 8];
-            int is_image = rc == IMAGO_ERR_FORMAT || rc == IMAGO_ERR_TOO_LARGE ||
-                           rc == IMAGO_ERR_UNSUPPORTED;
+            int is_image =
+                rc == IMAGO_ERR_FORMAT || rc == IMAGO_ERR_TOO_LARGE || rc == IMAGO_ERR_UNSUPPORTED;
             snprintf(msg, sizeof msg, "%s%s", is_image ? "image: " : "", err.msg);
             imago_http_error(&resp,
                              imago_api_error_from_code(rc, is_image ? IMAGO_API_CTX_IMAGE
@@ -851,7 +849,7 @@ char *imago_index_slot_metrics(imago_index_slot *s)
              (unsigned long long)js.images_indexed, (unsigned long long)js.items_done,
              (unsigned long long)js.items_failed, (unsigned long long)js.jobs_started,
              (unsigned long long)js.jobs_done, (unsigned long long)js.jobs_failed,
-             (unsigned long long)js.jobs_cancelled, js.jobs_active,
-             (unsigned long long)searches, v[0], v[1], v[2], v[3], v[4], v[5], v[6]);
+             (unsigned long long)js.jobs_cancelled, js.jobs_active, (unsigned long long)searches,
+             v[0], v[1], v[2], v[3], v[4], v[5], v[6]);
     return out;
 }

@@ -436,8 +436,7 @@ static void list_dir(imago_jobs *j, const char *dir, const char *root, const ima
         char path[PATH_MAX], real[PATH_MAX];
         int pl = snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         struct stat st;
-        if (pl < 0 || (size_t)pl >= sizeof path || !realpath(path, real) ||
-            stat(real, &st) != 0) {
+        if (pl < 0 || (size_t)pl >= sizeof path || !realpath(path, real) || stat(real, &st) != 0) {
             free(names[i]);
             continue;
         }
@@ -496,8 +495,8 @@ static int list_manifest(imago_jobs *j, const char *manifest, const char *root, 
             free(p);
             free(e);
             free(m);
-            rc = imago_error_set(err, IMAGO_ERR_UNSUPPORTED, "%s line %ld: path too long",
-                                 manifest, lineno);
+            rc = imago_error_set(err, IMAGO_ERR_UNSUPPORTED, "%s line %ld: path too long", manifest,
+                                 lineno);
             break;
         }
         char *ext = e;
@@ -559,8 +558,8 @@ static int prepare_ingest(imago_jobs *j, int64_t id, imago_error *err)
             rc = list_manifest(j, real, root, &l, err);
     }
     if (rc == 0)
-        rc = imago_job_add_items(j->ix, id, (const char *const *)l.src,
-                                 (const char *const *)l.ext, l.n, err);
+        rc = imago_job_add_items(j->ix, id, (const char *const *)l.src, (const char *const *)l.ext,
+                                 l.n, err);
     if (rc == 0) {
         IMAGO_INFO("jobs", "job %lld: %zu items", (long long)id, l.n);
         rc = imago_job_set_state(j->ix, id, IMAGO_JOB_RUNNING, NULL, err);
@@ -582,9 +581,8 @@ static int run_reindex(imago_jobs *j, int64_t id, imago_error *err)
     imago_reindex_request rr;
     memset(&rr, 0, sizeof rr);
     if (rc == 0)
-        rc = imago_reindex_request_parse(info.params_json,
-                                         strlen(info.params_json ? info.params_json : ""), &rr,
-                                         err);
+        rc = imago_reindex_request_parse(
+            info.params_json, strlen(info.params_json ? info.params_json : ""), &rr, err);
     imago_job_info_clear(&info);
     if (rc != 0)
         return rc;
@@ -625,9 +623,8 @@ static void process_item(imago_jobs *j, const imago_job_item *it)
             rc = imago_error_set(&err, IMAGO_ERR_IO, "%s: %s", src, strerror(errno));
         } else {
             struct stat st;
-            size_t max = j->cfg->engine.max_image_bytes > 0
-                             ? (size_t)j->cfg->engine.max_image_bytes
-                             : MAX_FILE_BYTES_DEFAULT;
+            size_t max = j->cfg->engine.max_image_bytes > 0 ? (size_t)j->cfg->engine.max_image_bytes
+                                                            : MAX_FILE_BYTES_DEFAULT;
             if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
                 rc = imago_error_set(&err, IMAGO_ERR_IO, "%s: not a regular file", src);
             } else if ((uint64_t)st.st_size > max) {
@@ -913,8 +910,8 @@ int imago_jobs_cancel(imago_jobs *j, int64_t job_id, imago_error *err)
     int st = info.state;
     imago_job_info_clear(&info);
     if (st != IMAGO_JOB_PENDING && st != IMAGO_JOB_RUNNING)
-        return imago_error_set(err, IMAGO_ERR_CONFLICT, "job %lld is already %s",
-                               (long long)job_id, imago_job_state_name((imago_job_state)st));
+        return imago_error_set(err, IMAGO_ERR_CONFLICT, "job %lld is already %s", (long long)job_id,
+                               imago_job_state_name((imago_job_state)st));
     rc = imago_job_set_state(j->ix, job_id, IMAGO_JOB_CANCELLED, "cancelled by request", err);
     if (rc == 0) {
         pthread_mutex_lock(&j->mu);

@@ -24,8 +24,8 @@
  * orientation applied, never upscaled) and encodes it as a baseline JPEG
  * (quality 85, 4:2:0) with TurboJPEG. *jpeg is malloc'ed (caller frees).
  * Errors: those of imago_image_decode, IMAGO_ERR_BACKEND (tjCompress2). */
-int imago_thumb_make(const void *bytes, size_t len, const imago_decode_params *limits,
-                     int max_side, void **jpeg, size_t *jpeg_len, imago_error *err);
+int imago_thumb_make(const void *bytes, size_t len, const imago_decode_params *limits, int max_side,
+                     void **jpeg, size_t *jpeg_len, imago_error *err);
 
 /* ---- one image -> the index ------------------------------------------------- */
 
@@ -72,9 +72,9 @@ void imago_jobs_free(imago_jobs *j);
 
 /* Checks a job source against the roots (realpath of the source and of
  * every root; the source must be a root or below one) and creates an ingest
- * job. Listing the files happens on a runner thread. Errors: IMAGO_ERR_AUTH (outside the roots, or no roots
- * configured: HTTP 403 forbidden), IMAGO_ERR_UNSUPPORTED (missing, not a
- * directory / not a file: HTTP 422), store errors. */
+ * job. Listing the files happens on a runner thread. Errors: IMAGO_ERR_AUTH (outside the roots, or
+ * no roots configured: HTTP 403 forbidden), IMAGO_ERR_UNSUPPORTED (missing, not a directory / not a
+ * file: HTTP 422), store errors. */
 int imago_jobs_submit_ingest(imago_jobs *j, const char *source, int is_manifest, int recursive,
                              const char *const *extensions, int n_extensions, int64_t *job_id,
                              imago_error *err);

@@ -83,8 +83,7 @@ static int h_readyz(imago_http_request *r, imago_http_response *resp)
     if (need_model(r, resp))
         return IMAGO_HTTP_DONE;
     const char *msg = NULL;
-    if (imago_index_slot_state(imago_server_index(imago_http_server(r)), &msg) !=
-        IMAGO_SLOT_READY)
+    if (imago_index_slot_state(imago_server_index(imago_http_server(r)), &msg) != IMAGO_SLOT_READY)
         return fail(resp, IMAGO_API_NOT_READY, msg);
     imago_http_json(resp, 200,
                     imago_xstrdup("{\"status\":\"ready\",\"model\":\"loaded\","
@@ -101,8 +100,8 @@ static int h_info(imago_http_request *r, imago_http_response *resp)
     info.version = IMAGO_VERSION;
     info.ready = imago_server_ready(imago_http_server(r));
     char index_type[80];
-    imago_index_slot_info(imago_server_index(imago_http_server(r)), index_type,
-                          sizeof index_type, &info.index_size, &info.index_seq);
+    imago_index_slot_info(imago_server_index(imago_http_server(r)), index_type, sizeof index_type,
+                          &info.index_size, &info.index_seq);
     info.index_type = index_type[0] ? index_type : NULL;
     const imago_model_info *m = imago_engine_slot_model(imago_server_engine(imago_http_server(r)));
     if (m) {

@@ -8,8 +8,8 @@
 
 #include <turbojpeg.h>
 
-int imago_thumb_make(const void *bytes, size_t len, const imago_decode_params *limits,
-                     int max_side, void **jpeg, size_t *jpeg_len, imago_error *err)
+int imago_thumb_make(const void *bytes, size_t len, const imago_decode_params *limits, int max_side,
+                     void **jpeg, size_t *jpeg_len, imago_error *err)
 {
     imago_decode_params dp = limits ? *limits : imago_decode_params_default();
     dp.max_side = max_side;
