@@ -114,6 +114,10 @@
         line.textContent = parts.join(' · ');
         line.title = m.fingerprint ? 'model fingerprint ' + m.fingerprint : '';
       }
+      var ixs = d.index || {};
+      if (ixs.size === 0 && !$('grid').children.length) {
+        $('results-summary').textContent = 'The collection is empty: index a folder in the Admin view.';
+      }
       var demo = !!(m && m.demo);
       $('demo-note').hidden = !demo;
       if (demo) {
@@ -443,7 +447,11 @@
       bar.style.width = (100 * clamp(h.score, 0, 1)).toFixed(1) + '%';
       meter.appendChild(bar);
       cap.appendChild(meter);
-      cap.appendChild(el('span', 'ext', name));
+      /* a path-like external id shows its last segment (all of it on hover
+       * and in the details) */
+      var ext = el('span', 'ext', name.replace(/^.*\/(?=[^\/])/, ''));
+      ext.title = name;
+      cap.appendChild(ext);
       b.appendChild(cap);
       b.addEventListener('click', function () { showHit(h, th); });
       li.appendChild(b);

@@ -377,7 +377,8 @@ async function main() {
       JSON.stringify(rec));
     ok(first.score > 0.99, `its score is ~1 (${first.score})`);
     const firstCard = await page.textContent('#grid li:first-child .ext');
-    ok(firstCard === queryExt, `first card names it (${firstCard})`);
+    const firstTitle = await page.getAttribute('#grid li:first-child .ext', 'title');
+    ok(firstCard === query && firstTitle === queryExt, `first card names it (${firstCard}, title ${firstTitle})`);
     await page.screenshot({ path: path.join(shots, '4-results.png') });
 
     /* details on click */
@@ -472,6 +473,12 @@ async function main() {
   ok(layout.scroll <= layout.inner, `no horizontal scrolling at 380 px (${layout.scroll} <= ${layout.inner})`);
   if (indexReady) ok(layout.cols === 2, `two result columns at 380 px (got ${layout.cols})`);
   await page.screenshot({ path: path.join(shots, '6-narrow.png'), fullPage: true });
+  /* the dark scheme follows the system (a screenshot to look at) */
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await page.setViewportSize({ width: 1100, height: 760 });
+  const darkBg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  ok(darkBg === 'rgb(20, 23, 29)', `dark scheme background (${darkBg})`);
+  await page.screenshot({ path: path.join(shots, '7-dark.png') });
 
   /* HTTP errors the page handled (401, 415, ...) are logged by chromium as
    * "Failed to load resource"; anything else is a script error */
