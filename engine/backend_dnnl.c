@@ -15,6 +15,7 @@
  * cache. oneDNN runs on OpenMP: each run sets its team size to p.threads.
  */
 #include "backend.h"
+#include "glam.h"
 
 #include <limits.h>
 #include <math.h>
@@ -888,7 +889,7 @@ static int plan_build(imago_backend *b, dn_ctx *ctx, int n, int h, int w, dn_pla
     dnnl_memory_desc_t out_md;
     pl->out_h = bs.hs[net->output];
     pl->out_w = bs.ws[net->output];
-    dnnl_dims_t od = {n, net->feat_dim, pl->out_h, pl->out_w};
+    dnnl_dims_t od = {n, net->channels[net->output], pl->out_h, pl->out_w};
     DN_TRY(dnnl_memory_desc_init_by_tag(&out_md, 4, od, dnnl_f32, dnnl_nhwc), "descriptor",
            "output");
     if ((rc = ensure_md(b, pl, bs.vt[net->output], &out_md, &pl->output_tensor, NULL, NULL,
@@ -1046,7 +1047,11 @@ static int dn_run(imago_backend *b, const float *nhwc, int n, int h, int w, floa
     DN_TRY(dnnl_stream_wait(c->stream), "execution", "");
     {
         const float *fm = pl->slots[pl->tensors[pl->output_tensor].slot].ptr;
-        pool_features(b->net, fm, n, pl->out_h * pl->out_w, threads, pooled);
+        if (b->net->glam) /* the GLAM head pools itself, in fp32 (engine/glam.c) */
+            rc = imago_glam_run(b->net->glam, fm, n, pl->out_h, pl->out_w, b->net->gem_p,
+                                threads, pooled, err);
+        else
+            pool_features(b->net, fm, n, pl->out_h * pl->out_w, threads, pooled);
     }
     goto done;
 fail:

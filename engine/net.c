@@ -5,6 +5,8 @@
  */
 #include "net.h"
 
+#include "glam.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,12 +212,13 @@ int imago_net_build(const imago_model_config *cfg, imago_net **out, imago_error 
     builder b = {.net = net};
     net->input = new_value(&b, 3, 1);
     int feat;
-    if (!blocks && strcmp(cfg->head, "gem") == 0) {
+    int glam = strcmp(cfg->head, "glam") == 0; /* on either backbone (engine/glam.c) */
+    if (!blocks && (strcmp(cfg->head, "gem") == 0 || glam)) {
         imago_net_build_mobilenet_v2(net, net->input, strcmp(cfg->padding, "tf_same") == 0,
                                      &feat, err);
         b.cap_ops = net->n_ops; /* it grows the arrays to their exact sizes */
         b.cap_values = net->n_values;
-    } else if (blocks && strcmp(cfg->head, "gem") == 0) {
+    } else if (blocks && (strcmp(cfg->head, "gem") == 0 || glam)) {
         resnet_outputs o = {0};
         feat = build_resnet(&b, blocks, net->input, &o, -1);
     } else if (blocks && strcmp(cfg->head, "agem") == 0) {
@@ -223,13 +226,18 @@ int imago_net_build(const imago_model_config *cfg, imago_net **out, imago_error 
     } else {
         imago_net_free(net);
         return imago_error_set(err, IMAGO_ERR_UNSUPPORTED,
-                               "head '%s' is not supported for backbone %s (supported: gem, agem)",
+                               "head '%s' is not supported for backbone %s "
+                               "(supported: gem, agem, glam)",
                                cfg->head, cfg->backbone);
     }
     net->output = feat;
     net->feat_dim = net->channels[feat];
+    if (glam) { /* the FC width; imago_net_bind reads the real one from the shapes */
+        net->head_glam = 1;
+        net->feat_dim = strcmp(cfg->whitening, "none") == 0 && cfg->dim > 0 ? cfg->dim : 512;
+    }
 
-    if (strcmp(cfg->pooling, "gem") == 0 || cfg->pooling[0] == 0)
+    if (glam || strcmp(cfg->pooling, "gem") == 0 || cfg->pooling[0] == 0) /* GLAM: GeM */
         net->pool = IMAGO_POOL_GEM;
     else if (strcmp(cfg->pooling, "spoc") == 0)
         net->pool = IMAGO_POOL_SPOC;
@@ -273,6 +281,7 @@ void imago_net_free(imago_net *net)
     free(net->ops);
     free(net->channels);
     free(net->stride);
+    imago_glam_free(net->glam);
     free(net);
 }
 
@@ -306,6 +315,19 @@ int imago_net_bind(imago_net *net, const imago_model *m, imago_error *err)
                     return rc;
         }
     }
+    if (net->head_glam) { /* engine/glam.c checks every glam.* tensor */
+        imago_glam_free(net->glam);
+        net->glam = NULL;
+        if ((rc = imago_glam_new(m, net->channels[net->output], &net->glam, err)))
+            return rc;
+        int od = imago_glam_out_dim(net->glam);
+        if (net->whiten == IMAGO_WHITEN_NONE && od != net->dim)
+            return imago_error_set(err, IMAGO_ERR_FORMAT,
+                                   "config dim %d does not match the GLAM head's FC width %d "
+                                   "(tensor 'glam.fc.weight')",
+                                   net->dim, od);
+        net->feat_dim = od;
+    }
     if (net->pool == IMAGO_POOL_GEM) {
         imago_tensor p;
         int64_t pd[1] = {1};
@@ -332,6 +354,8 @@ int imago_net_bind(imago_net *net, const imago_model *m, imago_error *err)
      * other poolings. */
     net->ms_p = (net->pool == IMAGO_POOL_GEM && net->whiten != IMAGO_WHITEN_FC) ? net->gem_p
                                                                               : 1.0f;
+    if (net->head_glam)
+        net->ms_p = 1.0f;
     return 0;
 }
 
@@ -381,6 +405,12 @@ static void write_specs(const imago_net *net, spec_writer *w)
             add_spec(w, op->bn, ".running_mean", 1, cd, IMAGO_INIT_ZEROS, 0);
             add_spec(w, op->bn, ".running_var", 1, cd, IMAGO_INIT_ONES, 1.0f);
         }
+    }
+    if (net->head_glam) { /* engine/glam.c; widths c' = 256 as in tools/reference.py */
+        imago_tensor_spec gs[IMAGO_GLAM_MAX_SPECS];
+        int ng = imago_glam_specs(net->channels[net->output], 256, 256, net->feat_dim, gs);
+        for (int i = 0; i < ng; i++)
+            add_spec(w, gs[i].name, "", gs[i].ndim, gs[i].dims, gs[i].init, gs[i].gain);
     }
     int64_t one[1] = {1};
     if (net->pool == IMAGO_POOL_GEM)

@@ -92,6 +92,12 @@ typedef struct imago_net {
     float ms_p;      /* exponent of the multi-scale combination */
     imago_net_whiten whiten;
     int dim;         /* descriptor dimension after whitening */
+    /* GLAM head (engine/glam.c): when head_glam, `output` is the backbone map
+     * (channels[output] wide), feat_dim is the FC width of the head (512) and
+     * the backend hands the fp32 map to imago_glam_run instead of pooling.
+     * glam holds the prepared weights (set by imago_net_bind). */
+    int head_glam;
+    struct imago_glam *glam;
 } imago_net;
 
 /* Builds the op list for cfg (backbone resnet50|resnet101|resnet152, head
