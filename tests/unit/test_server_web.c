@@ -59,8 +59,9 @@ static int request(int port, const char *method, const char *path, const char *e
         return -1;
     }
     char req[1024];
-    int n = snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%sConnection: close\r\n\r\n",
-                     method, path, extra ? extra : "");
+    int n = snprintf(req, sizeof req,
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%sConnection: close\r\n\r\n", method,
+                     path, extra ? extra : "");
     if (write(fd, req, (size_t)n) != n) {
         close(fd);
         return -1;
