@@ -675,6 +675,7 @@
     st.className = 'state ' + j.state;
     li.querySelector('.cancel').hidden = !active(j.state);
     var bar = li.querySelector('progress');
+    bar.classList.toggle('has-failed', (j.failed || 0) > 0);
     var processed = (j.done || 0) + (j.failed || 0);
     var pct = null;
     if (typeof j.total === 'number') {

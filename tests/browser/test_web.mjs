@@ -241,6 +241,16 @@ async function main() {
   ok(errBody && shown.includes(errBody.error.message), 'the page shows the API\'s message',
     `shown: ${shown}\napi: ${errBody && errBody.error.message}`);
   ok(await page.isVisible('.no-preview'), 'no preview for a text file');
+  /* a corrupt JPEG: 400 invalid_image from the decoder, its message shown */
+  const [bad] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith('/v1/search')),
+    page.setInputFiles('#file', path.join(sourceRoot, 'tests', 'data', 'img_corrupt.jpg')),
+  ]);
+  const badBody = await bad.json().catch(() => null);
+  await page.waitForSelector('#search-status.error');
+  ok(bad.status() === 400 && badBody && badBody.error.code === 'invalid_image' &&
+     (await page.textContent('#search-status')).includes(badBody.error.message),
+    `corrupt JPEG -> 400 invalid_image, message shown (${badBody && badBody.error.message})`);
   await page.screenshot({ path: path.join(shots, '2-error.png') });
 
   /* -- busy: the page's message for 503 busy (the answer is staged with
