@@ -74,7 +74,10 @@ int ix_core_set_defaults(ix_core *c, int nprobe, int ef, imago_error *err)
     return 0;
 }
 
-int ix_factory_is_flat(const char *f) { return strcmp(f, "Flat") == 0; }
+int ix_factory_is_flat(const char *f)
+{
+    return strcmp(f, "Flat") == 0;
+}
 
 static int reserve(ix_core *c, size_t need, imago_error *err)
 {
@@ -141,8 +144,7 @@ int ix_core_append(ix_core *c, const int64_t *ids, const float *vecs, size_t n, 
         return rc;
     if (c->kind == IX_CORE_FLAT) {
         size_t es = ix_prec_size(c->prec);
-        ix_to_prec(vecs, c->prec, n * (size_t)c->dim,
-                   (char *)c->vecs + c->n * (size_t)c->dim * es);
+        ix_to_prec(vecs, c->prec, n * (size_t)c->dim, (char *)c->vecs + c->n * (size_t)c->dim * es);
     } else {
         if ((size_t)faiss_Index_ntotal(c->fidx) != c->n)
             return imago_error_set(err, IMAGO_ERR_INTERNAL, "faiss index out of step");
@@ -171,8 +173,8 @@ int ix_core_vector(const ix_core *c, int64_t pos, float *out, imago_error *err)
     if (pos < 0 || (size_t)pos >= c->n)
         return imago_error_set(err, IMAGO_ERR_INTERNAL, "bad position %lld", (long long)pos);
     if (c->kind == IX_CORE_FLAT) {
-        ix_from_prec((const char *)c->vecs + (size_t)pos * c->dim * ix_prec_size(c->prec),
-                     c->prec, (size_t)c->dim, out);
+        ix_from_prec((const char *)c->vecs + (size_t)pos * c->dim * ix_prec_size(c->prec), c->prec,
+                     (size_t)c->dim, out);
         return 0;
     }
     int frc = faiss_Index_reconstruct(c->fidx, pos, out);
@@ -331,8 +333,7 @@ static int search_flat(const ix_core *c, const float *q, size_t nq, int k, const
 }
 
 static int search_faiss(const ix_core *c, const float *q, size_t nq, int k, const ix_filter *f,
-                        int nprobe, int ef, imago_index_hit *hits, int *counts,
-                        imago_error *err)
+                        int nprobe, int ef, imago_index_hit *hits, int *counts, imago_error *err)
 {
     sel_ctx sc = {c, f};
     FaissIDSelector *sel = NULL;
@@ -535,8 +536,7 @@ static int read_all(int fd, void *buf, size_t len, const char *path, imago_error
     return 0;
 }
 
-int ix_snapshot_write(const ix_core *c, const ix_snap_meta *m, const char *path,
-                      imago_error *err)
+int ix_snapshot_write(const ix_core *c, const ix_snap_meta *m, const char *path, imago_error *err)
 {
     uint8_t *fbuf = NULL;
     size_t flen = 0;
@@ -723,8 +723,7 @@ int ix_snapshot_read(const char *path, const ix_snap_meta *want, int nprobe, ix_
                                  faiss_get_last_error());
             goto fail;
         }
-        if ((uint64_t)faiss_Index_ntotal(c->fidx) != h.n ||
-            faiss_Index_d(c->fidx) != h.dim) {
+        if ((uint64_t)faiss_Index_ntotal(c->fidx) != h.n || faiss_Index_d(c->fidx) != h.dim) {
             rc = imago_error_set(err, IMAGO_ERR_FORMAT, "snapshot index size mismatch");
             goto fail;
         }

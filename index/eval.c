@@ -54,8 +54,7 @@ static int str_list(json_t *a, const char *name, char ***out, size_t *n, imago_e
             for (size_t j = 0; j < i; j++)
                 free(v[j]);
             free(v);
-            return imago_error_set(err, IMAGO_ERR_FORMAT, "gnd: %s[%zu] is not a string",
-                                   name, i);
+            return imago_error_set(err, IMAGO_ERR_FORMAT, "gnd: %s[%zu] is not a string", name, i);
         }
         v[i] = imago_xstrdup(json_string_value(s));
     }
@@ -64,8 +63,8 @@ static int str_list(json_t *a, const char *name, char ***out, size_t *n, imago_e
     return 0;
 }
 
-static int idx_list(json_t *obj, const char *key, size_t q, size_t n_im, int64_t **out,
-                    size_t *n, imago_error *err)
+static int idx_list(json_t *obj, const char *key, size_t q, size_t n_im, int64_t **out, size_t *n,
+                    imago_error *err)
 {
     json_t *a = json_object_get(obj, key);
     *out = NULL;
@@ -102,8 +101,7 @@ static int gnd_from_json(json_t *root, imago_gnd **out, imago_error *err)
     json_t *ga = json_object_get(root, "gnd");
     if (rc == 0 && (!json_is_array(ga) || json_array_size(ga) != g->n_q))
         rc = imago_error_set(err, IMAGO_ERR_FORMAT,
-                             "gnd: 'gnd' must be an array with one entry per query (%zu)",
-                             g->n_q);
+                             "gnd: 'gnd' must be an array with one entry per query (%zu)", g->n_q);
     if (rc) {
         imago_gnd_free(g);
         return rc;
@@ -167,8 +165,14 @@ int imago_gnd_load(const char *path, imago_gnd **out, imago_error *err)
     return rc;
 }
 
-size_t imago_gnd_n_images(const imago_gnd *g) { return g->n_im; }
-size_t imago_gnd_n_queries(const imago_gnd *g) { return g->n_q; }
+size_t imago_gnd_n_images(const imago_gnd *g)
+{
+    return g->n_im;
+}
+size_t imago_gnd_n_queries(const imago_gnd *g)
+{
+    return g->n_q;
+}
 const char *imago_gnd_image_name(const imago_gnd *g, size_t i)
 {
     return i < g->n_im ? g->imlist[i] : NULL;
@@ -200,8 +204,7 @@ double imago_eval_ap(const int64_t *pos, size_t n_pos, size_t npos)
 
 /* membership marks: 1 = positive, 2 = junk */
 int imago_eval_compute(const imago_gnd *g, imago_eval_protocol protocol, const int64_t *ranks,
-                       size_t n_queries, size_t n_ranked, imago_eval_result *out,
-                       imago_error *err)
+                       size_t n_queries, size_t n_ranked, imago_eval_result *out, imago_error *err)
 {
     if (n_queries != g->n_q)
         return imago_error_set(err, IMAGO_ERR_INVALID,
@@ -253,8 +256,8 @@ int imago_eval_compute(const imago_gnd *g, imago_eval_protocol protocol, const i
             int64_t im = row[r];
             if (im < 0 || (size_t)im >= g->n_im) {
                 rc = imago_error_set(err, IMAGO_ERR_INVALID,
-                                     "eval: rank %zu of query %zu is %lld, not an image index",
-                                     r, q, (long long)im);
+                                     "eval: rank %zu of query %zu is %lld, not an image index", r,
+                                     q, (long long)im);
                 break;
             }
             if (mark[im] & 1)

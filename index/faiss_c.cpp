@@ -43,42 +43,62 @@ thread_local std::exception_ptr faiss_last_exception;
 static thread_local std::string last_error_msg;
 
 #define FX_TRY try {
-#define FX_CATCH                                                                          \
-    }                                                                                     \
-    catch (faiss::FaissException & e) {                                                   \
-        last_error_msg = e.what();                                                        \
-        faiss_last_exception = std::current_exception();                                  \
-        return FAISS_EXCEPT;                                                              \
-    }                                                                                     \
-    catch (std::exception & e) {                                                          \
-        last_error_msg = e.what();                                                        \
-        faiss_last_exception = std::current_exception();                                  \
-        return STD_EXCEPT;                                                                \
-    }                                                                                     \
-    catch (...) {                                                                         \
-        last_error_msg = "unknown C++ exception";                                         \
-        faiss_last_exception = std::current_exception();                                  \
-        return UNKNOWN_EXCEPT;                                                            \
-    }                                                                                     \
+#define FX_CATCH                                                                                   \
+    }                                                                                              \
+    catch (faiss::FaissException & e)                                                              \
+    {                                                                                              \
+        last_error_msg = e.what();                                                                 \
+        faiss_last_exception = std::current_exception();                                           \
+        return FAISS_EXCEPT;                                                                       \
+    }                                                                                              \
+    catch (std::exception & e)                                                                     \
+    {                                                                                              \
+        last_error_msg = e.what();                                                                 \
+        faiss_last_exception = std::current_exception();                                           \
+        return STD_EXCEPT;                                                                         \
+    }                                                                                              \
+    catch (...)                                                                                    \
+    {                                                                                              \
+        last_error_msg = "unknown C++ exception";                                                  \
+        faiss_last_exception = std::current_exception();                                           \
+        return UNKNOWN_EXCEPT;                                                                     \
+    }                                                                                              \
     return OK;
 
-namespace {
+namespace
+{
 
-faiss::Index *IX(FaissIndex *p) { return reinterpret_cast<faiss::Index *>(p); }
-const faiss::Index *IX(const FaissIndex *p) { return reinterpret_cast<const faiss::Index *>(p); }
+faiss::Index *IX(FaissIndex *p)
+{
+    return reinterpret_cast<faiss::Index *>(p);
+}
+const faiss::Index *IX(const FaissIndex *p)
+{
+    return reinterpret_cast<const faiss::Index *>(p);
+}
 
 struct CallbackSelector : faiss::IDSelector {
     imago_faiss_member_fn fn;
     void *user;
-    CallbackSelector(imago_faiss_member_fn f, void *u) : fn(f), user(u) {}
-    bool is_member(idx_t id) const override { return fn(id, user) != 0; }
+    CallbackSelector(imago_faiss_member_fn f, void *u) : fn(f), user(u)
+    {
+    }
+    bool is_member(idx_t id) const override
+    {
+        return fn(id, user) != 0;
+    }
 };
 
 // IDSelectorNot does not own its argument; this one does.
 struct OwningNot : faiss::IDSelector {
     const faiss::IDSelector *sel;
-    explicit OwningNot(const faiss::IDSelector *s) : sel(s) {}
-    bool is_member(idx_t id) const override { return !sel->is_member(id); }
+    explicit OwningNot(const faiss::IDSelector *s) : sel(s)
+    {
+    }
+    bool is_member(idx_t id) const override
+    {
+        return !sel->is_member(id);
+    }
 };
 
 const faiss::Index *unwrap(const faiss::Index *ix)
@@ -99,20 +119,41 @@ const faiss::Index *unwrap(const faiss::Index *ix)
 
 extern "C" {
 
-const char *faiss_get_last_error() { return last_error_msg.c_str(); }
+const char *faiss_get_last_error()
+{
+    return last_error_msg.c_str();
+}
 
 // ---- Index ---------------------------------------------------------------
 
-void faiss_Index_free(FaissIndex *obj) { delete IX(obj); }
-int faiss_Index_d(const FaissIndex *obj) { return IX(obj)->d; }
-int faiss_Index_is_trained(const FaissIndex *obj) { return IX(obj)->is_trained; }
-idx_t faiss_Index_ntotal(const FaissIndex *obj) { return IX(obj)->ntotal; }
+void faiss_Index_free(FaissIndex *obj)
+{
+    delete IX(obj);
+}
+int faiss_Index_d(const FaissIndex *obj)
+{
+    return IX(obj)->d;
+}
+int faiss_Index_is_trained(const FaissIndex *obj)
+{
+    return IX(obj)->is_trained;
+}
+idx_t faiss_Index_ntotal(const FaissIndex *obj)
+{
+    return IX(obj)->ntotal;
+}
 FaissMetricType faiss_Index_metric_type(const FaissIndex *obj)
 {
     return static_cast<FaissMetricType>(IX(obj)->metric_type);
 }
-int faiss_Index_verbose(const FaissIndex *obj) { return IX(obj)->verbose; }
-void faiss_Index_set_verbose(FaissIndex *obj, int v) { IX(obj)->verbose = v != 0; }
+int faiss_Index_verbose(const FaissIndex *obj)
+{
+    return IX(obj)->verbose;
+}
+void faiss_Index_set_verbose(FaissIndex *obj, int v)
+{
+    IX(obj)->verbose = v != 0;
+}
 
 int faiss_Index_train(FaissIndex *index, idx_t n, const float *x)
 {
@@ -132,8 +173,8 @@ int faiss_Index_add_with_ids(FaissIndex *index, idx_t n, const float *x, const i
     FX_CATCH
 }
 
-int faiss_Index_search(const FaissIndex *index, idx_t n, const float *x, idx_t k,
-                       float *distances, idx_t *labels)
+int faiss_Index_search(const FaissIndex *index, idx_t n, const float *x, idx_t k, float *distances,
+                       idx_t *labels)
 {
     FX_TRY IX(index)->search(n, x, k, distances, labels);
     FX_CATCH
@@ -219,7 +260,8 @@ void faiss_IndexIVF_set_nprobe(FaissIndexIVF *obj, size_t v)
 }
 int faiss_IndexIVF_make_direct_map(FaissIndexIVF *index, int new_maintain_direct_map)
 {
-    FX_TRY reinterpret_cast<faiss::IndexIVF *>(index)->make_direct_map(new_maintain_direct_map != 0);
+    FX_TRY reinterpret_cast<faiss::IndexIVF *>(index)->make_direct_map(new_maintain_direct_map !=
+                                                                       0);
     FX_CATCH
 }
 
@@ -246,13 +288,15 @@ int faiss_IDSelector_is_member(const FaissIDSelector *sel, idx_t id)
 
 int faiss_IDSelectorRange_new(FaissIDSelectorRange **p_sel, idx_t imin, idx_t imax)
 {
-    FX_TRY *p_sel = reinterpret_cast<FaissIDSelectorRange *>(new faiss::IDSelectorRange(imin, imax));
+    FX_TRY *p_sel =
+        reinterpret_cast<FaissIDSelectorRange *>(new faiss::IDSelectorRange(imin, imax));
     FX_CATCH
 }
 
 int faiss_IDSelectorBatch_new(FaissIDSelectorBatch **p_sel, size_t n, const idx_t *indices)
 {
-    FX_TRY *p_sel = reinterpret_cast<FaissIDSelectorBatch *>(new faiss::IDSelectorBatch(n, indices));
+    FX_TRY *p_sel =
+        reinterpret_cast<FaissIDSelectorBatch *>(new faiss::IDSelectorBatch(n, indices));
     FX_CATCH
 }
 
@@ -265,7 +309,8 @@ int faiss_IDSelectorNot_new(FaissIDSelectorNot **p_sel, const FaissIDSelector *s
 
 int faiss_IDSelectorBitmap_new(FaissIDSelectorBitmap **p_sel, size_t n, const uint8_t *bitmap)
 {
-    FX_TRY *p_sel = reinterpret_cast<FaissIDSelectorBitmap *>(new faiss::IDSelectorBitmap(n, bitmap));
+    FX_TRY *p_sel =
+        reinterpret_cast<FaissIDSelectorBitmap *>(new faiss::IDSelectorBitmap(n, bitmap));
     FX_CATCH
 }
 

@@ -129,7 +129,10 @@ const char *ix_prec_name(int p)
     return p == IX_FP16 ? "fp16" : p == IX_BF16 ? "bf16" : "fp32";
 }
 
-size_t ix_prec_size(int p) { return p == IX_FP32 ? 4 : 2; }
+size_t ix_prec_size(int p)
+{
+    return p == IX_FP32 ? 4 : 2;
+}
 
 static inline uint16_t f32_to_bf16(float f)
 {
@@ -277,8 +280,7 @@ scores_bf16_avx512(const uint16_t *rows, size_t n, int d, const float *q, float 
 }
 
 __attribute__((target("avx512f"))) static void scores_f16_avx512(const uint16_t *rows, size_t n,
-                                                                  int d, const float *q,
-                                                                  float *out)
+                                                                 int d, const float *q, float *out)
 {
     int d16 = d & ~15;
 #pragma omp parallel for schedule(static)
@@ -362,8 +364,8 @@ void ix_scores_batch(const void *rows, int prec, size_t n, int d, const float *q
         for (size_t off = 0; off < n; off += chunk) {
             size_t m = n - off < chunk ? n - off : chunk;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nq, d, 1.0f,
-                        (const float *)rows + off * (size_t)d, d, q, d, 0.0f,
-                        scores + off * nq, (int)nq);
+                        (const float *)rows + off * (size_t)d, d, q, d, 0.0f, scores + off * nq,
+                        (int)nq);
         }
         return;
     }
@@ -393,8 +395,8 @@ void ix_scores_batch(const void *rows, int prec, size_t n, int d, const float *q
     for (size_t off = 0; off < n; off += blk) {
         size_t m = n - off < blk ? n - off : blk;
         ix_from_prec((const uint16_t *)rows + off * (size_t)d, prec, m * (size_t)d, tmp);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nq, d, 1.0f, tmp, d,
-                    q, d, 0.0f, scores + off * nq, (int)nq);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nq, d, 1.0f, tmp, d, q, d,
+                    0.0f, scores + off * nq, (int)nq);
     }
     free(tmp);
     free(qr);
@@ -489,8 +491,8 @@ void ix_dba_apply(const float *X, size_t n, int d, const int64_t *nb, const floa
     }
 }
 
-void ix_qe_apply(const float *q, int d, const float *nbrs, const float *sims, int m,
-                 double alpha, float *out)
+void ix_qe_apply(const float *q, int d, const float *nbrs, const float *sims, int m, double alpha,
+                 float *out)
 {
     double *acc = imago_xmalloc((size_t)d * sizeof *acc);
     for (int c = 0; c < d; c++)
@@ -564,7 +566,8 @@ int imago_eval_rank(const float *db, size_t n, const float *queries, size_t nq, 
                     ix_topk_push(&t, S[i * m + j], (int64_t)i);
                 ix_topk_sort(&t);
                 for (int i = 0; i < t.n; i++)
-                    memcpy(nbr + (size_t)i * d, X + (size_t)t.key[i] * d, (size_t)d * sizeof(float));
+                    memcpy(nbr + (size_t)i * d, X + (size_t)t.key[i] * d,
+                           (size_t)d * sizeof(float));
                 ix_qe_apply(Q + j * (size_t)d, d, nbr, t.score, t.n, p.qe_alpha,
                             q2 + j * (size_t)d);
             }

@@ -92,8 +92,8 @@ int imago_index_snapshot_path(const char *data_dir, char *buf, size_t len, imago
 
 static ix_snap_meta snap_meta(const imago_index *ix)
 {
-    ix_snap_meta m = {ix->dim, ix->prec, ix->dba, ix->dba_k, ix->dba_beta, ix->factory,
-                      ix->fingerprint};
+    ix_snap_meta m = {ix->dim,      ix->prec,    ix->dba,        ix->dba_k,
+                      ix->dba_beta, ix->factory, ix->fingerprint};
     return m;
 }
 
@@ -101,8 +101,7 @@ static ix_snap_meta snap_meta(const imago_index *ix)
 
 /* Neighbours of every row of X among X (self excluded): exact blocked BLAS
  * for Flat; FAISS HNSW for the approximate types on large sets. */
-static int dba_full(const imago_index *ix, const float *X, size_t n, float **out,
-                    imago_error *err)
+static int dba_full(const imago_index *ix, const float *X, size_t n, float **out, imago_error *err)
 {
     int k = ix->dba_k;
     int64_t *nb = imago_xmalloc((n ? n : 1) * (size_t)k * sizeof *nb);
@@ -125,8 +124,7 @@ static int dba_full(const imago_index *ix, const float *X, size_t n, float **out
         imago_index_hit *h = imago_xmalloc(blk * (size_t)(k + 1) * sizeof *h);
         for (size_t b = 0; rc == 0 && b < n; b += blk) {
             size_t m = n - b < blk ? n - b : blk;
-            rc = ix_core_search(tmp, X + b * (size_t)ix->dim, m, k + 1, NULL, 0, 128, h, NULL,
-                                err);
+            rc = ix_core_search(tmp, X + b * (size_t)ix->dim, m, k + 1, NULL, 0, 128, h, NULL, err);
             for (size_t r = 0; rc == 0 && r < m; r++) {
                 int w = 0;
                 for (int j = 0; j <= k && w < k; j++) {
@@ -361,8 +359,7 @@ static int check_params(const imago_index_params *p, imago_error *err)
     if (p->factory && (strlen(p->factory) >= 64 || !*p->factory))
         return imago_error_set(err, IMAGO_ERR_INVALID, "index: bad factory string");
     if (p->dba_k < 0 || p->dba_k > 64)
-        return imago_error_set(err, IMAGO_ERR_INVALID, "index: dba_k %d out of 0..64",
-                               p->dba_k);
+        return imago_error_set(err, IMAGO_ERR_INVALID, "index: dba_k %d out of 0..64", p->dba_k);
     if (!(p->dba_beta >= 0) || !(p->qe_alpha >= 0) || p->qe_n < 0 || p->qe_n > 64)
         return imago_error_set(err, IMAGO_ERR_INVALID,
                                "index: dba_beta and qe_alpha must be >= 0, qe_n 0..64");
@@ -480,8 +477,8 @@ int imago_index_open(const imago_index_params *p, imago_index **out, imago_error
     }
     if (src == 0 && (c->seq > ix->store_seq || c->seq < ix->purge_seq)) {
         imago_error_set(&serr, IMAGO_ERR_CONFLICT,
-                        "snapshot seq %lld outside the store's [%lld, %lld]",
-                        (long long)c->seq, (long long)ix->purge_seq, (long long)ix->store_seq);
+                        "snapshot seq %lld outside the store's [%lld, %lld]", (long long)c->seq,
+                        (long long)ix->purge_seq, (long long)ix->store_seq);
         ix_core_free(c);
         c = NULL;
         src = IMAGO_ERR_CONFLICT;
@@ -513,8 +510,7 @@ int imago_index_open(const imago_index_params *p, imago_index **out, imago_error
         }
     } else {
         if (src == IMAGO_ERR_NOT_FOUND)
-            IMAGO_INFO(MOD, "no snapshot in %s: building the index from the store",
-                       ix->data_dir);
+            IMAGO_INFO(MOD, "no snapshot in %s: building the index from the store", ix->data_dir);
         else
             IMAGO_WARN(MOD, "snapshot %s unusable (%s): rebuilding the index from the store",
                        ix->snap_path, serr.msg);
@@ -570,8 +566,7 @@ static int validate_item(const imago_index *ix, const imago_index_item *it, size
     double s = 0;
     for (int d = 0; d < ix->dim; d++) {
         if (!isfinite(it->vector[d]))
-            return imago_error_set(err, IMAGO_ERR_INVALID, "item %zu: vector is not finite",
-                                   i);
+            return imago_error_set(err, IMAGO_ERR_INVALID, "item %zu: vector is not finite", i);
         s += (double)it->vector[d] * it->vector[d];
     }
     if (s == 0)
@@ -582,8 +577,7 @@ static int validate_item(const imago_index *ix, const imago_index_item *it, size
         int is_obj = j && json_is_object(j);
         json_decref(j);
         if (!j)
-            return imago_error_set(err, IMAGO_ERR_INVALID, "item %zu: metadata: %s", i,
-                                   je.text);
+            return imago_error_set(err, IMAGO_ERR_INVALID, "item %zu: metadata: %s", i, je.text);
         if (!is_obj)
             return imago_error_set(err, IMAGO_ERR_INVALID,
                                    "item %zu: metadata must be a JSON object", i);
@@ -643,8 +637,8 @@ int imago_index_add(imago_index *ix, const imago_index_item *items, size_t n, in
     int64_t seq = ix->store_seq;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         int replaced = 0;
-        rc = ix_store_put_image(w, &items[i], ix->fingerprint, ix->dim, ++seq, &ids[i],
-                                &replaced, err);
+        rc = ix_store_put_image(w, &items[i], ix->fingerprint, ix->dim, ++seq, &ids[i], &replaced,
+                                err);
         if (rc)
             imago_error_prefix(err, "item %zu ('%s')", i, items[i].external_id);
     }
@@ -678,8 +672,8 @@ int imago_index_add(imago_index *ix, const imago_index_item *items, size_t n, in
     } else {
         float *aug = imago_xmalloc((size_t)ix->dim * sizeof *aug);
         for (size_t i = 0; rc == 0 && i < n; i++)
-            rc = apply_add(ix, ix->cur, w, 1, ids[i], items[i].vector, aug,
-                           first + (int64_t)i, err);
+            rc =
+                apply_add(ix, ix->cur, w, 1, ids[i], items[i].vector, aug, first + (int64_t)i, err);
         free(aug);
     }
     if (rc) {
@@ -740,15 +734,15 @@ int imago_index_delete(imago_index *ix, int64_t id, imago_error *err)
 
 /* ---- reads ---------------------------------------------------------------- */
 
-#define WITH_READER(ix, c, err, body)                                                     \
-    do {                                                                                  \
-        ix_conn *c = NULL;                                                                \
-        int rc_ = ix_store_acquire((ix)->st, &c, err);                                    \
-        if (rc_)                                                                          \
-            return rc_;                                                                   \
-        rc_ = (body);                                                                     \
-        ix_store_release((ix)->st, c);                                                    \
-        return rc_;                                                                       \
+#define WITH_READER(ix, c, err, body)                                                              \
+    do {                                                                                           \
+        ix_conn *c = NULL;                                                                         \
+        int rc_ = ix_store_acquire((ix)->st, &c, err);                                             \
+        if (rc_)                                                                                   \
+            return rc_;                                                                            \
+        rc_ = (body);                                                                              \
+        ix_store_release((ix)->st, c);                                                             \
+        return rc_;                                                                                \
     } while (0)
 
 int imago_index_get(imago_index *ix, int64_t id, imago_image_info **out, imago_error *err)
@@ -756,8 +750,8 @@ int imago_index_get(imago_index *ix, int64_t id, imago_image_info **out, imago_e
     WITH_READER(ix, c, err, ix_store_get_info(c, id, NULL, out, err));
 }
 
-int imago_index_get_by_external(imago_index *ix, const char *external_id,
-                                imago_image_info **out, imago_error *err)
+int imago_index_get_by_external(imago_index *ix, const char *external_id, imago_image_info **out,
+                                imago_error *err)
 {
     if (!external_id)
         return imago_error_set(err, IMAGO_ERR_INVALID, "external_id is NULL");
@@ -775,8 +769,7 @@ void imago_image_info_free(imago_image_info *info)
     free(info);
 }
 
-int imago_index_thumbnail(imago_index *ix, int64_t id, void **data, size_t *len,
-                          imago_error *err)
+int imago_index_thumbnail(imago_index *ix, int64_t id, void **data, size_t *len, imago_error *err)
 {
     WITH_READER(ix, c, err, ix_store_get_thumbnail(c, id, data, len, err));
 }
@@ -824,8 +817,8 @@ static int search_filtered(imago_index *ix, const ix_core *c, ix_conn **conn, co
                 kk = live ? live : 1;
             imago_index_hit *tmp = imago_xmalloc(kk * sizeof *tmp);
             int cnt = 0;
-            rc = ix_core_search(c, q + j * (size_t)ix->dim, 1, (int)kk, f, nprobe, ef, tmp,
-                                &cnt, err);
+            rc = ix_core_search(c, q + j * (size_t)ix->dim, 1, (int)kk, f, nprobe, ef, tmp, &cnt,
+                                err);
             int m = 0;
             for (int i = 0; rc == 0 && i < cnt && m < k; i++) {
                 char *meta = NULL;
@@ -852,8 +845,8 @@ static int search_filtered(imago_index *ix, const ix_core *c, ix_conn **conn, co
 }
 
 int imago_index_search(imago_index *ix, const float *queries, size_t nq,
-                       const imago_index_search_params *spp, imago_index_hit *hits,
-                       int *n_hits, int64_t *seq, imago_error *err)
+                       const imago_index_search_params *spp, imago_index_hit *hits, int *n_hits,
+                       int64_t *seq, imago_error *err)
 {
     imago_index_search_params sp = spp ? *spp : imago_index_search_params_default();
     if (sp.k < 1 || sp.k > 10000)
@@ -915,8 +908,8 @@ int imago_index_search(imago_index *ix, const float *queries, size_t nq,
                 ix_qe_apply(q, ix->dim, nbr, sims, m, qe_alpha, q2 + j * (size_t)ix->dim);
         }
         if (rc == 0)
-            rc = search_filtered(ix, c, &conn, q2, nq, sp.k, &f, &sp, nprobe, ef, hits, n_hits,
-                                 err);
+            rc =
+                search_filtered(ix, c, &conn, q2, nq, sp.k, &f, &sp, nprobe, ef, hits, n_hits, err);
         free(h1);
         free(c1);
         free(q2);
@@ -942,8 +935,7 @@ int imago_index_snapshot(imago_index *ix, imago_error *err)
     return rc;
 }
 
-int imago_index_reindex(imago_index *ix, const imago_index_reindex_params *rpp,
-                        imago_error *err)
+int imago_index_reindex(imago_index *ix, const imago_index_reindex_params *rpp, imago_error *err)
 {
     imago_index_reindex_params rp = rpp ? *rpp : imago_index_reindex_params_default();
     if (rp.factory && (!*rp.factory || strlen(rp.factory) >= 64))
@@ -1066,9 +1058,9 @@ int imago_index_verify(imago_index *ix, imago_error *err)
             for (int d = 0; d < ix->dim; d++) {
                 double diff = fabs((double)v[d] - X[i * (size_t)ix->dim + d]);
                 if (diff > tol * (fabs(X[i * (size_t)ix->dim + d]) + 1e-3) && diff > tol) {
-                    rc = imago_error_set(err, IMAGO_ERR_INTERNAL,
-                                         "vector of image %lld differs at %d", (long long)ids[i],
-                                         d);
+                    rc =
+                        imago_error_set(err, IMAGO_ERR_INTERNAL,
+                                        "vector of image %lld differs at %d", (long long)ids[i], d);
                     break;
                 }
             }
@@ -1083,23 +1075,23 @@ int imago_index_verify(imago_index *ix, imago_error *err)
 
 /* ---- jobs ------------------------------------------------------------------- */
 
-#define WITH_WRITER_TXN(ix, c, err, body)                                                 \
-    do {                                                                                  \
-        pthread_mutex_lock(&(ix)->wmu);                                                   \
-        ix_conn *c = ix_store_writer((ix)->st);                                           \
-        int rc_ = ix_conn_begin(c, 1, err);                                               \
-        if (rc_ == 0)                                                                     \
-            rc_ = (body);                                                                 \
-        if (rc_ == 0)                                                                     \
-            rc_ = ix_conn_commit(c, err);                                                 \
-        if (rc_)                                                                          \
-            ix_conn_rollback(c);                                                          \
-        pthread_mutex_unlock(&(ix)->wmu);                                                 \
-        return rc_;                                                                       \
+#define WITH_WRITER_TXN(ix, c, err, body)                                                          \
+    do {                                                                                           \
+        pthread_mutex_lock(&(ix)->wmu);                                                            \
+        ix_conn *c = ix_store_writer((ix)->st);                                                    \
+        int rc_ = ix_conn_begin(c, 1, err);                                                        \
+        if (rc_ == 0)                                                                              \
+            rc_ = (body);                                                                          \
+        if (rc_ == 0)                                                                              \
+            rc_ = ix_conn_commit(c, err);                                                          \
+        if (rc_)                                                                                   \
+            ix_conn_rollback(c);                                                                   \
+        pthread_mutex_unlock(&(ix)->wmu);                                                          \
+        return rc_;                                                                                \
     } while (0)
 
-int imago_job_create(imago_index *ix, const char *kind, const char *params_json,
-                     int64_t *job_id, imago_error *err)
+int imago_job_create(imago_index *ix, const char *kind, const char *params_json, int64_t *job_id,
+                     imago_error *err)
 {
     if (params_json) {
         json_error_t je;
@@ -1119,14 +1111,14 @@ int imago_job_add_items(imago_index *ix, int64_t job_id, const char *const *sour
     WITH_WRITER_TXN(ix, c, err, ix_job_add_items(c, job_id, sources, external_ids, n, err));
 }
 
-int imago_job_set_state(imago_index *ix, int64_t job_id, imago_job_state state,
-                        const char *error, imago_error *err)
+int imago_job_set_state(imago_index *ix, int64_t job_id, imago_job_state state, const char *error,
+                        imago_error *err)
 {
     WITH_WRITER_TXN(ix, c, err, ix_job_set_state(c, job_id, state, error, err));
 }
 
-int imago_job_claim(imago_index *ix, int64_t job_id, size_t max, imago_job_item **items,
-                    size_t *n, imago_error *err)
+int imago_job_claim(imago_index *ix, int64_t job_id, size_t max, imago_job_item **items, size_t *n,
+                    imago_error *err)
 {
     WITH_WRITER_TXN(ix, c, err, ix_job_claim(c, job_id, max, items, n, err));
 }
@@ -1139,8 +1131,7 @@ int imago_job_item_done(imago_index *ix, int64_t item_id, int64_t image_id, imag
 int imago_job_item_failed(imago_index *ix, int64_t item_id, int error_code, const char *message,
                           imago_error *err)
 {
-    WITH_WRITER_TXN(ix, c, err,
-                    ix_job_item_finish(c, item_id, 0, -1, error_code, message, err));
+    WITH_WRITER_TXN(ix, c, err, ix_job_item_finish(c, item_id, 0, -1, error_code, message, err));
 }
 
 int imago_job_get(imago_index *ix, int64_t job_id, imago_job_info *out, imago_error *err)
@@ -1153,8 +1144,8 @@ int imago_job_list(imago_index *ix, int64_t *ids, size_t max, size_t *n, imago_e
     WITH_READER(ix, c, err, ix_job_list(c, ids, max, n, err));
 }
 
-int imago_job_errors(imago_index *ix, int64_t job_id, size_t max, imago_job_item **items,
-                     size_t *n, imago_error *err)
+int imago_job_errors(imago_index *ix, int64_t job_id, size_t max, imago_job_item **items, size_t *n,
+                     imago_error *err)
 {
     WITH_READER(ix, c, err, ix_job_errors(c, job_id, max, items, n, err));
 }

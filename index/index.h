@@ -37,9 +37,9 @@ typedef struct imago_index_params {
     const char *data_dir;          /* directory holding imago.db and index.snap (created) */
     const char *model_fingerprint; /* hex SHA-256 of the model file (required) */
     int dim;                       /* descriptor dimension (required, 1..65536) */
-    const char *factory;    /* "Flat" (default), "IVF{n},Flat", "IVF{n},PQ{m}", "HNSW{M}", ...;
-                               used when the collection is created; an existing collection keeps
-                               its own unless force_factory is set (then it is rebuilt) */
+    const char *factory; /* "Flat" (default), "IVF{n},Flat", "IVF{n},PQ{m}", "HNSW{M}", ...;
+                            used when the collection is created; an existing collection keeps
+                            its own unless force_factory is set (then it is rebuilt) */
     int force_factory;
     const char *precision;  /* Flat storage: "fp32" (default) | "fp16" | "bf16" */
     const char *durability; /* "normal" (default; synchronous=NORMAL) | "full" */
@@ -84,7 +84,7 @@ typedef struct imago_index_item {
     const char *metadata_json; /* optional JSON object text (validated) */
     const void *thumbnail;     /* optional JPEG bytes (copied) */
     size_t thumbnail_len;
-    const float *vector;       /* required: dim floats (copied; stored raw) */
+    const float *vector; /* required: dim floats (copied; stored raw) */
 } imago_index_item;
 
 /* Adds n items in one transaction and returns after it committed; the items
@@ -101,9 +101,9 @@ int imago_index_delete(imago_index *ix, int64_t id, imago_error *err);
 
 typedef struct imago_image_info {
     int64_t id;
-    char *external_id;   /* owned by the info */
-    char *sha256;        /* may be NULL */
-    char *uri;           /* may be NULL */
+    char *external_id; /* owned by the info */
+    char *sha256;      /* may be NULL */
+    char *uri;         /* may be NULL */
     int width, height;
     char *metadata_json; /* may be NULL */
     int64_t created_at;  /* unix seconds */
@@ -114,14 +114,13 @@ typedef struct imago_image_info {
 /* Metadata of a live image (by id, or by external id). *out is owned by the
  * caller (imago_image_info_free). IMAGO_ERR_NOT_FOUND when absent/deleted. */
 int imago_index_get(imago_index *ix, int64_t id, imago_image_info **out, imago_error *err);
-int imago_index_get_by_external(imago_index *ix, const char *external_id,
-                                imago_image_info **out, imago_error *err);
+int imago_index_get_by_external(imago_index *ix, const char *external_id, imago_image_info **out,
+                                imago_error *err);
 void imago_image_info_free(imago_image_info *info);
 
 /* Thumbnail bytes of a live image; *data is malloc'ed and owned by the caller.
  * IMAGO_ERR_NOT_FOUND when the image or its thumbnail is absent. */
-int imago_index_thumbnail(imago_index *ix, int64_t id, void **data, size_t *len,
-                          imago_error *err);
+int imago_index_thumbnail(imago_index *ix, int64_t id, void **data, size_t *len, imago_error *err);
 
 /* The raw (un-augmented) stored descriptor of an image into out (dim floats). */
 int imago_index_get_vector(imago_index *ix, int64_t id, float *out, imago_error *err);
@@ -155,7 +154,7 @@ typedef struct imago_index_search_params {
     int ef_search;            /* <= 0: collection default (HNSW) */
     const int64_t *allow_ids; /* optional: only these ids (borrowed, any order) */
     size_t n_allow_ids;
-    imago_index_id_filter id_filter; /* optional */
+    imago_index_id_filter id_filter;     /* optional */
     imago_index_meta_filter meta_filter; /* optional */
     void *filter_user;
 } imago_index_search_params;
@@ -169,8 +168,8 @@ imago_index_search_params imago_index_search_params_default(void);
  * index covered. Several queries are scored with one sgemm on Flat.
  * Thread-safe (concurrent with other searches and with writers). */
 int imago_index_search(imago_index *ix, const float *queries, size_t n_queries,
-                       const imago_index_search_params *sp, imago_index_hit *hits,
-                       int *n_hits, int64_t *seq, imago_error *err);
+                       const imago_index_search_params *sp, imago_index_hit *hits, int *n_hits,
+                       int64_t *seq, imago_error *err);
 
 /* ======================================================================
  * Maintenance
@@ -190,16 +189,15 @@ imago_index_reindex_params imago_index_reindex_params_default(void);
  * new index in atomically and writes a snapshot. Searches keep running on
  * the old index meanwhile; writes committed during the build are replayed
  * before the swap. */
-int imago_index_reindex(imago_index *ix, const imago_index_reindex_params *rp,
-                        imago_error *err);
+int imago_index_reindex(imago_index *ix, const imago_index_reindex_params *rp, imago_error *err);
 
 /* Writes the snapshot now (atomic: temp file, fsync, rename, fsync dir). */
 int imago_index_snapshot(imago_index *ix, imago_error *err);
 
 typedef struct imago_index_stats {
-    int64_t count;     /* live images */
-    int64_t deleted;   /* dead index positions (deleted or replaced) until compaction */
-    int64_t seq;       /* store sequence covered by the in-memory index */
+    int64_t count;        /* live images */
+    int64_t deleted;      /* dead index positions (deleted or replaced) until compaction */
+    int64_t seq;          /* store sequence covered by the in-memory index */
     int64_t snapshot_seq; /* sequence of the last snapshot written or loaded (-1 none) */
     int dim;
     int dba;           /* whether the index holds augmented vectors */
@@ -241,41 +239,41 @@ const char *imago_job_state_name(imago_job_state s);
 
 typedef struct imago_job_info {
     int64_t id;
-    char kind[32];       /* "ingest", "reindex", ... */
+    char kind[32]; /* "ingest", "reindex", ... */
     imago_job_state state;
     int64_t total, done, failed, pending, running;
     int64_t created_at, updated_at; /* unix seconds */
-    char *params_json;   /* owned by the caller (free) */
-    char *error;         /* job-level error message or NULL; owned by the caller (free) */
+    char *params_json;              /* owned by the caller (free) */
+    char *error; /* job-level error message or NULL; owned by the caller (free) */
 } imago_job_info;
 
 typedef struct imago_job_item {
     int64_t id;
     int64_t job_id;
-    char *source;        /* path or URI (owned by the array) */
-    char *external_id;   /* may be NULL (owned by the array) */
+    char *source;      /* path or URI (owned by the array) */
+    char *external_id; /* may be NULL (owned by the array) */
     int attempts;
     imago_job_item_state state;
-    int error_code;      /* IMAGO_ERR_* of the failure */
-    char *error;         /* message (may be NULL) */
-    int64_t image_id;    /* when done */
+    int error_code;   /* IMAGO_ERR_* of the failure */
+    char *error;      /* message (may be NULL) */
+    int64_t image_id; /* when done */
 } imago_job_item;
 
 /* Creates a job in state pending; params_json may be NULL. */
-int imago_job_create(imago_index *ix, const char *kind, const char *params_json,
-                     int64_t *job_id, imago_error *err);
+int imago_job_create(imago_index *ix, const char *kind, const char *params_json, int64_t *job_id,
+                     imago_error *err);
 /* Adds n items (sources[i], external_ids[i] or NULL) in one transaction. */
 int imago_job_add_items(imago_index *ix, int64_t job_id, const char *const *sources,
                         const char *const *external_ids, size_t n, imago_error *err);
 /* Moves the job to state (checked transitions: pending->running|cancelled,
  * running->done|failed|cancelled|pending; done/failed/cancelled are final).
  * error may be NULL. IMAGO_ERR_CONFLICT for a forbidden transition. */
-int imago_job_set_state(imago_index *ix, int64_t job_id, imago_job_state state,
-                        const char *error, imago_error *err);
+int imago_job_set_state(imago_index *ix, int64_t job_id, imago_job_state state, const char *error,
+                        imago_error *err);
 /* Claims up to max pending items of a running job (marks them running) into
  * *items (owned by the caller: imago_job_items_free). *n may be 0. */
-int imago_job_claim(imago_index *ix, int64_t job_id, size_t max, imago_job_item **items,
-                    size_t *n, imago_error *err);
+int imago_job_claim(imago_index *ix, int64_t job_id, size_t max, imago_job_item **items, size_t *n,
+                    imago_error *err);
 void imago_job_items_free(imago_job_item *items, size_t n);
 /* Marks a running item done (with the image it produced) or failed. */
 int imago_job_item_done(imago_index *ix, int64_t item_id, int64_t image_id, imago_error *err);
@@ -286,8 +284,8 @@ void imago_job_info_clear(imago_job_info *info);
 /* Lists job ids, newest first (at most max) into ids; *n = count written. */
 int imago_job_list(imago_index *ix, int64_t *ids, size_t max, size_t *n, imago_error *err);
 /* First max failed items of a job (errors), like imago_job_claim's output. */
-int imago_job_errors(imago_index *ix, int64_t job_id, size_t max, imago_job_item **items,
-                     size_t *n, imago_error *err);
+int imago_job_errors(imago_index *ix, int64_t job_id, size_t max, imago_job_item **items, size_t *n,
+                     imago_error *err);
 /* After a restart: items left running go back to pending, and the ids of
  * unfinished (pending or running) jobs are returned, oldest first
  * (*ids malloc'ed, owned by the caller). */
@@ -334,8 +332,7 @@ double imago_eval_ap(const int64_t *pos_ranks, size_t n_pos, size_t npos);
  * database indices (into imlist) of query q best first. Queries without
  * positives under the protocol are skipped in the means (as revisitop). */
 int imago_eval_compute(const imago_gnd *g, imago_eval_protocol protocol, const int64_t *ranks,
-                       size_t n_queries, size_t n_ranked, imago_eval_result *out,
-                       imago_error *err);
+                       size_t n_queries, size_t n_ranked, imago_eval_result *out, imago_error *err);
 
 typedef struct imago_eval_rank_params {
     int dba;         /* augment the database first (DBA, as the index does) */

@@ -20,8 +20,7 @@ typedef struct ix_conn ix_conn; /* one SQLite connection + its prepared statemen
 
 /* Opens/creates data_dir/imago.db, migrates, sets WAL + synchronous. On a new
  * store records fingerprint, dim and the collection settings in meta. */
-int ix_store_open(const char *data_dir, const char *durability, ix_store **out,
-                  imago_error *err);
+int ix_store_open(const char *data_dir, const char *durability, ix_store **out, imago_error *err);
 void ix_store_free(ix_store *st);
 
 /* meta key/value (text). get: *out malloc'ed or NULL when absent. */
@@ -52,10 +51,9 @@ int ix_store_delete_image(ix_conn *c, int64_t id, int64_t seq, imago_error *err)
 /* Physically removes tombstoned rows (compaction). */
 int ix_store_purge_deleted(ix_conn *c, int64_t *n_purged, imago_error *err);
 
-int ix_store_get_info(ix_conn *c, int64_t id, const char *external_id,
-                      imago_image_info **out, imago_error *err);
-int ix_store_get_thumbnail(ix_conn *c, int64_t id, void **data, size_t *len,
-                           imago_error *err);
+int ix_store_get_info(ix_conn *c, int64_t id, const char *external_id, imago_image_info **out,
+                      imago_error *err);
+int ix_store_get_thumbnail(ix_conn *c, int64_t id, void **data, size_t *len, imago_error *err);
 int ix_store_get_metadata(ix_conn *c, int64_t id, char **json, int *found, imago_error *err);
 /* Raw vector of a live image into out (dim floats). */
 int ix_store_get_vector(ix_conn *c, int64_t id, int dim, float *out, imago_error *err);
@@ -63,20 +61,17 @@ int ix_store_get_vector(ix_conn *c, int64_t id, int dim, float *out, imago_error
 /* All live descriptors (ordered by id): *ids (malloc) and *vecs (aligned,
  * n x dim fp32; imago_free_aligned); also the sequence the read covers
  * (consistent: one read transaction). */
-int ix_store_load_all(ix_conn *c, int dim, int64_t **ids, float **vecs, size_t *n,
-                      int64_t *seq, imago_error *err);
+int ix_store_load_all(ix_conn *c, int dim, int64_t **ids, float **vecs, size_t *n, int64_t *seq,
+                      imago_error *err);
 /* Counts of live and tombstoned images. */
 int ix_store_counts(ix_conn *c, int64_t *live, int64_t *deleted, imago_error *err);
 
 /* Changes after seq, in sequence order: callback per row (id, deleted). */
-typedef int (*ix_change_fn)(void *user, int64_t id, int deleted, int64_t seq,
-                            imago_error *err);
-int ix_store_changes(ix_conn *c, int64_t after_seq, ix_change_fn fn, void *user,
-                     imago_error *err);
+typedef int (*ix_change_fn)(void *user, int64_t id, int deleted, int64_t seq, imago_error *err);
+int ix_store_changes(ix_conn *c, int64_t after_seq, ix_change_fn fn, void *user, imago_error *err);
 
 /* jobs (store.c) */
-int ix_job_create(ix_conn *c, const char *kind, const char *params, int64_t *id,
-                  imago_error *err);
+int ix_job_create(ix_conn *c, const char *kind, const char *params, int64_t *id, imago_error *err);
 int ix_job_add_items(ix_conn *c, int64_t job_id, const char *const *sources,
                      const char *const *external_ids, size_t n, imago_error *err);
 int ix_job_set_state(ix_conn *c, int64_t job_id, imago_job_state st, const char *error,
@@ -144,7 +139,7 @@ int ix_knn_self_exact(const float *X, size_t n, int d, int k, int64_t *nb, float
 void ix_dba_apply(const float *X, size_t n, int d, const int64_t *nb, const float *sim, int k,
                   double beta, float *out);
 /* q' = normalize(q + sum_j max(q . x_j, 0)^alpha x_j) over m neighbour rows. */
-void ix_qe_apply(const float *q, int d, const float *nbrs, const float *sims, int m,
-                 double alpha, float *out);
+void ix_qe_apply(const float *q, int d, const float *nbrs, const float *sims, int m, double alpha,
+                 float *out);
 
 #endif

@@ -55,14 +55,41 @@ static const char *const migrations[] = {
 /* ---- prepared statements ----------------------------------------------- */
 
 enum {
-    S_BEGIN_R, S_BEGIN_W, S_COMMIT, S_ROLLBACK,
-    S_META_GET, S_META_SET,
-    S_IMG_FIND, S_IMG_INSERT, S_IMG_UPDATE, S_DESC_PUT, S_IMG_DELETE,
-    S_IMG_INFO, S_IMG_INFO_EXT, S_IMG_THUMB, S_IMG_META, S_DESC_GET,
-    S_LOAD_ALL, S_COUNTS, S_CHANGES, S_PURGE_DESC, S_PURGE_IMG,
-    S_JOB_INSERT, S_ITEM_INSERT, S_JOB_STATE_GET, S_JOB_STATE_SET,
-    S_CLAIM_SELECT, S_CLAIM_MARK, S_ITEM_FINISH, S_JOB_GET, S_JOB_COUNTS, S_JOB_LIST,
-    S_JOB_ERRORS, S_RESUME_ITEMS, S_RESUME_JOBS, S_JOB_TOUCH,
+    S_BEGIN_R,
+    S_BEGIN_W,
+    S_COMMIT,
+    S_ROLLBACK,
+    S_META_GET,
+    S_META_SET,
+    S_IMG_FIND,
+    S_IMG_INSERT,
+    S_IMG_UPDATE,
+    S_DESC_PUT,
+    S_IMG_DELETE,
+    S_IMG_INFO,
+    S_IMG_INFO_EXT,
+    S_IMG_THUMB,
+    S_IMG_META,
+    S_DESC_GET,
+    S_LOAD_ALL,
+    S_COUNTS,
+    S_CHANGES,
+    S_PURGE_DESC,
+    S_PURGE_IMG,
+    S_JOB_INSERT,
+    S_ITEM_INSERT,
+    S_JOB_STATE_GET,
+    S_JOB_STATE_SET,
+    S_CLAIM_SELECT,
+    S_CLAIM_MARK,
+    S_ITEM_FINISH,
+    S_JOB_GET,
+    S_JOB_COUNTS,
+    S_JOB_LIST,
+    S_JOB_ERRORS,
+    S_RESUME_ITEMS,
+    S_RESUME_JOBS,
+    S_JOB_TOUCH,
     S_COUNT_
 };
 
@@ -261,8 +288,7 @@ static int migrate(sqlite3 *db, imago_error *err)
     return 0;
 }
 
-int ix_store_open(const char *data_dir, const char *durability, ix_store **out,
-                  imago_error *err)
+int ix_store_open(const char *data_dir, const char *durability, ix_store **out, imago_error *err)
 {
     if (!data_dir || !*data_dir)
         return imago_error_set(err, IMAGO_ERR_INVALID, "index: data_dir is empty");
@@ -310,7 +336,10 @@ void ix_store_free(ix_store *st)
     free(st);
 }
 
-ix_conn *ix_store_writer(ix_store *st) { return st->writer; }
+ix_conn *ix_store_writer(ix_store *st)
+{
+    return st->writer;
+}
 
 int ix_store_acquire(ix_store *st, ix_conn **out, imago_error *err)
 {
@@ -505,8 +534,7 @@ int ix_store_delete_image(ix_conn *c, int64_t id, int64_t seq, imago_error *err)
     if (rc)
         return rc;
     if (sqlite3_changes(c->db) == 0)
-        return imago_error_set(err, IMAGO_ERR_NOT_FOUND, "image %lld not found",
-                               (long long)id);
+        return imago_error_set(err, IMAGO_ERR_NOT_FOUND, "image %lld not found", (long long)id);
     return 0;
 }
 
@@ -529,8 +557,8 @@ static char *col_dup(sqlite3_stmt *s, int i)
     return t ? imago_xstrdup((const char *)t) : NULL;
 }
 
-int ix_store_get_info(ix_conn *c, int64_t id, const char *external_id,
-                      imago_image_info **out, imago_error *err)
+int ix_store_get_info(ix_conn *c, int64_t id, const char *external_id, imago_image_info **out,
+                      imago_error *err)
 {
     sqlite3_stmt *s = stmt(c, external_id ? S_IMG_INFO_EXT : S_IMG_INFO);
     if (external_id)
@@ -541,10 +569,8 @@ int ix_store_get_info(ix_conn *c, int64_t id, const char *external_id,
     if (rc == SQLITE_DONE) {
         sqlite3_reset(s);
         if (external_id)
-            return imago_error_set(err, IMAGO_ERR_NOT_FOUND, "image '%s' not found",
-                                   external_id);
-        return imago_error_set(err, IMAGO_ERR_NOT_FOUND, "image %lld not found",
-                               (long long)id);
+            return imago_error_set(err, IMAGO_ERR_NOT_FOUND, "image '%s' not found", external_id);
+        return imago_error_set(err, IMAGO_ERR_NOT_FOUND, "image %lld not found", (long long)id);
     }
     if (rc != SQLITE_ROW) {
         rc = db_err(c->db, err, "get image");
@@ -687,8 +713,7 @@ int ix_store_load_all(ix_conn *c, int dim, int64_t **ids_out, float **vecs_out, 
                 break;
             }
             ids[n] = sqlite3_column_int64(s, 0);
-            memcpy(vecs + n * (size_t)dim, sqlite3_column_blob(s, 2),
-                   (size_t)dim * sizeof(float));
+            memcpy(vecs + n * (size_t)dim, sqlite3_column_blob(s, 2), (size_t)dim * sizeof(float));
             n++;
         }
         if (rc == SQLITE_DONE)
@@ -715,8 +740,7 @@ int ix_store_load_all(ix_conn *c, int dim, int64_t **ids_out, float **vecs_out, 
     return 0;
 }
 
-int ix_store_changes(ix_conn *c, int64_t after_seq, ix_change_fn fn, void *user,
-                     imago_error *err)
+int ix_store_changes(ix_conn *c, int64_t after_seq, ix_change_fn fn, void *user, imago_error *err)
 {
     /* Collect first: the callback may use the same connection. */
     sqlite3_stmt *s = stmt(c, S_CHANGES);
@@ -762,8 +786,7 @@ const char *imago_job_state_name(imago_job_state s)
     return "unknown";
 }
 
-int ix_job_create(ix_conn *c, const char *kind, const char *params, int64_t *id,
-                  imago_error *err)
+int ix_job_create(ix_conn *c, const char *kind, const char *params, int64_t *id, imago_error *err)
 {
     if (!kind || !*kind || strlen(kind) >= 32)
         return imago_error_set(err, IMAGO_ERR_INVALID, "job kind must be 1..31 characters");
@@ -789,8 +812,7 @@ static int job_state(ix_conn *c, int64_t job_id, int *state, imago_error *err)
     }
     sqlite3_reset(s);
     if (rc == SQLITE_DONE)
-        return imago_error_set(err, IMAGO_ERR_NOT_FOUND, "job %lld not found",
-                               (long long)job_id);
+        return imago_error_set(err, IMAGO_ERR_NOT_FOUND, "job %lld not found", (long long)job_id);
     return db_err(c->db, err, "job state");
 }
 
@@ -823,13 +845,11 @@ int ix_job_add_items(ix_conn *c, int64_t job_id, const char *const *sources,
 static int transition_ok(int from, int to)
 {
     switch (from) {
-    case IMAGO_JOB_PENDING:
-        return to == IMAGO_JOB_RUNNING || to == IMAGO_JOB_CANCELLED;
+    case IMAGO_JOB_PENDING: return to == IMAGO_JOB_RUNNING || to == IMAGO_JOB_CANCELLED;
     case IMAGO_JOB_RUNNING:
         return to == IMAGO_JOB_DONE || to == IMAGO_JOB_FAILED || to == IMAGO_JOB_CANCELLED ||
                to == IMAGO_JOB_PENDING;
-    default:
-        return 0;
+    default: return 0;
     }
 }
 
@@ -864,8 +884,8 @@ void imago_job_items_free(imago_job_item *items, size_t n)
     free(items);
 }
 
-int ix_job_claim(ix_conn *c, int64_t job_id, size_t max, imago_job_item **items_out,
-                 size_t *n_out, imago_error *err)
+int ix_job_claim(ix_conn *c, int64_t job_id, size_t max, imago_job_item **items_out, size_t *n_out,
+                 imago_error *err)
 {
     int state;
     int rc = job_state(c, job_id, &state, err);
@@ -999,8 +1019,8 @@ int ix_job_list(ix_conn *c, int64_t *ids, size_t max, size_t *n_out, imago_error
     return 0;
 }
 
-int ix_job_errors(ix_conn *c, int64_t job_id, size_t max, imago_job_item **items_out,
-                  size_t *n_out, imago_error *err)
+int ix_job_errors(ix_conn *c, int64_t job_id, size_t max, imago_job_item **items_out, size_t *n_out,
+                  imago_error *err)
 {
     if (max > 100000)
         max = 100000;

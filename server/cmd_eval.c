@@ -82,8 +82,8 @@ static int npy_read(const char *path, npy *out, imago_error *err)
                 : strcmp(out->dtype, "<i8") == 0                                 ? 8
                                                                                  : 0;
     if (!es) {
-        rc = imago_error_set(err, IMAGO_ERR_UNSUPPORTED, "%s: dtype %s (need <f4, <i4, <i8)",
-                             path, out->dtype);
+        rc = imago_error_set(err, IMAGO_ERR_UNSUPPORTED, "%s: dtype %s (need <f4, <i4, <i8)", path,
+                             out->dtype);
         goto out;
     }
     size_t bytes;
@@ -129,8 +129,8 @@ static int ranks_text(const char *path, const imago_gnd *g, int64_t **out, size_
         int64_t *row = imago_xmalloc((ni ? ni : 1) * sizeof *row);
         for (char *tok = strtok(line, " \t\r\n"); tok; tok = strtok(NULL, " \t\r\n")) {
             if (n >= ni) {
-                rc = imago_error_set(err, IMAGO_ERR_FORMAT, "%s:%zu: more ranks than images",
-                                     path, q + 1);
+                rc = imago_error_set(err, IMAGO_ERR_FORMAT, "%s:%zu: more ranks than images", path,
+                                     q + 1);
                 break;
             }
             char *end;
@@ -143,8 +143,8 @@ static int ranks_text(const char *path, const imago_gnd *g, int64_t **out, size_
                         break;
                     }
                 if (v < 0) {
-                    rc = imago_error_set(err, IMAGO_ERR_FORMAT, "%s:%zu: unknown image '%s'",
-                                         path, q + 1, tok);
+                    rc = imago_error_set(err, IMAGO_ERR_FORMAT, "%s:%zu: unknown image '%s'", path,
+                                         q + 1, tok);
                     break;
                 }
             }
@@ -253,8 +253,7 @@ int imago_cmd_eval(int argc, char **argv)
             return IMAGO_EXIT_USAGE;
         }
     }
-    if (!gnd_path || (!ranks_path == !(db_path && q_path)) ||
-        (ranks_path && (db_path || q_path))) {
+    if (!gnd_path || (!ranks_path == !(db_path && q_path)) || (ranks_path && (db_path || q_path))) {
         fputs(usage, stderr);
         return IMAGO_EXIT_USAGE;
     }
@@ -282,8 +281,7 @@ int imago_cmd_eval(int argc, char **argv)
                 nr = a.cols;
                 ranks = imago_xmalloc((nq * nr + 1) * sizeof *ranks);
                 for (size_t i = 0; i < nq * nr; i++)
-                    ranks[i] = a.dtype[2] == '8' ? ((int64_t *)a.data)[i]
-                                                 : ((int32_t *)a.data)[i];
+                    ranks[i] = a.dtype[2] == '8' ? ((int64_t *)a.data)[i] : ((int32_t *)a.data)[i];
             }
             free(a.data);
         } else {
@@ -308,8 +306,8 @@ int imago_cmd_eval(int argc, char **argv)
             double t0 = imago_now_s();
             rc = imago_eval_rank(db.data, ni, qs.data, nq, (int)db.cols, nr, &rp, ranks, &err);
             if (rc == 0 && !json)
-                fprintf(stderr, "ranked %zu queries over %zu images (dim %zu) in %.2f s\n", nq,
-                        ni, db.cols, imago_now_s() - t0);
+                fprintf(stderr, "ranked %zu queries over %zu images (dim %zu) in %.2f s\n", nq, ni,
+                        db.cols, imago_now_s() - t0);
         }
         free(db.data);
         free(qs.data);
@@ -339,8 +337,7 @@ int imago_cmd_eval(int argc, char **argv)
         }
         printf("}\n");
     } else {
-        printf("%-8s %7s %7s %7s %7s %8s\n", "protocol", "mAP", "mP@1", "mP@5", "mP@10",
-               "queries");
+        printf("%-8s %7s %7s %7s %7s %8s\n", "protocol", "mAP", "mP@1", "mP@5", "mP@10", "queries");
         for (int p = 0; p < 3; p++)
             if (want[p])
                 printf("%-8s %7.2f %7.2f %7.2f %7.2f %8d\n", names[p], 100 * res[p].map,

@@ -9,6 +9,7 @@
  *       single-query (or BATCH-query) searches; p50/p99 latency; result ids.
  *   bench_index dba    DIR DIM
  *       full DBA pass (reindex with DBA on); prints seconds.
+ * IMAGO_BENCH_PRECISION=fp16|bf16 selects the Flat storage precision.
  */
 #include <math.h>
 #include <stdio.h>
@@ -41,6 +42,10 @@ static imago_index *open_ix(const char *dir, const char *factory, int dim, int f
     p.factory = factory;
     p.force_factory = force;
     p.snapshot_interval = 0;
+    /* Flat storage precision (fp32 | fp16 | bf16); build and search must agree */
+    const char *prec = getenv("IMAGO_BENCH_PRECISION");
+    if (prec && *prec)
+        p.precision = prec;
     imago_index *ix = NULL;
     imago_error err;
     imago_error_clear(&err);
@@ -57,11 +62,10 @@ static int cmp_d(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static int add_range(imago_index *ix, const float *X, size_t from, size_t to, int dim,
-                     size_t batch)
+static int add_range(imago_index *ix, const float *X, size_t from, size_t to, int dim, size_t batch)
 {
     imago_index_item *it = calloc(batch, sizeof *it);
-    char (*names)[24] = calloc(batch, 24);
+    char(*names)[24] = calloc(batch, 24);
     imago_error err;
     imago_error_clear(&err);
     for (size_t b = from; b < to; b += batch) {

@@ -66,8 +66,8 @@ static void child(int fd, int round, const char *factory)
             for (int j = 0; j < D; j++)
                 v[b][j] = (float)(v[b][j] / sqrt(s));
             snprintf(names[b], 32, "r%d_%ld_%d", round, i, b);
-            it[b] = (imago_index_item){.external_id = names[b], .vector = v[b],
-                                       .metadata_json = "{\"k\":1}"};
+            it[b] = (imago_index_item){
+                .external_id = names[b], .vector = v[b], .metadata_json = "{\"k\":1}"};
         }
         int64_t ids[4];
         if (imago_index_add(ix, it, (size_t)n, ids, &err)) {
@@ -122,8 +122,14 @@ static void note(int64_t v)
     acked[n_acked++] = v;
 }
 
-static int is_deleted(int64_t id) { return (size_t)id < del_cap && deleted[id] == 1; }
-static int maybe_deleted(int64_t id) { return (size_t)id < del_cap && deleted[id] == 2; }
+static int is_deleted(int64_t id)
+{
+    return (size_t)id < del_cap && deleted[id] == 1;
+}
+static int maybe_deleted(int64_t id)
+{
+    return (size_t)id < del_cap && deleted[id] == 2;
+}
 
 static void check_all(const char *factory, int round)
 {

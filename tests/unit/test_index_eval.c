@@ -156,8 +156,8 @@ int main(void)
     fclose(f);
 
     char cmd[2000];
-    snprintf(cmd, sizeof cmd, "%s %s/tests/index/revisitop_ref.py %s %s %d %d %s", py, src,
-             gpath, rpath, NQ, NI, opath);
+    snprintf(cmd, sizeof cmd, "%s %s/tests/index/revisitop_ref.py %s %s %d %d %s", py, src, gpath,
+             rpath, NQ, NI, opath);
     int prc = system(cmd);
     is_int(prc, 0, "python revisitop port ran");
     json_error_t je;
@@ -176,7 +176,10 @@ int main(void)
         is_close(r.map, want, 1e-9, "%s mAP equals revisitop's compute_map", names[p]);
         for (int k = 0; k < 3; k++)
             is_close(r.mp[k], json_real_value(json_array_get(json_object_get(o, "mp"), (size_t)k)),
-                     1e-9, "%s mP@%d equals revisitop", names[p], k == 0 ? 1 : k == 1 ? 5 : 10);
+                     1e-9, "%s mP@%d equals revisitop", names[p],
+                     k == 0   ? 1
+                     : k == 1 ? 5
+                              : 10);
     }
     json_decref(ref);
     imago_gnd_free(g);

@@ -90,7 +90,7 @@ static int add_all(imago_index *ix, const float *X, size_t n, int d, int64_t *id
 {
     const size_t B = 500;
     imago_index_item *items = calloc(B, sizeof *items);
-    char (*names)[32] = calloc(B, 32);
+    char(*names)[32] = calloc(B, 32);
     imago_error err;
     imago_error_clear(&err);
     static int counter = 0;
@@ -283,8 +283,8 @@ static void test_ann(const char *factory, int d)
     }
     imago_error err;
     imago_error_clear(&err);
-    is_int(imago_index_reindex(ix, NULL, &err), 0, "%s: reindex trains from the store %s",
-           factory, err.msg);
+    is_int(imago_index_reindex(ix, NULL, &err), 0, "%s: reindex trains from the store %s", factory,
+           err.msg);
     add_all(ix, X + (n / 2) * d, n - n / 2, d, ids + n / 2);
     imago_index_stats st;
     imago_index_stats_get(ix, &st, NULL);

@@ -61,7 +61,7 @@ static void add_some(imago_index *ix, int n)
 {
     imago_index_item *it = calloc((size_t)n, sizeof *it);
     float *v = malloc((size_t)n * D * sizeof *v);
-    char (*names)[16] = calloc((size_t)n, 16);
+    char(*names)[16] = calloc((size_t)n, 16);
     for (int i = 0; i < n; i++) {
         double s = 0;
         for (int j = 0; j < D; j++) {
@@ -134,18 +134,17 @@ int main(void)
         add_some(ix, 300);
         imago_index_free(ix); /* snapshot at close */
         struct stat sb;
-        ok(stat(snap, &sb) == 0 && sb.st_size > 300 * D * 4, "%s: snapshot written at close",
-           ty);
+        ok(stat(snap, &sb) == 0 && sb.st_size > 300 * D * 4, "%s: snapshot written at close", ty);
 
         log_begin();
         ix = open_ix(ty, "fp32", 0);
         ok(log_has("loaded"), "%s: snapshot loaded at open", ty);
         check(ix, 300, ty);
-        add_some(ix, 40);                  /* committed, not in the snapshot */
+        add_some(ix, 40); /* committed, not in the snapshot */
         imago_error err;
         imago_error_clear(&err);
         imago_index_delete(ix, 5, &err);
-        imago_index_free(ix);              /* no snapshot: like a crash */
+        imago_index_free(ix); /* no snapshot: like a crash */
 
         log_begin();
         ix = open_ix(ty, "fp32", 0);

@@ -57,9 +57,15 @@ int main(void)
         rand_unit(v[i], DIM, &seed);
     const char thumb[] = "\xff\xd8jpegbytes\x00\x01";
     imago_index_item items[3] = {
-        {.external_id = "a", .sha256 = "00ff", .uri = "file:///a.jpg", .width = 640,
-         .height = 480, .metadata_json = "{\"city\":\"Oxford\",\"n\":1}",
-         .thumbnail = thumb, .thumbnail_len = sizeof thumb, .vector = v[0]},
+        {.external_id = "a",
+         .sha256 = "00ff",
+         .uri = "file:///a.jpg",
+         .width = 640,
+         .height = 480,
+         .metadata_json = "{\"city\":\"Oxford\",\"n\":1}",
+         .thumbnail = thumb,
+         .thumbnail_len = sizeof thumb,
+         .vector = v[0]},
         {.external_id = "b", .vector = v[1]},
         {.external_id = "c", .metadata_json = "{\"city\":\"Paris\"}", .vector = v[2]},
     };
