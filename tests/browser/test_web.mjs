@@ -1,5 +1,5 @@
 // The web page in a real browser (Debian's chromium through playwright-core):
-// starts `imago serve` (port 0, the demo model at a small max_side, a search
+// starts `imago serve` (port 0, the demo model at max_side 128, a search
 // token and an admin token), opens the page and checks, as a person would:
 // the model line and the demo-model note; the search token prompt; an
 // ingest job started from the admin view whose progress bar reaches 100%;
@@ -104,7 +104,7 @@ process.on('exit', cleanup);
 function startServer() {
   const args = ['serve', '--port', '0', '--server.listen', '127.0.0.1',
     '--index.data-dir', path.join(tmp, 'data'), '--server.threads', '2',
-    '--engine.demo-arch', 'resnet50-gem', '--engine.max-side', '256', '--engine.scales', '1',
+    '--engine.demo-arch', 'resnet50-gem', '--engine.max-side', '128', '--engine.scales', '1',
     '--auth.admin-token', ADMIN, '--auth.search-token', SEARCH,
     '--ingest.roots', root];
   server = spawn(imago, args, {
@@ -291,7 +291,7 @@ async function main() {
     const card = `#jobs li[data-id="${jobId}"]`;
     await page.waitForSelector(card);
     let sawRunning = false;
-    const deadline = Date.now() + 180000;
+    const deadline = Date.now() + 240000; /* generous: CI machines may be loaded */
     let state = '';
     while (Date.now() < deadline) {
       state = await page.getAttribute(card, 'data-state');
