@@ -15,55 +15,26 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cfg_params.h"
 #include "cli.h"
 #include "jobs.h"
 
 int imago_stack_open(const imago_config *cfg, imago_stack *st, imago_error *err)
 {
     memset(st, 0, sizeof *st);
-    imago_engine_params ep = imago_engine_params_default();
-    ep.model_path = cfg->engine.model[0] ? cfg->engine.model : NULL;
-    ep.demo_arch = cfg->engine.demo_arch;
-    ep.backend = cfg->engine.backend;
-    ep.precision = cfg->engine.precision;
-    ep.threads = cfg->engine.threads;
-    ep.max_side = cfg->engine.max_side;
-    float scales[8];
-    int n_scales = cfg->engine.scales.n < 8 ? cfg->engine.scales.n : 8;
-    for (int i = 0; i < n_scales; i++)
-        scales[i] = (float)cfg->engine.scales.items[i];
-    if (n_scales > 0) {
-        ep.scales = scales;
-        ep.n_scales = n_scales;
-    }
+    imago_engine_params ep;
+    float scales[IMAGO_CFG_MAX_SCALES];
+    imago_cfg_engine_params(cfg, scales, &ep);
     int rc = imago_engine_open(&ep, &st->engine, err);
     if (rc != 0)
         return rc;
     imago_engine_describe(st->engine, &st->model);
-    imago_batcher_params bp = imago_batcher_params_default();
-    bp.decode_threads = cfg->engine.decode_threads;
-    bp.max_batch = cfg->engine.max_batch;
-    bp.max_delay_us = cfg->engine.max_delay_us;
-    bp.queue_depth = cfg->engine.queue_depth;
-    bp.max_bytes = (size_t)cfg->engine.max_image_bytes;
-    bp.max_pixels = (uint64_t)cfg->engine.max_pixels;
+    imago_batcher_params bp;
+    imago_cfg_batcher_params(cfg, &bp);
     rc = imago_batcher_new(st->engine, &bp, &st->batcher, err);
     if (rc == 0) {
-        imago_index_params p = imago_index_params_default();
-        p.data_dir = cfg->index.data_dir;
-        p.model_fingerprint = st->model.fingerprint;
-        p.dim = st->model.dim;
-        p.factory = cfg->index.factory;
-        p.precision = cfg->index.precision;
-        p.durability = cfg->index.durability;
-        p.dba = cfg->index.dba;
-        p.dba_k = cfg->index.dba_k;
-        p.dba_beta = cfg->index.dba_beta;
-        p.qe = cfg->index.qe;
-        p.qe_n = cfg->index.qe_k;
-        p.qe_alpha = cfg->index.qe_alpha;
-        p.nprobe = cfg->index.nprobe;
-        p.ef_search = cfg->index.ef_search;
+        imago_index_params p;
+        imago_cfg_index_params(cfg, &st->model, &p);
         rc = imago_index_open(&p, &st->index, err);
     }
     if (rc != 0)

@@ -10,6 +10,8 @@
  */
 #include "server.h"
 
+#include "cfg_params.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -37,32 +39,15 @@ static void *loader_main(void *arg)
     imago_error_clear(&err);
     int64_t t0 = imago_now_us();
 
-    imago_engine_params ep = imago_engine_params_default();
-    ep.model_path = cfg->engine.model[0] ? cfg->engine.model : NULL;
-    ep.demo_arch = cfg->engine.demo_arch;
-    ep.backend = cfg->engine.backend;
-    ep.precision = cfg->engine.precision;
-    ep.threads = cfg->engine.threads;
-    ep.max_side = cfg->engine.max_side;
-    float scales[8];
-    int n_scales = cfg->engine.scales.n < 8 ? cfg->engine.scales.n : 8;
-    for (int i = 0; i < n_scales; i++)
-        scales[i] = (float)cfg->engine.scales.items[i];
-    if (n_scales > 0) {
-        ep.scales = scales;
-        ep.n_scales = n_scales;
-    }
+    imago_engine_params ep;
+    float scales[IMAGO_CFG_MAX_SCALES];
+    imago_cfg_engine_params(cfg, scales, &ep);
     imago_engine *engine = NULL;
     int rc = imago_engine_open(&ep, &engine, &err);
     imago_batcher *batcher = NULL;
     if (rc == 0) {
-        imago_batcher_params bp = imago_batcher_params_default();
-        bp.decode_threads = cfg->engine.decode_threads;
-        bp.max_batch = cfg->engine.max_batch;
-        bp.max_delay_us = cfg->engine.max_delay_us;
-        bp.queue_depth = cfg->engine.queue_depth;
-        bp.max_bytes = (size_t)cfg->engine.max_image_bytes;
-        bp.max_pixels = (uint64_t)cfg->engine.max_pixels;
+        imago_batcher_params bp;
+        imago_cfg_batcher_params(cfg, &bp);
         rc = imago_batcher_new(engine, &bp, &batcher, &err);
     }
     if (rc != 0) {

@@ -21,6 +21,7 @@
  *  - Everything else (GET/DELETE images, jobs) is a short SQLite call on
  *    the MHD thread.
  */
+#include "cfg_params.h"
 #include "jobs.h"
 #include "server.h"
 
@@ -91,21 +92,8 @@ static void *index_loader(void *arg)
         nanosleep(&ts, NULL);
     }
     const imago_config *cfg = s->cfg;
-    imago_index_params p = imago_index_params_default();
-    p.data_dir = cfg->index.data_dir;
-    p.model_fingerprint = m->fingerprint;
-    p.dim = m->dim;
-    p.factory = cfg->index.factory;
-    p.precision = cfg->index.precision;
-    p.durability = cfg->index.durability;
-    p.dba = cfg->index.dba;
-    p.dba_k = cfg->index.dba_k;
-    p.dba_beta = cfg->index.dba_beta;
-    p.qe = cfg->index.qe;
-    p.qe_n = cfg->index.qe_k;
-    p.qe_alpha = cfg->index.qe_alpha;
-    p.nprobe = cfg->index.nprobe;
-    p.ef_search = cfg->index.ef_search;
+    imago_index_params p;
+    imago_cfg_index_params(cfg, m, &p);
     imago_error err;
     imago_error_clear(&err);
     int64_t t0 = imago_now_us();
