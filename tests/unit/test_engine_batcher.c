@@ -19,6 +19,7 @@
 
 #include "engine.h"
 #include "tap.h"
+#include "testutil.h"
 
 #define DIM 4
 #define WAIT_S 20.0 /* generous: only reached when something is broken */
@@ -290,25 +291,6 @@ static unsigned char *make_jpeg(int w, int h, uint32_t seed, unsigned long *len)
     tjDestroy(tj);
     free(rgb);
     return jpeg;
-}
-
-static unsigned char *slurp(const char *name, size_t *len)
-{
-    const char *root = getenv("IMAGO_SOURCE_ROOT");
-    char path[4096];
-    snprintf(path, sizeof path, "%s/tests/data/%s", root ? root : ".", name);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        tap_bail(path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)n + 1);
-    if (fread(buf, 1, (size_t)n, f) != (size_t)n)
-        tap_bail("short read");
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
 }
 
 static imago_batcher *new_batcher(int max_batch, int64_t delay_us, int depth, int dec, int fwd)
@@ -607,9 +589,9 @@ static void test_decode(void)
     begin();
     imago_batcher *b = new_batcher(4, 1000, 64, 2, 1);
     size_t n_corrupt, n_huge, n_text;
-    unsigned char *corrupt = slurp("img_corrupt.jpg", &n_corrupt);
-    unsigned char *huge = slurp("img_huge.jpg", &n_huge);
-    unsigned char *text = slurp("img_text.txt", &n_text);
+    unsigned char *corrupt = testutil_read_fixture("img_corrupt.jpg", &n_corrupt);
+    unsigned char *huge = testutil_read_fixture("img_huge.jpg", &n_huge);
+    unsigned char *text = testutil_read_fixture("img_text.txt", &n_text);
     unsigned long jl;
     unsigned char *jpeg = make_jpeg(48, 32, 3, &jl);
     imago_decode_params dp;

@@ -12,6 +12,7 @@
 
 #include "engine.h"
 #include "tap.h"
+#include "testutil.h"
 
 static const char *photos[] = {
     "apple.jpg", "baboon.jpg",           "aero1.jpg",           "aero3.jpg", "aloeL.jpg",
@@ -47,25 +48,6 @@ static void on_done(void *ud, int status, const char *message, const float *desc
     pthread_mutex_unlock(&mu);
 }
 
-static unsigned char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)n + 1);
-    if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        fclose(f);
-        return NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
 static double cosine(const float *a, const float *b, int d)
 {
     double ab = 0, aa = 0, bb = 0;
@@ -99,7 +81,7 @@ int main(void)
     for (int i = 0; i < NP; i++) {
         char path[4400];
         snprintf(path, sizeof path, "%s/%s", dir, photos[i]);
-        bytes[i] = slurp(path, &lens[i]);
+        bytes[i] = (unsigned char *)testutil_read_file(path, &lens[i]);
         if (!bytes[i])
             tap_skip_all("the real photos are not available ($IMAGO_SHARED/data/photos)");
     }

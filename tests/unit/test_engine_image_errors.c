@@ -8,25 +8,7 @@
 
 #include "engine.h"
 #include "tap.h"
-
-static unsigned char *slurp(const char *name, size_t *len)
-{
-    const char *root = getenv("IMAGO_SOURCE_ROOT");
-    char path[4096];
-    snprintf(path, sizeof path, "%s/tests/data/%s", root ? root : ".", name);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        tap_bail(path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)n + 1);
-    if (fread(buf, 1, (size_t)n, f) != (size_t)n)
-        tap_bail("short read");
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
+#include "testutil.h"
 
 /* Decodes data and checks the return code, that *out stays NULL on error,
  * and that a message is set. */
@@ -50,7 +32,7 @@ static void expect(const unsigned char *d, size_t len, const imago_decode_params
 static void expect_file(const char *name, const imago_decode_params *p, int want)
 {
     size_t len;
-    unsigned char *d = slurp(name, &len);
+    unsigned char *d = testutil_read_fixture(name, &len);
     expect(d, len, p, want, name);
     free(d);
 }
@@ -80,7 +62,7 @@ int main(void)
      * (TJFLAG_LIMITSCANS) instead of burning CPU on thousands of scans */
     {
         size_t len;
-        unsigned char *d = slurp("img_scene_prog.jpg", &len);
+        unsigned char *d = testutil_read_fixture("img_scene_prog.jpg", &len);
         size_t sos = 0;
         for (size_t i = 0; i + 1 < len; i++)
             if (d[i] == 0xFF && d[i + 1] == 0xDA)
@@ -103,7 +85,7 @@ int main(void)
      * accepted, as Pillow does */
     for (int f = 0; f < 2; f++) {
         size_t len;
-        unsigned char *d = slurp(f ? "img_png_rgb8.png" : "img_ok.jpg", &len);
+        unsigned char *d = testutil_read_fixture(f ? "img_png_rgb8.png" : "img_ok.jpg", &len);
         int bad = 0;
         size_t upto = f ? len - 12 : len - 2;
         for (size_t n = 0; n < upto; n++) {
@@ -125,13 +107,13 @@ int main(void)
     expect_file("img_huge.png", &p, IMAGO_ERR_TOO_LARGE);
     {
         size_t len;
-        unsigned char *d = slurp("img_huge.jpg", &len);
+        unsigned char *d = testutil_read_fixture("img_huge.jpg", &len);
         imago_image_format fmt = IMAGO_IMAGE_UNKNOWN;
         int w = 0, h = 0;
         is_int(imago_image_probe(d, len, &fmt, &w, &h, NULL), 0, "probe of the 60000^2 JPEG");
         ok(fmt == IMAGO_IMAGE_JPEG && w == 60000 && h == 60000, "probe says JPEG 60000x60000");
         free(d);
-        d = slurp("img_huge.png", &len);
+        d = testutil_read_fixture("img_huge.png", &len);
         is_int(imago_image_probe(d, len, &fmt, &w, &h, NULL), 0, "probe of the 60000^2 PNG");
         ok(fmt == IMAGO_IMAGE_PNG && w == 60000 && h == 60000, "probe says PNG 60000x60000");
         free(d);
@@ -172,7 +154,7 @@ int main(void)
     /* max_bytes is checked first (even before the format) */
     {
         size_t len;
-        unsigned char *d = slurp("img_ok.jpg", &len);
+        unsigned char *d = testutil_read_fixture("img_ok.jpg", &len);
         q = p;
         q.max_bytes = len - 1;
         expect(d, len, &q, IMAGO_ERR_TOO_LARGE, "max_bytes = size - 1");
@@ -208,13 +190,13 @@ int main(void)
         snprintf(what, sizeof what, "box %zu (%g,%g,%g,%g)", i, boxes[i][0], boxes[i][1],
                  boxes[i][2], boxes[i][3]);
         size_t len;
-        unsigned char *d = slurp("img_ok.jpg", &len);
+        unsigned char *d = testutil_read_fixture("img_ok.jpg", &len);
         expect(d, len, &q, want[i], what);
         free(d);
     }
     {
         size_t len;
-        unsigned char *d = slurp("img_ok.jpg", &len);
+        unsigned char *d = testutil_read_fixture("img_ok.jpg", &len);
         memcpy(q.box, boxes[9], sizeof q.box);
         q.max_side = 0;
         imago_image *img = NULL;
@@ -233,7 +215,7 @@ int main(void)
         is_int(imago_image_probe("GIF89a....", 10, NULL, NULL, NULL, &err), IMAGO_ERR_FORMAT,
                "probe of a GIF header: format");
         size_t len;
-        unsigned char *d = slurp("img_badsof.jpg", &len);
+        unsigned char *d = testutil_read_fixture("img_badsof.jpg", &len);
         is_int(imago_image_probe(d, len, NULL, NULL, NULL, NULL), IMAGO_ERR_FORMAT,
                "probe of a 13-bit JPEG: format");
         free(d);

@@ -9,30 +9,12 @@
 #include "engine.h"
 #include "image_int.h"
 #include "tap.h"
-
-static unsigned char *slurp(const char *name, size_t *len)
-{
-    const char *root = getenv("IMAGO_SOURCE_ROOT");
-    char path[4096];
-    snprintf(path, sizeof path, "%s/tests/data/%s", root ? root : ".", name);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        tap_bail(path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)n + 1);
-    if (fread(buf, 1, (size_t)n, f) != (size_t)n)
-        tap_bail("short read");
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
+#include "testutil.h"
 
 static imago_image *load(const char *name, int max_side)
 {
     size_t len;
-    unsigned char *d = slurp(name, &len);
+    unsigned char *d = testutil_read_fixture(name, &len);
     imago_decode_params p = imago_decode_params_default();
     p.max_side = max_side;
     imago_image *img = NULL;
@@ -62,7 +44,7 @@ int main(void)
         snprintf(jpg, sizeof jpg, "img_orient_%d.jpg", o);
         snprintf(golden, sizeof golden, "img_orient_%d.golden.png", o);
         size_t len;
-        unsigned char *d = slurp(jpg, &len);
+        unsigned char *d = testutil_read_fixture(jpg, &len);
         is_int(imago_jpeg_exif_orientation(d, len), o, "EXIF orientation of %s", jpg);
         int w = 0, h = 0;
         imago_image_probe(d, len, NULL, &w, &h, NULL);
@@ -78,7 +60,7 @@ int main(void)
     /* big-endian (MM) TIFF header */
     {
         size_t len;
-        unsigned char *d = slurp("img_orient_6_be.jpg", &len);
+        unsigned char *d = testutil_read_fixture("img_orient_6_be.jpg", &len);
         is_int(imago_jpeg_exif_orientation(d, len), 6, "big-endian EXIF: orientation 6");
         free(d);
         imago_image *got = load("img_orient_6_be.jpg", 0),
@@ -98,7 +80,7 @@ int main(void)
         snprintf(jpg, sizeof jpg, "%s.jpg", bad[i]);
         snprintf(golden, sizeof golden, "%s.golden.png", bad[i]);
         size_t len;
-        unsigned char *d = slurp(jpg, &len);
+        unsigned char *d = testutil_read_fixture(jpg, &len);
         is_int(imago_jpeg_exif_orientation(d, len), bad_o[i], "%s: orientation %d", jpg,
                bad_o[i]);
         free(d);
@@ -113,7 +95,7 @@ int main(void)
      * read past its end. */
     {
         size_t len;
-        unsigned char *d = slurp("img_orient_7.jpg", &len);
+        unsigned char *d = testutil_read_fixture("img_orient_7.jpg", &len);
         int bad_n = 0;
         for (size_t n = 0; n <= len; n++) {
             unsigned char *c = malloc(n ? n : 1);

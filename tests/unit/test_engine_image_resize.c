@@ -9,31 +9,12 @@
 #include "engine.h"
 #include "image_int.h"
 #include "tap.h"
-
-static unsigned char *slurp(const char *name, size_t *len)
-{
-    const char *root = getenv("IMAGO_SOURCE_ROOT");
-    char path[4096];
-    snprintf(path, sizeof path, "%s/tests/data/%s", root ? root : ".", name);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        tap_bail(path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)n + 1);
-    if (fread(buf, 1, (size_t)n, f) != (size_t)n)
-        tap_bail("short read");
-    buf[n] = 0;
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
+#include "testutil.h"
 
 static imago_image *load(const char *name, const imago_decode_params *p)
 {
     size_t len;
-    unsigned char *d = slurp(name, &len);
+    unsigned char *d = testutil_read_fixture(name, &len);
     imago_image *img = NULL;
     imago_error err;
     imago_error_clear(&err);
@@ -69,7 +50,7 @@ int main(void)
 
     /* golden cases: name tw th x0 y0 x1 y1 */
     size_t len;
-    char *cases = (char *)slurp("img_resize_cases.txt", &len);
+    char *cases = (char *)testutil_read_fixture("img_resize_cases.txt", &len);
     char *save = NULL;
     for (char *line = strtok_r(cases, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         char name[16];

@@ -4,25 +4,11 @@
  * ErrorCode schema with its HTTP status. */
 #include "server.h"
 #include "tap.h"
+#include "testutil.h"
 
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    fclose(f);
-    buf[got] = '\0';
-    return buf;
-}
 
 /* The block of a path item: from "\n  PATH:\n" to the next "\n  /" or the
  * end of the paths section. */
@@ -53,7 +39,7 @@ int main(void)
         tap_skip_all("IMAGO_SOURCE_ROOT is not set (run through meson test)");
     char path[1024];
     snprintf(path, sizeof path, "%s/proto/openapi.yaml", root);
-    char *yaml = slurp(path);
+    char *yaml = testutil_read_file(path, NULL);
     if (!yaml)
         tap_bail("cannot read proto/openapi.yaml");
     int n = imago_route_count();

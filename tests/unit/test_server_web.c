@@ -4,6 +4,7 @@
  * Cache-Control and the security headers; API routes keep no-store. */
 #include "server.h"
 #include "tap.h"
+#include "testutil.h"
 #include "web.h"
 
 #include <arpa/inet.h>
@@ -15,22 +16,6 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
-
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    fclose(f);
-    buf[got] = '\0';
-    *len = got;
-    return buf;
-}
 
 /* ---- a tiny HTTP/1.1 client (Connection: close, reads to EOF) ------------- */
 
@@ -148,7 +133,7 @@ static void test_assets(void)
         char path[1024];
         snprintf(path, sizeof path, "%s/server/web/%s", root, want[i].name);
         size_t len = 0;
-        char *disk = slurp(path, &len);
+        char *disk = testutil_read_file(path, &len);
         ok(disk && len == a->len && memcmp(disk, a->data, len) == 0,
            "%s: embedded bytes == server/web/%s (%zu bytes)", want[i].name, want[i].name, a->len);
         free(disk);
