@@ -13,8 +13,8 @@ void imago_cfg_engine_params(const imago_config *cfg, float scales[IMAGO_CFG_MAX
     ep->precision = cfg->engine.precision;
     ep->threads = cfg->engine.threads;
     ep->max_side = cfg->engine.max_side;
-    int n_scales = cfg->engine.scales.n < IMAGO_CFG_MAX_SCALES ? cfg->engine.scales.n
-                                                               : IMAGO_CFG_MAX_SCALES;
+    int n_scales =
+        cfg->engine.scales.n < IMAGO_CFG_MAX_SCALES ? cfg->engine.scales.n : IMAGO_CFG_MAX_SCALES;
     for (int i = 0; i < n_scales; i++)
         scales[i] = (float)cfg->engine.scales.items[i];
     if (n_scales > 0) {

@@ -161,6 +161,17 @@ void imago_http_error(imago_http_response *resp, imago_api_error code, const cha
         resp->www_authenticate = 1;
 }
 
+int imago_http_fail(imago_http_response *resp, imago_api_error code, const char *message)
+{
+    imago_http_error(resp, code, message);
+    return IMAGO_HTTP_DONE;
+}
+
+int imago_http_fail_code(imago_http_response *resp, const imago_error *err, imago_api_context ctx)
+{
+    return imago_http_fail(resp, imago_api_error_from_code(err->code, ctx), err->msg);
+}
+
 static void response_clear(imago_http_response *resp)
 {
     free(resp->body);
@@ -264,6 +275,14 @@ void imago_http_complete(imago_http_request *r, imago_http_response *resp)
     memset(resp, 0, sizeof *resp);
     atomic_store(&r->state, REQ_COMPLETED);
     MHD_resume_connection(r->conn);
+}
+
+void imago_http_complete_error(imago_http_request *r, imago_api_error code, const char *message)
+{
+    imago_http_response now;
+    memset(&now, 0, sizeof now);
+    imago_http_error(&now, code, message);
+    imago_http_complete(r, &now);
 }
 
 /* ---- the access handler ------------------------------------------------------ */

@@ -204,12 +204,6 @@ void imago_index_slot_free(imago_index_slot *s)
 
 /* ---- helpers -------------------------------------------------------------------------- */
 
-static int fail(imago_http_response *resp, imago_api_error code, const char *msg)
-{
-    imago_http_error(resp, code, msg);
-    return IMAGO_HTTP_DONE;
-}
-
 static imago_index_slot *req_slot(imago_http_request *r)
 {
     return imago_server_index(imago_http_server(r));
@@ -222,7 +216,7 @@ static imago_index *need_index(imago_http_request *r, imago_http_response *resp)
     const char *msg = NULL;
     if (imago_index_slot_state(s, &msg) == IMAGO_SLOT_READY)
         return s->ix;
-    fail(resp, IMAGO_API_NOT_READY, msg);
+    imago_http_fail(resp, IMAGO_API_NOT_READY, msg);
     return NULL;
 }
 
@@ -231,10 +225,17 @@ static int path_id(imago_http_request *r, imago_http_response *resp, int64_t *id
     imago_error err;
     imago_error_clear(&err);
     if (imago_proto_parse_id(imago_http_path_param(r, 0), id, &err) != 0) {
-        fail(resp, IMAGO_API_INVALID_PARAMETER, err.msg);
+        imago_http_fail(resp, IMAGO_API_INVALID_PARAMETER, err.msg);
         return -1;
     }
     return 0;
+}
+
+/* The index for a route on /v1/images/{id}, with the id parsed into *id;
+ * NULL (resp filled: 400 invalid_parameter or 503 not_ready) otherwise. */
+static imago_index *image_route(imago_http_request *r, imago_http_response *resp, int64_t *id)
+{
+    return path_id(r, resp, id) ? NULL : need_index(r, resp);
 }
 
 /* ---- search ---------------------------------------------------------------------------- */
@@ -357,7 +358,7 @@ int imago_route_search(imago_http_request *r, imago_http_response *resp, imago_s
         return IMAGO_HTTP_DONE;
     imago_batcher *b = imago_engine_slot_batcher(imago_server_engine(imago_http_server(r)));
     if (!b)
-        return fail(resp, IMAGO_API_NOT_READY, "the model is not loaded");
+        return imago_http_fail(resp, IMAGO_API_NOT_READY, "the model is not loaded");
     search_ctx *c = imago_xcalloc(1, sizeof *c);
     c->r = r;
     c->slot = slot;
@@ -376,10 +377,7 @@ int imago_route_search(imago_http_request *r, imago_http_response *resp, imago_s
     if (rc != 0) {
         imago_search_params_clear(&c->sp);
         free(c);
-        imago_http_response now;
-        memset(&now, 0, sizeof now);
-        imago_http_error(&now, imago_api_error_from_code(rc, IMAGO_API_CTX_IMAGE), err.msg);
-        imago_http_complete(r, &now);
+        imago_http_complete_error(r, imago_api_error_from_code(rc, IMAGO_API_CTX_IMAGE), err.msg);
     }
     return IMAGO_HTTP_DEFERRED;
 }
@@ -478,8 +476,9 @@ int imago_route_add_image(imago_http_request *r, imago_http_response *resp,
     if (s->add_stop || s->queued >= ADD_QUEUE_MAX) {
         int stopping = s->add_stop;
         pthread_mutex_unlock(&s->mu);
-        return fail(resp, stopping ? IMAGO_API_NOT_READY : IMAGO_API_BUSY,
-                    stopping ? "the server is shutting down" : "too many uploads in progress");
+        return imago_http_fail(resp, stopping ? IMAGO_API_NOT_READY : IMAGO_API_BUSY,
+                               stopping ? "the server is shutting down"
+                                        : "too many uploads in progress");
     }
     add_task *t = imago_xcalloc(1, sizeof *t);
     t->r = r;
@@ -504,16 +503,14 @@ int imago_route_add_image(imago_http_request *r, imago_http_response *resp,
 int imago_route_image_get(imago_http_request *r, imago_http_response *resp)
 {
     int64_t id;
-    if (path_id(r, resp, &id))
-        return IMAGO_HTTP_DONE;
-    imago_index *ix = need_index(r, resp);
+    imago_index *ix = image_route(r, resp, &id);
     if (!ix)
         return IMAGO_HTTP_DONE;
     imago_image_info *info = NULL;
     imago_error err;
     imago_error_clear(&err);
     if (imago_index_get(ix, id, &info, &err) != 0)
-        return fail(resp, imago_api_error_from_code(err.code, IMAGO_API_CTX_GENERIC), err.msg);
+        return imago_http_fail_code(resp, &err, IMAGO_API_CTX_GENERIC);
     imago_image_record rec;
     memset(&rec, 0, sizeof rec);
     rec.id = info->id;
@@ -528,7 +525,7 @@ int imago_route_image_get(imago_http_request *r, imago_http_response *resp)
     int rc = imago_image_record_to_json(&rec, &json, &err);
     imago_image_info_free(info);
     if (rc != 0)
-        return fail(resp, IMAGO_API_INTERNAL, err.msg);
+        return imago_http_fail(resp, IMAGO_API_INTERNAL, err.msg);
     imago_http_json(resp, 200, json);
     return IMAGO_HTTP_DONE;
 }
@@ -536,9 +533,7 @@ int imago_route_image_get(imago_http_request *r, imago_http_response *resp)
 int imago_route_image_thumbnail(imago_http_request *r, imago_http_response *resp)
 {
     int64_t id;
-    if (path_id(r, resp, &id))
-        return IMAGO_HTTP_DONE;
-    imago_index *ix = need_index(r, resp);
+    imago_index *ix = image_route(r, resp, &id);
     if (!ix)
         return IMAGO_HTTP_DONE;
     void *data = NULL;
@@ -546,7 +541,7 @@ int imago_route_image_thumbnail(imago_http_request *r, imago_http_response *resp
     imago_error err;
     imago_error_clear(&err);
     if (imago_index_thumbnail(ix, id, &data, &len, &err) != 0)
-        return fail(resp, imago_api_error_from_code(err.code, IMAGO_API_CTX_GENERIC), err.msg);
+        return imago_http_fail_code(resp, &err, IMAGO_API_CTX_GENERIC);
     resp->status = 200;
     resp->content_type = "image/jpeg";
     resp->body = data;
@@ -557,15 +552,13 @@ int imago_route_image_thumbnail(imago_http_request *r, imago_http_response *resp
 int imago_route_image_delete(imago_http_request *r, imago_http_response *resp)
 {
     int64_t id;
-    if (path_id(r, resp, &id))
-        return IMAGO_HTTP_DONE;
-    imago_index *ix = need_index(r, resp);
+    imago_index *ix = image_route(r, resp, &id);
     if (!ix)
         return IMAGO_HTTP_DONE;
     imago_error err;
     imago_error_clear(&err);
     if (imago_index_delete(ix, id, &err) != 0)
-        return fail(resp, imago_api_error_from_code(err.code, IMAGO_API_CTX_GENERIC), err.msg);
+        return imago_http_fail_code(resp, &err, IMAGO_API_CTX_GENERIC);
     char buf[64];
     snprintf(buf, sizeof buf, "{\"id\":%lld,\"deleted\":true}", (long long)id);
     imago_http_json(resp, 200, imago_xstrdup(buf));
@@ -580,7 +573,7 @@ static imago_jobs *need_jobs(imago_http_request *r, imago_http_response *resp)
         return NULL;
     imago_jobs *j = req_slot(r)->jobs;
     if (!j)
-        fail(resp, IMAGO_API_NOT_READY, "the jobs runner is stopped");
+        imago_http_fail(resp, IMAGO_API_NOT_READY, "the jobs runner is stopped");
     return j;
 }
 
@@ -643,13 +636,13 @@ static int job_reply(imago_http_request *r, imago_http_response *resp, int64_t i
     imago_error err;
     imago_error_clear(&err);
     if (job_status(j, ix, id, &st, &pr, &items, &n, errs, &err) != 0)
-        return fail(resp, imago_api_error_from_code(err.code, IMAGO_API_CTX_GENERIC), err.msg);
+        return imago_http_fail_code(resp, &err, IMAGO_API_CTX_GENERIC);
     char *json = NULL;
     int rc = imago_job_status_to_json(&st, &json, &err);
     imago_job_items_free(items, n);
     imago_job_info_clear(&pr.info);
     if (rc != 0)
-        return fail(resp, IMAGO_API_INTERNAL, err.msg);
+        return imago_http_fail(resp, IMAGO_API_INTERNAL, err.msg);
     imago_http_json(resp, status, json);
     return IMAGO_HTTP_DONE;
 }
@@ -662,7 +655,7 @@ static int job_fail(imago_http_response *resp, const imago_error *err)
     case IMAGO_ERR_UNSUPPORTED: code = IMAGO_API_UNPROCESSABLE; break;
     default: code = imago_api_error_from_code(err->code, IMAGO_API_CTX_JSON);
     }
-    return fail(resp, code, err->msg);
+    return imago_http_fail(resp, code, err->msg);
 }
 
 int imago_route_job_create(imago_http_request *r, imago_http_response *resp,
@@ -681,7 +674,7 @@ int imago_route_job_create(imago_http_request *r, imago_http_response *resp,
         return job_fail(resp, &err);
     char *json = NULL;
     if (imago_job_created_to_json(id, &json, &err) != 0)
-        return fail(resp, IMAGO_API_INTERNAL, err.msg);
+        return imago_http_fail(resp, IMAGO_API_INTERNAL, err.msg);
     imago_http_json(resp, 202, json);
     char loc[64];
     snprintf(loc, sizeof loc, "/v1/admin/jobs/%lld", (long long)id);
@@ -702,7 +695,7 @@ int imago_route_reindex(imago_http_request *r, imago_http_response *resp,
         return job_fail(resp, &err);
     char *json = NULL;
     if (imago_job_created_to_json(id, &json, &err) != 0)
-        return fail(resp, IMAGO_API_INTERNAL, err.msg);
+        return imago_http_fail(resp, IMAGO_API_INTERNAL, err.msg);
     imago_http_json(resp, 202, json);
     return IMAGO_HTTP_DONE;
 }
@@ -726,7 +719,7 @@ int imago_route_job_cancel(imago_http_request *r, imago_http_response *resp)
     imago_error err;
     imago_error_clear(&err);
     if (imago_jobs_cancel(j, id, &err) != 0)
-        return fail(resp, imago_api_error_from_code(err.code, IMAGO_API_CTX_GENERIC), err.msg);
+        return imago_http_fail_code(resp, &err, IMAGO_API_CTX_GENERIC);
     return job_reply(r, resp, id, 200);
 }
 
@@ -741,7 +734,7 @@ int imago_route_job_list(imago_http_request *r, imago_http_response *resp)
     imago_error err;
     imago_error_clear(&err);
     if (imago_job_list(ix, ids, 50, &n, &err) != 0)
-        return fail(resp, IMAGO_API_INTERNAL, err.msg);
+        return imago_http_fail(resp, IMAGO_API_INTERNAL, err.msg);
     imago_job_status st[50];
     imago_jobs_progress pr[50];
     size_t got = 0;
@@ -756,7 +749,7 @@ int imago_route_job_list(imago_http_request *r, imago_http_response *resp)
     for (size_t i = 0; i < got; i++)
         imago_job_info_clear(&pr[i].info);
     if (rc != 0)
-        return fail(resp, IMAGO_API_INTERNAL, err.msg);
+        return imago_http_fail(resp, IMAGO_API_INTERNAL, err.msg);
     imago_http_json(resp, 200, json);
     return IMAGO_HTTP_DONE;
 }

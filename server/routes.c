@@ -16,22 +16,10 @@
 
 /* ---- small helpers --------------------------------------------------------- */
 
-static int fail(imago_http_response *resp, imago_api_error code, const char *msg)
-{
-    imago_http_error(resp, code, msg);
-    return IMAGO_HTTP_DONE;
-}
-
-/* An internal error code from proto -> API error in context. */
-static int fail_code(imago_http_response *resp, const imago_error *err, imago_api_context ctx)
-{
-    return fail(resp, imago_api_error_from_code(err->code, ctx), err->msg);
-}
-
 static int json_ok(imago_http_response *resp, int status, char *json, imago_error *err)
 {
     if (!json)
-        return fail(resp, IMAGO_API_INTERNAL, err->msg);
+        return imago_http_fail(resp, IMAGO_API_INTERNAL, err->msg);
     imago_http_json(resp, status, json);
     return IMAGO_HTTP_DONE;
 }
@@ -51,7 +39,7 @@ static int no_query(imago_http_request *r, imago_http_response *resp)
     imago_error err;
     imago_error_clear(&err);
     if (imago_http_query_each(r, no_query_cb, NULL, &err) != 0) {
-        fail(resp, IMAGO_API_INVALID_PARAMETER, err.msg);
+        imago_http_fail(resp, IMAGO_API_INVALID_PARAMETER, err.msg);
         return -1;
     }
     return 0;
@@ -73,7 +61,7 @@ static int need_model(imago_http_request *r, imago_http_response *resp)
     if (imago_engine_slot_state(imago_server_engine(imago_http_server(r)), &msg) ==
         IMAGO_SLOT_READY)
         return 0;
-    fail(resp, IMAGO_API_NOT_READY, msg);
+    imago_http_fail(resp, IMAGO_API_NOT_READY, msg);
     return -1;
 }
 
@@ -84,7 +72,7 @@ static int h_readyz(imago_http_request *r, imago_http_response *resp)
         return IMAGO_HTTP_DONE;
     const char *msg = NULL;
     if (imago_index_slot_state(imago_server_index(imago_http_server(r)), &msg) != IMAGO_SLOT_READY)
-        return fail(resp, IMAGO_API_NOT_READY, msg);
+        return imago_http_fail(resp, IMAGO_API_NOT_READY, msg);
     imago_http_json(resp, 200,
                     imago_xstrdup("{\"status\":\"ready\",\"model\":\"loaded\","
                                   "\"index\":\"ready\"}"));
@@ -218,12 +206,12 @@ static int read_upload(imago_http_request *r, imago_http_response *resp, upload 
     imago_error err;
     imago_error_clear(&err);
     if (imago_http_query_each(r, query_param_cb, u, &err) != 0) {
-        fail_code(resp, &err, IMAGO_API_CTX_JSON);
+        imago_http_fail_code(resp, &err, IMAGO_API_CTX_JSON);
         return -1;
     }
     imago_content_type ct;
     if (imago_content_type_parse(imago_http_header(r, "Content-Type"), &ct, &err) != 0) {
-        fail(resp, IMAGO_API_INVALID_REQUEST, err.msg);
+        imago_http_fail(resp, IMAGO_API_INVALID_REQUEST, err.msg);
         return -1;
     }
     size_t len = 0;
@@ -231,7 +219,7 @@ static int read_upload(imago_http_request *r, imago_http_response *resp, upload 
     imago_media declared = ct.media;
     if (ct.media == IMAGO_MEDIA_MULTIPART) {
         if (imago_multipart_parse(body, len, ct.boundary, NULL, &u->mp, &err) != 0) {
-            fail_code(resp, &err, IMAGO_API_CTX_REQUEST);
+            imago_http_fail_code(resp, &err, IMAGO_API_CTX_REQUEST);
             return -1;
         }
         const imago_multipart_part *img = NULL;
@@ -239,20 +227,21 @@ static int read_upload(imago_http_request *r, imago_http_response *resp, upload 
             const imago_multipart_part *p = &u->mp->parts[i];
             if (strcmp(p->name, IMAGO_PROTO_IMAGE_FIELD) == 0) {
                 if (img) {
-                    fail(resp, IMAGO_API_INVALID_PARAMETER, "image: given more than once");
+                    imago_http_fail(resp, IMAGO_API_INVALID_PARAMETER,
+                                    "image: given more than once");
                     return -1;
                 }
                 img = p;
                 continue;
             }
             if (set_param(u, p->name, (const char *)p->data, p->len, &err) != 0) {
-                fail_code(resp, &err, IMAGO_API_CTX_JSON);
+                imago_http_fail_code(resp, &err, IMAGO_API_CTX_JSON);
                 return -1;
             }
         }
         if (!img) {
-            fail(resp, IMAGO_API_INVALID_PARAMETER,
-                 "image: required (a multipart field named image)");
+            imago_http_fail(resp, IMAGO_API_INVALID_PARAMETER,
+                            "image: required (a multipart field named image)");
             return -1;
         }
         declared = IMAGO_MEDIA_OCTET;
@@ -260,7 +249,7 @@ static int read_upload(imago_http_request *r, imago_http_response *resp, upload 
             imago_content_type pct;
             imago_error_clear(&err);
             if (imago_content_type_parse(img->content_type, &pct, &err) != 0) {
-                fail(resp, IMAGO_API_INVALID_REQUEST, err.msg);
+                imago_http_fail(resp, IMAGO_API_INVALID_REQUEST, err.msg);
                 return -1;
             }
             if (pct.media != IMAGO_MEDIA_JPEG && pct.media != IMAGO_MEDIA_PNG &&
@@ -270,7 +259,7 @@ static int read_upload(imago_http_request *r, imago_http_response *resp, upload 
                          "image: Content-Type '%s' is not supported; send "
                          "image/jpeg or image/png",
                          pct.type);
-                fail(resp, IMAGO_API_UNSUPPORTED_MEDIA_TYPE, msg);
+                imago_http_fail(resp, IMAGO_API_UNSUPPORTED_MEDIA_TYPE, msg);
                 return -1;
             }
             if (pct.media != IMAGO_MEDIA_NONE)
@@ -283,24 +272,24 @@ static int read_upload(imago_http_request *r, imago_http_response *resp, upload 
         u->image_len = len;
     }
     if (u->image_len == 0) {
-        fail(resp, IMAGO_API_INVALID_IMAGE, "image: empty");
+        imago_http_fail(resp, IMAGO_API_INVALID_IMAGE, "image: empty");
         return -1;
     }
     if ((uint64_t)u->image_len > (uint64_t)cfg->engine.max_image_bytes) {
         char msg[96];
         snprintf(msg, sizeof msg, "image: %zu bytes is over engine.max_image_bytes (%lld)",
                  u->image_len, (long long)cfg->engine.max_image_bytes);
-        fail(resp, IMAGO_API_PAYLOAD_TOO_LARGE, msg);
+        imago_http_fail(resp, IMAGO_API_PAYLOAD_TOO_LARGE, msg);
         return -1;
     }
     if (imago_media_sniff(u->image, u->image_len) == IMAGO_MEDIA_OTHER) {
         /* declared JPEG/PNG that is not one is corrupt; anything else is a
          * format imago does not read */
         if (declared == IMAGO_MEDIA_JPEG || declared == IMAGO_MEDIA_PNG)
-            fail(resp, IMAGO_API_INVALID_IMAGE, "image: not a valid JPEG or PNG file");
+            imago_http_fail(resp, IMAGO_API_INVALID_IMAGE, "image: not a valid JPEG or PNG file");
         else
-            fail(resp, IMAGO_API_UNSUPPORTED_MEDIA_TYPE,
-                 "image: only JPEG and PNG images are supported");
+            imago_http_fail(resp, IMAGO_API_UNSUPPORTED_MEDIA_TYPE,
+                            "image: only JPEG and PNG images are supported");
         return -1;
     }
     return 0;
@@ -372,10 +361,7 @@ static int h_extract(imago_http_request *r, imago_http_response *resp)
                : imago_error_set(&err, IMAGO_ERR_NOT_READY, "the model is not loaded");
     upload_clear(&u);
     if (rc != 0) {
-        imago_http_response now;
-        memset(&now, 0, sizeof now);
-        imago_http_error(&now, imago_api_error_from_code(rc, IMAGO_API_CTX_IMAGE), err.msg);
-        imago_http_complete(r, &now);
+        imago_http_complete_error(r, imago_api_error_from_code(rc, IMAGO_API_CTX_IMAGE), err.msg);
     }
     return IMAGO_HTTP_DEFERRED;
 }
@@ -396,35 +382,19 @@ static int h_add_image(imago_http_request *r, imago_http_response *resp)
 
 /* ---- images, jobs, reindex ------------------------------------------------------ */
 
-static int h_image_get(imago_http_request *r, imago_http_response *resp)
-{
-    return no_query(r, resp) ? IMAGO_HTTP_DONE : imago_route_image_get(r, resp);
-}
+/* A handler for a route of http_index.c that takes no query parameters. */
+#define NO_QUERY_HANDLER(name, route)                                                              \
+    static int name(imago_http_request *r, imago_http_response *resp)                              \
+    {                                                                                              \
+        return no_query(r, resp) ? IMAGO_HTTP_DONE : route(r, resp);                               \
+    }
 
-static int h_image_thumbnail(imago_http_request *r, imago_http_response *resp)
-{
-    return no_query(r, resp) ? IMAGO_HTTP_DONE : imago_route_image_thumbnail(r, resp);
-}
-
-static int h_image_delete(imago_http_request *r, imago_http_response *resp)
-{
-    return no_query(r, resp) ? IMAGO_HTTP_DONE : imago_route_image_delete(r, resp);
-}
-
-static int h_job_get(imago_http_request *r, imago_http_response *resp)
-{
-    return no_query(r, resp) ? IMAGO_HTTP_DONE : imago_route_job_get(r, resp);
-}
-
-static int h_job_cancel(imago_http_request *r, imago_http_response *resp)
-{
-    return no_query(r, resp) ? IMAGO_HTTP_DONE : imago_route_job_cancel(r, resp);
-}
-
-static int h_job_list(imago_http_request *r, imago_http_response *resp)
-{
-    return no_query(r, resp) ? IMAGO_HTTP_DONE : imago_route_job_list(r, resp);
-}
+NO_QUERY_HANDLER(h_image_get, imago_route_image_get)
+NO_QUERY_HANDLER(h_image_thumbnail, imago_route_image_thumbnail)
+NO_QUERY_HANDLER(h_image_delete, imago_route_image_delete)
+NO_QUERY_HANDLER(h_job_get, imago_route_job_get)
+NO_QUERY_HANDLER(h_job_cancel, imago_route_job_cancel)
+NO_QUERY_HANDLER(h_job_list, imago_route_job_list)
 
 static int h_create_job(imago_http_request *r, imago_http_response *resp)
 {
@@ -436,7 +406,7 @@ static int h_create_job(imago_http_request *r, imago_http_response *resp)
     imago_error err;
     imago_error_clear(&err);
     if (imago_job_request_parse((const char *)body, len, &job, &err) != 0)
-        return fail_code(resp, &err, IMAGO_API_CTX_JSON);
+        return imago_http_fail_code(resp, &err, IMAGO_API_CTX_JSON);
     int rc = imago_route_job_create(r, resp, &job);
     imago_job_request_clear(&job);
     return rc;
@@ -452,7 +422,7 @@ static int h_reindex(imago_http_request *r, imago_http_response *resp)
     imago_error err;
     imago_error_clear(&err);
     if (imago_reindex_request_parse((const char *)body, len, &rr, &err) != 0)
-        return fail_code(resp, &err, IMAGO_API_CTX_JSON);
+        return imago_http_fail_code(resp, &err, IMAGO_API_CTX_JSON);
     int rc = imago_route_reindex(r, resp, &rr);
     imago_reindex_request_clear(&rr);
     return rc;

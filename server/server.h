@@ -120,6 +120,14 @@ void imago_http_json(imago_http_response *resp, int status, char *json);
  * not_ready) follow the proto table. message may be NULL. */
 void imago_http_error(imago_http_response *resp, imago_api_error code, const char *message);
 
+/* imago_http_error(), then returns IMAGO_HTTP_DONE (`return imago_http_fail(...)`
+ * from a handler). */
+int imago_http_fail(imago_http_response *resp, imago_api_error code, const char *message);
+
+/* imago_http_fail() with the API error for the internal code err->code in ctx
+ * and err->msg. */
+int imago_http_fail_code(imago_http_response *resp, const imago_error *err, imago_api_context ctx);
+
 /* Handler results. */
 #define IMAGO_HTTP_DONE 0     /* resp is filled: send it */
 #define IMAGO_HTTP_DEFERRED 1 /* imago_http_defer() was called: send later */
@@ -129,6 +137,9 @@ void imago_http_error(imago_http_response *resp, imago_api_error code, const cha
  * and its body stay valid until then). */
 void imago_http_defer(imago_http_request *r);
 void imago_http_complete(imago_http_request *r, imago_http_response *resp);
+
+/* imago_http_complete() with an API error response (imago_http_error()). */
+void imago_http_complete_error(imago_http_request *r, imago_api_error code, const char *message);
 
 /* ---- routes (routes.c) --------------------------------------------------------- */
 
