@@ -303,6 +303,24 @@ void imago_search_params_clear(imago_search_params *p)
     *p = imago_search_params_default();
 }
 
+/* Sets *which to the index of name in names[n]; an error when it is not
+ * there or already set (its bit in seen). */
+static int param_lookup(const char *const *names, int n, uint32_t seen, const char *name,
+                        int *which, imago_error *err)
+{
+    for (int i = 0; i < n; i++) {
+        if (strcmp(name, names[i]) == 0) {
+            if (seen & (1u << i))
+                return imago_error_set(err, IMAGO_ERR_INVALID, "%s: given more than once", name);
+            *which = i;
+            return 0;
+        }
+    }
+    char s[48];
+    show(s, sizeof s, name, strlen(name));
+    return imago_error_set(err, IMAGO_ERR_INVALID, "%s: unknown parameter", s);
+}
+
 enum { SP_K, SP_BBOX, SP_QE, SP_QE_K, SP_QE_ALPHA, SP_WITH_METADATA, SP_FILTER, SP_COUNT_ };
 static const char *const search_names[SP_COUNT_] = {"k",        "bbox",          "qe",    "qe_k",
                                                     "qe_alpha", "with_metadata", "filter"};
@@ -311,16 +329,8 @@ int imago_search_params_set(imago_search_params *p, const char *name, const char
                             size_t value_len, imago_error *err)
 {
     int which = -1;
-    for (int i = 0; i < SP_COUNT_; i++)
-        if (strcmp(name, search_names[i]) == 0)
-            which = i;
-    if (which < 0) {
-        char s[48];
-        show(s, sizeof s, name, strlen(name));
-        return imago_error_set(err, IMAGO_ERR_INVALID, "%s: unknown parameter", s);
-    }
-    if (p->seen_ & (1u << which))
-        return imago_error_set(err, IMAGO_ERR_INVALID, "%s: given more than once", name);
+    if (param_lookup(search_names, SP_COUNT_, p->seen_, name, &which, err) != 0)
+        return IMAGO_ERR_INVALID;
     if (memchr(value, 0, value_len))
         return imago_error_set(err, IMAGO_ERR_INVALID, "%s: contains a NUL byte", name);
     int rc = 0;
@@ -403,16 +413,8 @@ int imago_add_image_params_set(imago_add_image_params *p, const char *name, cons
                                size_t value_len, imago_error *err)
 {
     int which = -1;
-    for (int i = 0; i < AP_COUNT_; i++)
-        if (strcmp(name, add_names[i]) == 0)
-            which = i;
-    if (which < 0) {
-        char s[48];
-        show(s, sizeof s, name, strlen(name));
-        return imago_error_set(err, IMAGO_ERR_INVALID, "%s: unknown parameter", s);
-    }
-    if (p->seen_ & (1u << which))
-        return imago_error_set(err, IMAGO_ERR_INVALID, "%s: given more than once", name);
+    if (param_lookup(add_names, AP_COUNT_, p->seen_, name, &which, err) != 0)
+        return IMAGO_ERR_INVALID;
     int rc = 0;
     if (which == AP_EXTERNAL_ID) {
         rc = text_field(name, value, value_len, EXTERNAL_ID_MAX, &p->external_id, err);
