@@ -17,7 +17,9 @@ $IMAGO_SHARED/data/photos). Cases:
       >= 0.5: random-weight ResNet-101s are too ill-conditioned in bf16 for an
       absolute bound (PyTorch bf16 itself: 0.84 and 0.99 on these inputs)
   MobileNetV2 + GLAM (c = 1280) + learned whitening, 3 scales: fp32 as above;
-      bf16 cosine >= 0.999 against the fp32 reference
+      bf16 relative to PyTorch's own bf16 as above (both score ~0.995 against
+      the fp32 reference on random weights: GLAM amplifies the backbone's
+      bf16 rounding, see below)
 
 Prints TAP. Small sizes keep it near a minute or two on 2 cores.
 """
@@ -87,10 +89,12 @@ def main():
         net2, _ = reference.load_model(p2)
         pr.check_case("mnv2-glam-lw fp32 3 scales", exe, p2, net2, inp,
                       ["synth_333x517", "basketball_288"], S3, "fp32", tmp)
-        # absolute bf16 bound against the fp32 reference where the backbone is
-        # well-conditioned enough for it
+        # GLAM's global channel product (F * G_c * (1 + G_s): cubic in F)
+        # amplifies the bf16 rounding of the backbone's map: imago scored
+        # 0.9960 / 0.9934 and PyTorch's own bf16 0.9951 on apple_320 (measured),
+        # below an absolute 0.999 on random weights; relative check as above.
         pr.check_case("mnv2-glam-lw bf16 3 scales", exe, p2, net2, inp,
-                      ["apple_320", "basketball_288"], S3, "bf16", tmp)
+                      ["apple_320", "basketball_288"], S3, "bf16", tmp, torch_bf16=True)
 
     pr.diag("GLAM parity suite: %.0f s" % (time.time() - t_start))
     print("1..%d" % pr.n_test)
