@@ -4,18 +4,6 @@
 
 #include <string.h>
 
-static int is_tchar(unsigned char c)
-{
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-        return 1;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-static int is_ows(unsigned char c)
-{
-    return c == ' ' || c == '\t';
-}
-
 static int is_bchar(unsigned char c)
 {
     if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
@@ -31,7 +19,7 @@ static char lower(char c)
 static size_t token_len(const char *s)
 {
     size_t n = 0;
-    while (is_tchar((unsigned char)s[n]))
+    while (proto_is_tchar((unsigned char)s[n]))
         n++;
     return n;
 }
@@ -92,7 +80,7 @@ int imago_content_type_parse(const char *header, imago_content_type *out, imago_
     imago_content_type ct;
     memset(&ct, 0, sizeof ct);
     const char *p = header ? header : "";
-    while (is_ows((unsigned char)*p))
+    while (proto_is_ows((unsigned char)*p))
         p++;
     if (*p == '\0') {
         *out = ct;
@@ -114,7 +102,7 @@ int imago_content_type_parse(const char *header, imago_content_type *out, imago_
 
     int have_charset = 0, have_boundary = 0;
     for (;;) {
-        while (is_ows((unsigned char)*p))
+        while (proto_is_ows((unsigned char)*p))
             p++;
         if (*p == '\0')
             break;
@@ -123,7 +111,7 @@ int imago_content_type_parse(const char *header, imago_content_type *out, imago_
                 err, IMAGO_ERR_INVALID, "Content-Type: unexpected character '%c' after media type",
                 (unsigned char)*p >= 0x20 && (unsigned char)*p < 0x7F ? *p : '?');
         p++;
-        while (is_ows((unsigned char)*p))
+        while (proto_is_ows((unsigned char)*p))
             p++;
         if (*p == '\0' || *p == ';')
             continue; /* empty parameter (RFC 9110 allows it) */

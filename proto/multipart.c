@@ -16,18 +16,6 @@ imago_multipart_limits imago_multipart_limits_default(void)
     return l;
 }
 
-static int is_tchar(unsigned char c)
-{
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-        return 1;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-static int is_ows(unsigned char c)
-{
-    return c == ' ' || c == '\t';
-}
-
 /* A parsed part header line, pointing into the body. */
 typedef struct hdr_line {
     const char *name;
@@ -108,7 +96,7 @@ static char *disp_value(const char *v, size_t n, size_t *i)
         return out;
     }
     size_t s = p;
-    while (p < n && is_tchar((unsigned char)v[p]))
+    while (p < n && proto_is_tchar((unsigned char)v[p]))
         p++;
     if (p == s)
         return NULL;
@@ -123,13 +111,13 @@ static char *disp_value(const char *v, size_t n, size_t *i)
 static int parse_disposition(const char *v, size_t n, imago_multipart_part *part, imago_error *err)
 {
     size_t i = 0;
-    while (i < n && is_tchar((unsigned char)v[i]))
+    while (i < n && proto_is_tchar((unsigned char)v[i]))
         i++;
     if (!proto_ieq("form-data", v, i))
         return imago_error_set(err, IMAGO_ERR_FORMAT, "multipart: part %s is not form-data",
                                "Content-Disposition");
     for (;;) {
-        while (i < n && is_ows((unsigned char)v[i]))
+        while (i < n && proto_is_ows((unsigned char)v[i]))
             i++;
         if (i == n)
             break;
@@ -137,21 +125,21 @@ static int parse_disposition(const char *v, size_t n, imago_multipart_part *part
             return imago_error_set(err, IMAGO_ERR_FORMAT,
                                    "multipart: malformed Content-Disposition");
         i++;
-        while (i < n && is_ows((unsigned char)v[i]))
+        while (i < n && proto_is_ows((unsigned char)v[i]))
             i++;
         if (i == n)
             break;
         size_t ns = i;
-        while (i < n && is_tchar((unsigned char)v[i]))
+        while (i < n && proto_is_tchar((unsigned char)v[i]))
             i++;
         size_t nl = i - ns;
-        while (i < n && is_ows((unsigned char)v[i]))
+        while (i < n && proto_is_ows((unsigned char)v[i]))
             i++;
         if (nl == 0 || i >= n || v[i] != '=')
             return imago_error_set(err, IMAGO_ERR_FORMAT,
                                    "multipart: malformed Content-Disposition parameter");
         i++;
-        while (i < n && is_ows((unsigned char)v[i]))
+        while (i < n && proto_is_ows((unsigned char)v[i]))
             i++;
         char *val = disp_value(v, n, &i);
         if (!val)
@@ -181,7 +169,7 @@ static int parse_disposition(const char *v, size_t n, imago_multipart_part *part
 /* Splits one header line [s, s+n) (without CRLF). */
 static int split_header(const char *s, size_t n, hdr_line *h, imago_error *err)
 {
-    if (n > 0 && is_ows((unsigned char)s[0]))
+    if (n > 0 && proto_is_ows((unsigned char)s[0]))
         return imago_error_set(err, IMAGO_ERR_FORMAT,
                                "multipart: folded part header lines are not allowed");
     for (size_t i = 0; i < n; i++) {
@@ -191,17 +179,17 @@ static int split_header(const char *s, size_t n, hdr_line *h, imago_error *err)
                                    "multipart: control character in a part header");
     }
     size_t i = 0;
-    while (i < n && is_tchar((unsigned char)s[i]))
+    while (i < n && proto_is_tchar((unsigned char)s[i]))
         i++;
     if (i == 0 || i >= n || s[i] != ':')
         return imago_error_set(err, IMAGO_ERR_FORMAT, "multipart: malformed part header line");
     h->name = s;
     h->name_len = i;
     i++;
-    while (i < n && is_ows((unsigned char)s[i]))
+    while (i < n && proto_is_ows((unsigned char)s[i]))
         i++;
     size_t e = n;
-    while (e > i && is_ows((unsigned char)s[e - 1]))
+    while (e > i && proto_is_ows((unsigned char)s[e - 1]))
         e--;
     h->value = s + i;
     h->value_len = e - i;
@@ -318,7 +306,7 @@ int imago_multipart_parse(const void *body_v, size_t len, const char *boundary,
         /* pos is right after a delimiter's boundary */
         if (len - pos >= 2 && body[pos] == '-' && body[pos + 1] == '-')
             break; /* close delimiter; the epilogue is ignored */
-        while (pos < len && is_ows((unsigned char)body[pos]))
+        while (pos < len && proto_is_ows((unsigned char)body[pos]))
             pos++; /* transport padding */
         if (len - pos < 2 || body[pos] != '\r' || body[pos + 1] != '\n') {
             rc = imago_error_set(err, IMAGO_ERR_FORMAT,

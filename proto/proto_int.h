@@ -20,6 +20,12 @@ int proto_utf8_valid(const char *s, size_t n);
  * NUL replaced by '?'. Caller frees. */
 char *proto_utf8_sanitize(const char *s, size_t n);
 
+/* Whether c is an RFC 9110 token character (tchar). */
+int proto_is_tchar(unsigned char c);
+
+/* Whether c is optional whitespace (OWS: space or tab). */
+int proto_is_ows(unsigned char c);
+
 /* ASCII case-insensitive compare of NUL-terminated a with b[0..n). */
 int proto_ieq(const char *a, const char *b, size_t n);
 

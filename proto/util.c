@@ -75,6 +75,18 @@ char *proto_utf8_sanitize(const char *s, size_t n)
     return out;
 }
 
+int proto_is_tchar(unsigned char c)
+{
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+        return 1;
+    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+int proto_is_ows(unsigned char c)
+{
+    return c == ' ' || c == '\t';
+}
+
 int proto_ieq(const char *a, const char *b, size_t n)
 {
     if (strlen(a) != n)
