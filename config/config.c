@@ -433,6 +433,28 @@ static int in_range(const imago_config_option *opt, double v)
     return v >= opt->min && v <= opt->max;
 }
 
+/* 0 when x is in the option's range; else -1 with *why set. */
+static int check_range(const imago_config_option *opt, double x, char *why)
+{
+    if (in_range(opt, x))
+        return 0;
+    set_why(why, "out of range");
+    return -1;
+}
+
+/* Stores an integer option's value ll in v (v->i or v->l by type) when it is
+ * in the option's range; else -1 with *why set. */
+static int store_integer(const imago_config_option *opt, long long ll, value *v, char *why)
+{
+    if (check_range(opt, (double)ll, why) != 0)
+        return -1;
+    if (opt->type == IMAGO_CONFIG_INT)
+        v->i = (int)ll;
+    else
+        v->l = (int64_t)ll;
+    return 0;
+}
+
 static int parse_json_value(const imago_config_option *opt, json_t *j, value *v, char *why);
 
 /* Parses text (env, flag, default) into v. On failure *why says why. */
@@ -451,25 +473,13 @@ static int parse_text_value(const imago_config_option *opt, const char *text, va
     case IMAGO_CONFIG_INT64:
         if (parse_integer_text(text, (opt->flags & IMAGO_CONFIG_F_BYTES) != 0, &ll, why) != 0)
             return -1;
-        if (!in_range(opt, (double)ll)) {
-            set_why(why, "out of range");
-            return -1;
-        }
-        if (opt->type == IMAGO_CONFIG_INT)
-            v->i = (int)ll;
-        else
-            v->l = (int64_t)ll;
-        return 0;
+        return store_integer(opt, ll, v, why);
     case IMAGO_CONFIG_DOUBLE:
         if (parse_double_text(text, &v->d) != 0) {
             set_why(why, "not a number");
             return -1;
         }
-        if (!in_range(opt, v->d)) {
-            set_why(why, "out of range");
-            return -1;
-        }
-        return 0;
+        return check_range(opt, v->d, why);
     case IMAGO_CONFIG_STRING: v->s = imago_xstrdup(text); return 0;
     case IMAGO_CONFIG_ENUM:
         for (int i = 0; opt->choices[i]; i++) {
@@ -585,26 +595,13 @@ static int parse_json_value(const imago_config_option *opt, json_t *j, value *v,
         if (!json_is_integer(j))
             WRONG_TYPE((opt->flags & IMAGO_CONFIG_F_BYTES) ? "an integer or a size string"
                                                            : "an integer");
-        long long ll = json_integer_value(j);
-        if (!in_range(opt, (double)ll)) {
-            set_why(why, "out of range");
-            return -1;
-        }
-        if (opt->type == IMAGO_CONFIG_INT)
-            v->i = (int)ll;
-        else
-            v->l = (int64_t)ll;
-        return 0;
+        return store_integer(opt, json_integer_value(j), v, why);
     }
     case IMAGO_CONFIG_DOUBLE:
         if (!json_is_number(j))
             WRONG_TYPE("a number");
         v->d = json_number_value(j);
-        if (!in_range(opt, v->d)) {
-            set_why(why, "out of range");
-            return -1;
-        }
-        return 0;
+        return check_range(opt, v->d, why);
     case IMAGO_CONFIG_STRING:
     case IMAGO_CONFIG_ENUM:
         if (!json_is_string(j))
