@@ -23,9 +23,9 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import test_http_core as hc  # noqa: E402  (the harness: Server, ok, check_error, multipart)
+import imago_testlib as hc  # noqa: E402  (the harness: Server, ok, check_error, multipart)
 
-from test_http_core import ok, is_eq, check_error, multipart  # noqa: E402
+from imago_testlib import ok, is_eq, check_error, jget, multipart  # noqa: E402
 
 ADM, SRCH = "adm-tok-1", "srch-tok-2"
 A = {"Authorization": "Bearer " + ADM}
@@ -33,19 +33,11 @@ S = {"Authorization": "Bearer " + SRCH}
 J = dict(A, **{"Content-Type": "application/json"})
 
 
-def jget(srv, path, headers=A):
-    r, data = srv.request("GET", path, None, headers)
-    try:
-        return r.status, json.loads(data)
-    except Exception:
-        return r.status, {}
-
-
 def wait_job(srv, job_id, timeout=240):
     deadline = time.time() + timeout
     st = {}
     while time.time() < deadline:
-        code, st = jget(srv, "/v1/admin/jobs/%d" % job_id)
+        code, st = jget(srv, "/v1/admin/jobs/%d" % job_id, A)
         if code == 200 and st.get("state") in ("done", "failed", "cancelled"):
             return st
         time.sleep(0.1)
@@ -152,7 +144,7 @@ def main():
           (1, "invalid_image", True), "job errors: the corrupt file with a typed code")
     ok(isinstance(st.get("rate"), float) and st["rate"] > 0 and st.get("eta_s") == 0,
        "job rate > 0 images/s, eta 0 when done", st)
-    code, lst = jget(srv, "/v1/admin/jobs")
+    code, lst = jget(srv, "/v1/admin/jobs", A)
     ok(code == 200 and [j["id"] for j in lst.get("jobs", [])][:1] == [jid],
        "GET /v1/admin/jobs lists the job, newest first", lst)
     check_error(srv, "DELETE", "/v1/admin/jobs/%d" % jid, 409, "conflict", "cancel a finished job",
@@ -330,7 +322,7 @@ def main():
     cst = json.loads(data) if r.status == 200 else {}
     is_eq((r.status, cst.get("state")), (200, "cancelled"), "DELETE a running job -> 200 cancelled")
     time.sleep(1.0)
-    code, cst = jget(srv, "/v1/admin/jobs/%d" % cid)
+    code, cst = jget(srv, "/v1/admin/jobs/%d" % cid, A)
     ok(code == 200 and cst.get("state") == "cancelled" and (cst.get("done") or 0) < 8,
        "a cancelled job stays cancelled and stops early (%s of 8 done)" % cst.get("done"), cst)
     check_error(srv, "DELETE", "/v1/admin/jobs/%d" % cid, 409, "conflict", "cancel twice", None, A)
@@ -348,7 +340,7 @@ def main():
     # ---- metrics ----
     r, data = srv.request("GET", "/metrics")
     text = data.decode()
-    code, cst = jget(srv, "/v1/admin/jobs/%d" % cid)
+    code, cst = jget(srv, "/v1/admin/jobs/%d" % cid, A)
     flips_done = cst.get("done") or 0  # items already in flight when it was cancelled
     size_now = len(names) + 1 - 1 + 2 + flips_done
     ok("imago_index_images %d\n" % size_now in text and "imago_search_requests_total " in text
@@ -407,17 +399,8 @@ def main():
        and "not comparable" in p.stderr,
        "a store built with another model -> refuses to start, names the reindex path",
        (p.returncode, p.stderr[-600:]))
-    print("1..%d" % hc.N)
-    shutil.rmtree(tmp, ignore_errors=True)
-    return 1 if hc.FAILED else 0
+    return hc.done(tmp)
 
 
 if __name__ == "__main__":
-    try:
-        rc = main()
-    finally:
-        for proc in hc.SERVERS:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    sys.exit(rc)
+    hc.run(main)

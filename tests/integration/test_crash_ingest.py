@@ -17,21 +17,13 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import test_http_core as hc  # noqa: E402
+import imago_testlib as hc  # noqa: E402
 
-from test_http_core import ok, is_eq  # noqa: E402
+from imago_testlib import ok, is_eq, jget  # noqa: E402
 
 ADM = "adm-crash"
 A = {"Authorization": "Bearer " + ADM}
 J = dict(A, **{"Content-Type": "application/json"})
-
-
-def jget(srv, path):
-    r, data = srv.request("GET", path, None, A)
-    try:
-        return r.status, json.loads(data)
-    except Exception:
-        return r.status, {}
 
 
 def main():
@@ -72,12 +64,12 @@ def main():
     st = {}
     deadline = time.time() + 120
     while time.time() < deadline:
-        code, st = jget(srv, "/v1/admin/jobs/%d" % jid)
+        code, st = jget(srv, "/v1/admin/jobs/%d" % jid, A)
         if st.get("done", 0) >= 5 or st.get("state") in ("done", "failed"):
             break
         time.sleep(0.02)
     done_before = st.get("done", 0)
-    code, info = jget(srv, "/v1/info")
+    code, info = jget(srv, "/v1/info", A)
     size_before = info.get("index", {}).get("size", 0)
     srv.proc.send_signal(signal.SIGKILL)
     srv.proc.wait()
@@ -87,22 +79,22 @@ def main():
     srv = hc.Server(imago, data_dir, common)
     r, _ = srv.wait_ready()
     is_eq(r.status, 200, "restart after kill -9: ready")
-    code, info = jget(srv, "/v1/info")
+    code, info = jget(srv, "/v1/info", A)
     ok(info.get("index", {}).get("size", 0) >= size_before,
        "no acknowledged image lost: size %d >= %d before the kill"
        % (info.get("index", {}).get("size", 0), size_before))
-    code, rec = jget(srv, "/v1/images/%d" % acked_id)
+    code, rec = jget(srv, "/v1/images/%d" % acked_id, A)
     is_eq((code, rec.get("external_id")), (200, "acked-1"), "the acknowledged add is there")
     deadline = time.time() + 180
     while time.time() < deadline:
-        code, st = jget(srv, "/v1/admin/jobs/%d" % jid)
+        code, st = jget(srv, "/v1/admin/jobs/%d" % jid, A)
         if st.get("state") in ("done", "failed", "cancelled"):
             break
         time.sleep(0.1)
     is_eq((st.get("state"), st.get("total"), st.get("done"), st.get("failed")),
           ("done", len(names), len(names), 0), "the job resumed by itself and completed")
     ok(any("resuming job %d" % jid in line for line in srv.log), "the log says the job resumed")
-    code, info = jget(srv, "/v1/info")
+    code, info = jget(srv, "/v1/info", A)
     # the job's images plus the single add (same bytes, another external id)
     is_eq(info.get("index", {}).get("size"), len(names) + 1, "no image indexed twice")
     wrong = []
@@ -117,17 +109,8 @@ def main():
     ok(not wrong, "every photo is searchable after the crash (itself in the top 2)", wrong)
     rc, log = srv.stop()
     is_eq(rc, 0, "clean shutdown")
-    print("1..%d" % hc.N)
-    shutil.rmtree(tmp, ignore_errors=True)
-    return 1 if hc.FAILED else 0
+    return hc.done(tmp)
 
 
 if __name__ == "__main__":
-    try:
-        rc = main()
-    finally:
-        for proc in hc.SERVERS:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    sys.exit(rc)
+    hc.run(main)

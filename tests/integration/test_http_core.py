@@ -23,163 +23,9 @@ import sys
 import tempfile
 import time
 
-N = 0
-FAILED = 0
-SERVERS = []  # every server started, killed at exit whatever happens
-# the demo model, small and fast: ResNet-50 + GeM at 128 px, one scale
-ENGINE = ["--engine.demo-arch", "resnet50-gem", "--engine.max-side", "128", "--engine.scales", "1"]
-
-
-def ok(cond, name, diag=None):
-    global N, FAILED
-    N += 1
-    if not cond:
-        FAILED += 1
-    print(("ok" if cond else "not ok") + " %d - %s" % (N, name))
-    if not cond and diag is not None:
-        for line in str(diag).splitlines():
-            print("#   " + line)
-    sys.stdout.flush()
-    return cond
-
-
-def is_eq(got, want, name):
-    return ok(got == want, name, "got %r, want %r" % (got, want))
-
-
-class Server:
-    def __init__(self, imago, datadir, extra, scheme="http"):
-        args = [imago, "serve", "--port", "0", "--server.listen", "127.0.0.1",
-                "--index.data-dir", datadir, "--server.threads", "2",
-                "--server.max-body-bytes", "64KiB"] + ENGINE + extra
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     env=dict(os.environ, IMAGO_SERVER_LOG_FORMAT="text"))
-        SERVERS.append(self.proc)
-        self.log = []
-        self.port = None
-        # a thread drains stderr (the access log) so the pipe never fills
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        deadline = time.time() + 30
-        while time.time() < deadline and self.port is None and self.proc.poll() is None:
-            for line in list(self.log):
-                m = re.search(scheme + r"://127\.0\.0\.1:(\d+)", line)
-                if m:
-                    self.port = int(m.group(1))
-            time.sleep(0.02)
-        if self.port is None:
-            self.proc.kill()
-            raise RuntimeError("server did not start:\n" + "".join(self.log))
-
-    def _read(self):
-        for raw in iter(self.proc.stderr.readline, b""):
-            self.log.append(raw.decode("utf-8", "replace"))
-
-    def wait_ready(self, timeout=120):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            r, data = self.request("GET", "/readyz")
-            if r.status == 200:
-                return r, data
-            if "failed" in err_msg(data):
-                return r, data
-            time.sleep(0.1)
-        return r, data
-
-    def conn(self):
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-
-    def request(self, method, path, body=None, headers=None):
-        c = self.conn()
-        c.request(method, path, body=body, headers=headers or {})
-        r = c.getresponse()
-        data = r.read()
-        c.close()
-        return r, data
-
-    def stop(self, sig=signal.SIGTERM, timeout=15):
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            self.reader.join(5)
-            return None, "".join(self.log)
-        self.reader.join(5)
-        return self.proc.returncode, "".join(self.log)
-
-
-def err_code(data):
-    try:
-        return json.loads(data)["error"]["code"]
-    except Exception:
-        return None
-
-
-def err_msg(data):
-    try:
-        return json.loads(data)["error"]["message"]
-    except Exception:
-        return ""
-
-
-def check_error(srv, method, path, status, code, name, body=None, headers=None, msg_prefix=None):
-    r, data = srv.request(method, path, body, headers)
-    good = r.status == status and err_code(data) == code
-    if good and msg_prefix is not None:
-        good = err_msg(data).startswith(msg_prefix)
-    ok(good, "%s -> %d %s%s" % (name, status, code,
-                                (" (message starts '%s')" % msg_prefix) if msg_prefix else ""),
-       "got %d %s" % (r.status, data[:300]))
-    return r, data
-
-
-def multipart(fields, boundary="imagoTestBoundary"):
-    out = b""
-    for f in fields:
-        name, value = f[0], f[1]
-        ctype = f[2] if len(f) > 2 else None
-        filename = f[3] if len(f) > 3 else None
-        out += b"--" + boundary.encode() + b"\r\n"
-        disp = 'Content-Disposition: form-data; name="%s"' % name
-        if filename:
-            disp += '; filename="%s"' % filename
-        out += disp.encode() + b"\r\n"
-        if ctype:
-            out += ("Content-Type: %s\r\n" % ctype).encode()
-        out += b"\r\n" + value + b"\r\n"
-    out += b"--" + boundary.encode() + b"--\r\n"
-    return out, {"Content-Type": "multipart/form-data; boundary=" + boundary}
-
-
-def raw_exchange(port, data, read_timeout=10):
-    s = socket.create_connection(("127.0.0.1", port), timeout=read_timeout)
-    try:
-        s.sendall(data)
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    got = b""
-    try:
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            got += chunk
-            if b"\r\n\r\n" in got:
-                head, _, rest = got.partition(b"\r\n\r\n")
-                m = re.search(rb"Content-Length: (\d+)", head, re.I)
-                if m and len(rest) >= int(m.group(1)):
-                    break
-    except (socket.timeout, ConnectionResetError):
-        pass
-    s.close()
-    return got
-
-
-def status_of(raw):
-    m = re.match(rb"HTTP/1\.[01] (\d{3})", raw)
-    return int(m.group(1)) if m else None
+import imago_testlib as hc
+from imago_testlib import (Server, check_error, err_code, err_msg, is_eq, multipart, ok,
+                           raw_exchange, status_of)
 
 
 def main():
@@ -539,8 +385,8 @@ def main():
                           "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert],
                          capture_output=True) if shutil.which("openssl") else None
     if gen is None or gen.returncode != 0:
-        print("ok %d - # SKIP openssl not available to make a test certificate" % (N + 1))
-        globals()["N"] += 1
+        print("ok %d - # SKIP openssl not available to make a test certificate" % (hc.N + 1))
+        hc.N += 1
     else:
         srv4 = Server(imago, data2, ["--server.tls-cert", cert, "--server.tls-key", key],
                       scheme="https")
@@ -565,17 +411,8 @@ def main():
     ok(p.returncode == 1 and "cannot listen" in p.stderr, "port in use -> exit 1 with a message",
        p.stderr[-500:])
 
-    shutil.rmtree(tmp, ignore_errors=True)
-    print("1..%d" % N)
-    return 1 if FAILED else 0
+    return hc.done(tmp)
 
 
 if __name__ == "__main__":
-    try:
-        rc = main()
-    finally:
-        for proc in SERVERS:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    sys.exit(rc)
+    hc.run(main)

@@ -17,9 +17,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-import test_http_core as hc  # noqa: E402
+import imago_testlib as hc  # noqa: E402
 
-from test_http_core import ok, is_eq  # noqa: E402
+from imago_testlib import ok, is_eq  # noqa: E402
 
 ADM = "adm-load"
 A = {"Authorization": "Bearer " + ADM}
@@ -114,7 +114,6 @@ def main():
     images = [(open(os.path.join(photos_dir, n), "rb").read(),
                "image/png" if n.endswith(".png") else "image/jpeg") for n in names]
     import tempfile
-    import shutil
     tmp = tempfile.mkdtemp(prefix="imago_load_")
     for phase, extra in (("normal", []), ("overload", ["--engine.queue-depth", "4"])):
         srv = hc.Server(imago, os.path.join(tmp, "data"),
@@ -148,17 +147,8 @@ def main():
         is_eq(rr.status, 200, "%s: still ready after the load" % phase)
         rc, _ = srv.stop()
         is_eq(rc, 0, "%s: clean shutdown" % phase)
-    print("1..%d" % hc.N)
-    shutil.rmtree(tmp, ignore_errors=True)
-    return 1 if hc.FAILED else 0
+    return hc.done(tmp)
 
 
 if __name__ == "__main__":
-    try:
-        rc = main()
-    finally:
-        for proc in hc.SERVERS:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    sys.exit(rc)
+    hc.run(main)
