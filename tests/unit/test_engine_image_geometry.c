@@ -9,6 +9,7 @@
 #include "engine.h"
 #include "image_int.h"
 #include "tap.h"
+#include "testutil.h"
 
 static void target(int cw, int ch, int ms, int ew, int eh)
 {
@@ -73,15 +74,8 @@ int main(void)
     /* the pipeline's output sizes, on the 240x160 JPEG stored with
      * orientation 6 (160x240 oriented) */
     {
-        const char *root = getenv("IMAGO_SOURCE_ROOT");
-        char path[4096];
-        snprintf(path, sizeof path, "%s/tests/data/img_scene_o6.jpg", root ? root : ".");
-        FILE *f = fopen(path, "rb");
-        if (!f)
-            tap_bail(path);
-        static unsigned char d[1 << 16];
-        size_t len = fread(d, 1, sizeof d, f);
-        fclose(f);
+        size_t len;
+        unsigned char *d = testutil_read_fixture("img_scene_o6.jpg", &len);
         struct { int ms, box; double b[4]; int w, h; } cs[] = {
             {1024, 0, {0}, 160, 240},  {0, 0, {0}, 160, 240},   {100, 0, {0}, 67, 100},
             {40, 0, {0}, 27, 40},      {1, 0, {0}, 1, 1},       {30, 1, {10.5, 20.5, 130, 190}, 21, 30},
@@ -101,6 +95,7 @@ int main(void)
                img ? img->width : -1, img ? img->height : -1, err.msg);
             imago_image_free(img);
         }
+        free(d);
     }
     return tap_done();
 }

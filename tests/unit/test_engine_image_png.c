@@ -7,6 +7,7 @@
 
 #include "engine.h"
 #include "tap.h"
+#include "testutil.h"
 
 static int pattern(int x, int y, int c)
 {
@@ -29,16 +30,9 @@ int main(void)
         {"img_png_gray16.png", e_gray},  {"img_png_palette.png", e_pal},
         {"img_png_gray2.png", e_gray2},
     };
-    const char *root = getenv("IMAGO_SOURCE_ROOT");
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/tests/data/%s", root ? root : ".", cs[i].file);
-        FILE *f = fopen(path, "rb");
-        if (!f)
-            tap_bail(path);
-        static unsigned char d[1 << 16];
-        size_t len = fread(d, 1, sizeof d, f);
-        fclose(f);
+        size_t len;
+        unsigned char *d = testutil_read_fixture(cs[i].file, &len);
         imago_image_format fmt;
         int w = 0, h = 0;
         is_int(imago_image_probe(d, len, &fmt, &w, &h, NULL), 0, "%s: probe", cs[i].file);
@@ -48,6 +42,7 @@ int main(void)
         imago_error err;
         imago_error_clear(&err);
         int rc = imago_image_decode(d, len, &p, &img, &err);
+        free(d);
         is_int(rc, 0, "%s: decodes (%s)", cs[i].file, err.msg);
         if (rc != 0)
             continue;
