@@ -175,6 +175,21 @@ def status_of(raw):
     return int(m.group(1)) if m else None
 
 
+def shared_photos():
+    """The real photos: $IMAGO_SHARED/data/photos (../shared when unset)."""
+    return os.path.join(os.environ.get("IMAGO_SHARED", "../shared"), "data", "photos")
+
+
+def copy_photos(src, dst):
+    """Copies the .jpg/.jpeg/.png files of folder src into dst; returns their names, sorted."""
+    names = sorted(n for n in os.listdir(src)
+                   if n.lower().endswith((".jpg", ".jpeg", ".png"))
+                   and os.path.isfile(os.path.join(src, n)))
+    for n in names:
+        shutil.copy(os.path.join(src, n), os.path.join(dst, n))
+    return names
+
+
 def jget(srv, path, headers=None):
     """GET path; returns (status, parsed JSON body or {} when it is not JSON)."""
     r, data = srv.request("GET", path, None, headers)

@@ -61,8 +61,7 @@ def main():
         print("1..0 # SKIP usage: test_api_index.py IMAGO")
         return 0
     imago = sys.argv[1]
-    shared = os.environ.get("IMAGO_SHARED", "../shared")
-    photos_dir = os.path.join(shared, "data", "photos")
+    photos_dir = hc.shared_photos()
     src = os.environ.get("IMAGO_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), "..", ".."))
     fixtures = os.path.join(src, "tests", "data")
     if not os.path.isdir(photos_dir):
@@ -78,11 +77,7 @@ def main():
     root = os.path.join(tmp, "root")
     photos = os.path.join(root, "photos")
     os.makedirs(photos)
-    names = sorted(n for n in os.listdir(photos_dir)
-                   if n.lower().endswith((".jpg", ".jpeg", ".png"))
-                   and os.path.isfile(os.path.join(photos_dir, n)))
-    for n in names:
-        shutil.copy(os.path.join(photos_dir, n), os.path.join(photos, n))
+    names = hc.copy_photos(photos_dir, photos)
     bad = os.path.join(photos, "broken")
     os.makedirs(bad)
     shutil.copy(os.path.join(fixtures, "img_corrupt.jpg"), os.path.join(bad, "corrupt.jpg"))

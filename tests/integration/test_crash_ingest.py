@@ -10,7 +10,6 @@ usage: test_crash_ingest.py path/to/imago
 """
 import json
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -31,18 +30,14 @@ def main():
         print("1..0 # SKIP usage: test_crash_ingest.py IMAGO")
         return 0
     imago = sys.argv[1]
-    photos_dir = os.path.join(os.environ.get("IMAGO_SHARED", "../shared"), "data", "photos")
+    photos_dir = hc.shared_photos()
     if not os.path.isdir(photos_dir):
         print("1..0 # SKIP no photos in $IMAGO_SHARED/data/photos")
         return 0
     tmp = tempfile.mkdtemp(prefix="imago_crash_")
     root = os.path.join(tmp, "root")
     os.makedirs(root)
-    names = sorted(n for n in os.listdir(photos_dir)
-                   if n.lower().endswith((".jpg", ".jpeg", ".png"))
-                   and os.path.isfile(os.path.join(photos_dir, n)))
-    for n in names:
-        shutil.copy(os.path.join(photos_dir, n), os.path.join(root, n))
+    names = hc.copy_photos(photos_dir, root)
     data_dir = os.path.join(tmp, "data")
     # one runner thread: the job takes long enough to be killed in the middle
     common = ["--auth.admin-token", ADM, "--ingest.roots", root, "--ingest.parallelism", "1",

@@ -33,7 +33,7 @@ def main():
         print("1..0 # SKIP usage: test_http_core.py IMAGO")
         return 77
     imago = sys.argv[1]
-    photos = os.path.join(os.environ.get("IMAGO_SHARED", "../shared"), "data", "photos")
+    photos = hc.shared_photos()
     jpeg = None
     p = None
     if os.path.isdir(photos):

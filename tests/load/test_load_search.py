@@ -104,7 +104,7 @@ def main():
         return 0
     imago = sys.argv[1]
     per_client = int(sys.argv[2]) if len(sys.argv) > 2 else 4
-    photos_dir = os.path.join(os.environ.get("IMAGO_SHARED", "../shared"), "data", "photos")
+    photos_dir = hc.shared_photos()
     if not os.path.isdir(photos_dir):
         print("1..0 # SKIP no photos in $IMAGO_SHARED/data/photos")
         return 0
