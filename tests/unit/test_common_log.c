@@ -31,7 +31,7 @@ int main(void)
     s = capture(IMAGO_LOG_JSON, IMAGO_LOG_DEBUG, IMAGO_LOG_ERROR, "quote \" and \\ and \n");
     ok(strstr(s, "\"level\":\"error\"") != NULL, "json level");
     ok(strstr(s, "\"module\":\"test\"") != NULL, "json module");
-    ok(strstr(s, "\"msg\":\"quote \\\" and \\\\ and \\n\"") != NULL, "json escaping: %s", s);
+    ok(strstr(s, "\"msg\":\"quote \\\" and \\\\ and \\n\"") != NULL, "json escaping: %s", s ? s : "(null)");
     ok(s[0] == '{' && s[strlen(s) - 2] == '}' && s[strlen(s) - 1] == '\n', "one object per line");
     free(s);
 
