@@ -28,28 +28,11 @@ static inline int worse(float sa, int64_t ka, float sb, int64_t kb)
     return sa < sb || (sa == sb && ka > kb);
 }
 
-void ix_topk_sift_(ix_topk *t, float s, int64_t key)
+/* Places (s, key) at the root of the min-heap of the current n entries and
+ * sifts it down to its place. */
+static void sift_down(ix_topk *t, float s, int64_t key)
 {
-    int i;
-    if (t->n < t->k) {
-        /* sift up */
-        i = t->n++;
-        while (i > 0) {
-            int p = (i - 1) / 2;
-            if (!worse(s, key, t->score[p], t->key[p]))
-                break;
-            t->score[i] = t->score[p];
-            t->key[i] = t->key[p];
-            i = p;
-        }
-        t->score[i] = s;
-        t->key[i] = key;
-        return;
-    }
-    if (!worse(t->score[0], t->key[0], s, key))
-        return;
-    /* replace the root and sift down */
-    i = 0;
+    int i = 0;
     for (;;) {
         int l = 2 * i + 1, r = l + 1, m = i;
         float ms = s;
@@ -71,6 +54,29 @@ void ix_topk_sift_(ix_topk *t, float s, int64_t key)
     t->key[i] = key;
 }
 
+void ix_topk_sift_(ix_topk *t, float s, int64_t key)
+{
+    int i;
+    if (t->n < t->k) {
+        /* sift up */
+        i = t->n++;
+        while (i > 0) {
+            int p = (i - 1) / 2;
+            if (!worse(s, key, t->score[p], t->key[p]))
+                break;
+            t->score[i] = t->score[p];
+            t->key[i] = t->key[p];
+            i = p;
+        }
+        t->score[i] = s;
+        t->key[i] = key;
+        return;
+    }
+    if (!worse(t->score[0], t->key[0], s, key))
+        return;
+    sift_down(t, s, key); /* replace the root */
+}
+
 void ix_topk_sort(ix_topk *t)
 {
     /* heap sort: pop the worst to the end */
@@ -82,27 +88,7 @@ void ix_topk_sort(ix_topk *t)
         float s = t->score[last];
         int64_t key = t->key[last];
         t->n = last;
-        /* re-insert last at the root */
-        int i = 0;
-        for (;;) {
-            int l = 2 * i + 1, r = l + 1, m = i;
-            float ms = s;
-            int64_t mk = key;
-            if (l < t->n && worse(t->score[l], t->key[l], ms, mk)) {
-                m = l;
-                ms = t->score[l];
-                mk = t->key[l];
-            }
-            if (r < t->n && worse(t->score[r], t->key[r], ms, mk))
-                m = r;
-            if (m == i)
-                break;
-            t->score[i] = t->score[m];
-            t->key[i] = t->key[m];
-            i = m;
-        }
-        t->score[i] = s;
-        t->key[i] = key;
+        sift_down(t, s, key); /* re-insert last at the root */
         t->score[last] = s0;
         t->key[last] = k0;
     }
