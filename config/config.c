@@ -1067,11 +1067,12 @@ static void cross_checks(imago_config_full *full)
                   where);
     }
     imago_config_source s_backend = imago_config_source_of(cfg, "engine.backend", &o_backend);
-    if (strcmp(cfg->engine.backend, "cuda") == 0 && !IMAGO_HAVE_CUDA) {
+    if (strcmp(cfg->engine.backend, "cuda") == 0 && !IMAGO_HAVE_CUDNN) {
         describe_source(s_backend, o_backend, where, sizeof where);
         add_error(full,
                   "engine.backend: bad value \"cuda\" from %s: this build has no CUDA "
-                  "support (rebuild with -Dcuda=enabled); allowed here: auto, cpu",
+                  "backend (rebuild with CUDA and cuDNN: -Dcuda=enabled -Dcudnn=enabled); "
+                  "allowed here: auto, cpu",
                   where);
     }
     imago_config_source s_prec = imago_config_source_of(cfg, "engine.precision", &o_prec);

@@ -72,6 +72,7 @@ typedef struct imago_config {
         char *model;           /* .safetensors path, "" = the demo model */
         const char *demo_arch; /* "resnet50-gem", "resnet101-agem", ... */
         const char *backend;   /* "auto" | "cpu" | "cuda" */
+        char *cuda_plugin;     /* imago_cuda.so path, "" = the default places */
         const char *precision; /* "fp32" | "bf16" | "fp16" */
         int threads;           /* 0 = all cores */
         int max_side;

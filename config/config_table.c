@@ -191,7 +191,11 @@ const imago_config_option imago_config_table[] = {
          "memory of resnet101-agem, which matters on CPU-only hosts; untrained weights gain "
          "nothing from the larger network."),
     ENUM("engine.backend", engine.backend, "auto", backends, 0,
-         "Compute backend: auto = CUDA when a GPU is present, else CPU (oneDNN)."),
+         "Compute backend: auto = CUDA when the GPU plugin loads and finds a device, else "
+         "CPU (oneDNN); cuda = fail unless the GPU can be used."),
+    STRING("engine.cuda_plugin", engine.cuda_plugin, "", 0, NULL,
+           "Path of the GPU backend plugin imago_cuda.so; empty = ../lib/imago/ next to the "
+           "imago binary, then the install directory, then the build tree."),
     ENUM("engine.precision", engine.precision, "fp32", precisions, 0,
          "Arithmetic precision: fp32 (the reference), bf16 (AVX-512 BF16 CPUs, GPUs), "
          "fp16 (CUDA only)."),

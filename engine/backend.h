@@ -1,7 +1,7 @@
 /* engine-private: the backend interface. A backend turns an imago_net (the
  * op list) plus a model's weights into something that runs a batch of
  * normalised images and returns the pooled feature vectors. The oneDNN CPU
- * backend (backend_dnnl.c) implements it now, a CUDA/cuDNN one later.
+ * backend (backend_dnnl.c) and the CUDA/cuDNN one (backend_cuda.c) implement it.
  *
  * Contract: run() receives n images as one NHWC fp32 buffer (already
  * normalised with the model's mean/std and resized to this scale) and writes
@@ -52,6 +52,17 @@ typedef struct imago_backend_vtable {
 } imago_backend_vtable;
 
 extern const imago_backend_vtable imago_backend_dnnl;
+
+/* The CUDA/cuDNN backend (engine/backend_cuda.c) is a plugin, imago_cuda.so,
+ * that engine.c dlopens: it exports IMAGO_CUDA_PLUGIN_ENTRY, a function of
+ * type imago_backend_entry_fn that returns the vtable, or NULL when the
+ * plugin was built from a different version of these structures (abi and
+ * the sizes do not match). */
+#define IMAGO_BACKEND_ABI 1
+#define IMAGO_CUDA_PLUGIN_ENTRY "imago_cuda_backend"
+typedef const imago_backend_vtable *(*imago_backend_entry_fn)(int abi, size_t net_size,
+                                                               size_t op_size,
+                                                               size_t params_size);
 
 static inline int imago_backend_probe(const imago_backend_vtable *vt,
                                       const imago_backend_params *p, char *device,

@@ -12,11 +12,16 @@
  */
 #include "engine.h"
 
+#include <dlfcn.h>
+#include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend.h"
+#include "imago_build.h"
 #include "model.h"
 #include "net.h"
 
@@ -42,6 +47,7 @@ imago_engine_params imago_engine_params_default(void)
     p.model_path = NULL;
     p.demo_arch = "resnet101-agem";
     p.backend = "auto";
+    p.cuda_plugin = NULL;
     p.precision = "fp32";
     p.threads = 0;
     p.max_side = 0;
@@ -105,6 +111,117 @@ static int copy_whitening(imago_engine *e, const imago_model *m, imago_error *er
     return 0;
 }
 
+/* ---- the CUDA backend plugin (engine/meson.build) ------------------------ */
+
+static int try_plugin(const char *path, const imago_backend_vtable **out, char *why,
+                      size_t why_len)
+{
+    if (access(path, R_OK) != 0) {
+        snprintf(why, why_len, "%s: not found", path);
+        return -1;
+    }
+    /* never dlclose'd: the CUDA libraries it pulls in do not support unloading */
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        const char *e = dlerror();
+        snprintf(why, why_len, "%s", e ? e : path);
+        return -1;
+    }
+    imago_backend_entry_fn entry;
+    void *sym = dlsym(h, IMAGO_CUDA_PLUGIN_ENTRY);
+    memcpy(&entry, &sym, sizeof entry);
+    const imago_backend_vtable *vt =
+        entry ? entry(IMAGO_BACKEND_ABI, sizeof(imago_net), sizeof(imago_net_op),
+                      sizeof(imago_backend_params))
+              : NULL;
+    if (!vt) {
+        snprintf(why, why_len, "%s: not an imago GPU plugin of this version (rebuild it)", path);
+        return -1;
+    }
+    *out = vt;
+    return 0;
+}
+
+/* The plugin named by `path`, or the first of: next to the executable
+ * (../lib/imago/, as installed or bundled), the install directory, the build
+ * tree. On failure why says what was tried. */
+static int load_cuda_plugin(const char *path, const imago_backend_vtable **out, char *why,
+                            size_t why_len)
+{
+    if (path && *path)
+        return try_plugin(path, out, why, why_len);
+    char cand[3][PATH_MAX + 32];
+    int n = 0;
+    char exe[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len > 0) {
+        exe[len] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            snprintf(cand[n++], sizeof cand[0], "%s/../lib/imago/imago_cuda.so", exe);
+        }
+    }
+    snprintf(cand[n++], sizeof cand[0], "%s", IMAGO_CUDA_PLUGIN_INSTALL);
+    snprintf(cand[n++], sizeof cand[0], "%s", IMAGO_CUDA_PLUGIN_BUILD);
+    size_t used = 0;
+    why[0] = 0;
+    for (int i = 0; i < n; i++) {
+        char one[PATH_MAX + 128];
+        if (try_plugin(cand[i], out, one, sizeof one) == 0)
+            return 0;
+        /* a plugin that exists but does not load says more than "not found" */
+        if (!strstr(one, ": not found") || used == 0) {
+            int w = snprintf(why + used, why_len - used, "%s%s", used ? "; " : "", one);
+            if (w > 0 && (size_t)w < why_len - used)
+                used += (size_t)w;
+        }
+    }
+    return -1;
+}
+
+/* Picks the backend for params->backend (auto | cpu | cuda): sets e->vt and
+ * writes the probed device into device; under auto, a GPU that cannot be
+ * used is noted in e->info.backend_note and the CPU backend is used. */
+static int select_backend(imago_engine *e, const imago_engine_params *params,
+                          const imago_backend_params *bp, char *device, size_t device_len,
+                          imago_error *err)
+{
+    const char *backend = params->backend && *params->backend ? params->backend : "auto";
+    int want_cuda = strcmp(backend, "cuda") == 0;
+    if (!want_cuda && strcmp(backend, "auto") != 0 && strcmp(backend, "cpu") != 0)
+        return imago_error_set(err, IMAGO_ERR_INVALID,
+                               "engine backend '%s' is not auto, cpu or cuda", backend);
+    char why[sizeof e->info.backend_note] = "";
+    if (strcmp(backend, "cpu") != 0) {
+        const imago_backend_vtable *cuda = NULL;
+        if (!IMAGO_HAVE_CUDNN) {
+            snprintf(why, sizeof why, "this build has no CUDA backend (built without cuDNN)");
+        } else if (load_cuda_plugin(params->cuda_plugin, &cuda, why, sizeof why) == 0) {
+            imago_error perr;
+            imago_error_clear(&perr);
+            if (imago_backend_probe(cuda, bp, device, device_len, &perr) == 0) {
+                e->vt = cuda;
+                return 0;
+            }
+            if (want_cuda)
+                return imago_error_set(err, perr.code, "engine backend 'cuda': %s", perr.msg);
+            snprintf(why, sizeof why, "%.*s", (int)sizeof why - 1, perr.msg);
+        }
+        if (want_cuda)
+            return imago_error_set(err, IMAGO_ERR_UNSUPPORTED,
+                                   "engine backend 'cuda' is not available: %s", why);
+        snprintf(e->info.backend_note, sizeof e->info.backend_note, "no GPU backend: %s", why);
+    }
+    if (bp->precision == IMAGO_PREC_FP16)
+        return imago_error_set(err, IMAGO_ERR_UNSUPPORTED,
+                               "precision fp16 needs the CUDA backend%s%s; the CPU backend runs "
+                               "fp32 and bf16",
+                               why[0] ? ", and " : "", why);
+    e->vt = &imago_backend_dnnl;
+    return imago_backend_probe(e->vt, bp, device, device_len, err);
+}
+
 int imago_engine_open(const imago_engine_params *params, imago_engine **out, imago_error *err)
 {
     imago_engine_params def = imago_engine_params_default();
@@ -117,17 +234,11 @@ int imago_engine_open(const imago_engine_params *params, imago_engine **out, ima
 
     if ((rc = parse_precision(params->precision, &e->precision, err)))
         goto fail;
-    const char *backend = params->backend && *params->backend ? params->backend : "auto";
-    if (strcmp(backend, "cuda") == 0) {
-        rc = imago_error_set(err, IMAGO_ERR_UNSUPPORTED,
-                             "engine backend 'cuda' is not available in this build");
+    imago_backend_params bp = {.precision = e->precision,
+                               .threads = params->threads > 0 ? params->threads : 0};
+    char device[128] = "";
+    if ((rc = select_backend(e, params, &bp, device, sizeof device, err)))
         goto fail;
-    } else if (strcmp(backend, "auto") != 0 && strcmp(backend, "cpu") != 0) {
-        rc = imago_error_set(err, IMAGO_ERR_INVALID,
-                             "engine backend '%s' is not auto, cpu or cuda", backend);
-        goto fail;
-    }
-    e->vt = &imago_backend_dnnl;
 
     if (params->model_path && *params->model_path) {
         if ((rc = imago_model_load(params->model_path, &m, err)))
@@ -155,11 +266,7 @@ int imago_engine_open(const imago_engine_params *params, imago_engine **out, ima
     if ((rc = copy_whitening(e, m, err)))
         goto fail;
 
-    imago_backend_params bp = {.precision = e->precision,
-                               .threads = params->threads > 0 ? params->threads : 0};
-    char device[128] = "";
-    if ((rc = imago_backend_probe(e->vt, &bp, device, sizeof device, err)) ||
-        (rc = imago_backend_create(e->vt, &bp, &e->backend, err)) ||
+    if ((rc = imago_backend_create(e->vt, &bp, &e->backend, err)) ||
         (rc = imago_backend_load(e->vt, e->backend, e->net, m, err)))
         goto fail;
 
@@ -204,7 +311,9 @@ int imago_engine_open(const imago_engine_params *params, imago_engine **out, ima
     memcpy(in->scales, e->scales, sizeof in->scales);
     snprintf(in->backend, sizeof in->backend, "%s", e->vt->name);
     snprintf(in->precision, sizeof in->precision, "%s",
-             e->precision == IMAGO_PREC_BF16 ? "bf16" : "fp32");
+             e->precision == IMAGO_PREC_BF16   ? "bf16"
+             : e->precision == IMAGO_PREC_FP16 ? "fp16"
+                                               : "fp32");
     snprintf(in->device, sizeof in->device, "%s", device);
 
     imago_model_free(m); /* the backend keeps its own copies */

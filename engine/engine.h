@@ -69,7 +69,10 @@ typedef struct imago_engine imago_engine;
 typedef struct imago_engine_params {
     const char *model_path; /* a .safetensors file; NULL or "" = the demo model */
     const char *demo_arch;  /* demo model: "resnet101-agem" (default), "resnet50-gem", ... */
-    const char *backend;    /* "auto" | "cpu" | "cuda" */
+    const char *backend;    /* "auto" | "cpu" | "cuda": auto uses the GPU backend when its
+                             * plugin loads and finds a device, else the CPU */
+    const char *cuda_plugin; /* path of imago_cuda.so; NULL = next to the executable
+                              * (../lib/imago/), the install dir, then the build tree */
     const char *precision;  /* "fp32" | "bf16" | "fp16" (cuda) */
     int threads;            /* CPU threads for the backend (0 = all cores) */
     int max_side;           /* 0 = the model's input.max_side */
@@ -94,6 +97,8 @@ typedef struct imago_model_info {
     char backend[16];   /* "cpu" | "cuda" */
     char precision[8];  /* "fp32" | "bf16" | "fp16" */
     char device[128];   /* "oneDNN 2.6 (avx512_core_bf16)", "NVIDIA H100 ..." */
+    char backend_note[192]; /* backend auto: why the GPU backend is not used ("" if it is
+                             * or was not asked for) */
 } imago_model_info;
 
 /* Opens the model and creates the backend. Thread-safe to call; the engine

@@ -10,6 +10,7 @@ void imago_cfg_engine_params(const imago_config *cfg, float scales[IMAGO_CFG_MAX
     ep->model_path = cfg->engine.model[0] ? cfg->engine.model : NULL;
     ep->demo_arch = cfg->engine.demo_arch;
     ep->backend = cfg->engine.backend;
+    ep->cuda_plugin = cfg->engine.cuda_plugin[0] ? cfg->engine.cuda_plugin : NULL;
     ep->precision = cfg->engine.precision;
     ep->threads = cfg->engine.threads;
     ep->max_side = cfg->engine.max_side;

@@ -66,6 +66,8 @@ static void *loader_main(void *arg)
                slot->info.name, slot->info.backbone, slot->info.head, slot->info.dim,
                slot->info.backend, slot->info.precision, slot->info.device,
                (double)(imago_now_us() - t0) / 1e6);
+    if (slot->info.backend_note[0])
+        IMAGO_INFO("engine", "%s", slot->info.backend_note);
     if (!slot->info.trained)
         IMAGO_WARN("engine", "serving the demo model: random weights from a fixed seed, not a "
                              "trained retrieval model (it finds near-duplicates only); set "

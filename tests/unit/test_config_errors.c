@@ -213,8 +213,8 @@ int main(void)
     EXPECT(cfg, "fp16 on cpu", "engine.precision", "fp16", "flag --engine.precision", "fp32, bf16");
     imago_config_free(cfg);
     cfg = tc_load(TC_ARGS("--engine.backend=cuda"), NULL, &rc, &err);
-    is_int(rc, IMAGO_HAVE_CUDA ? 0 : IMAGO_ERR_INVALID, "backend cuda (CUDA built: %d)",
-           IMAGO_HAVE_CUDA);
+    is_int(rc, IMAGO_HAVE_CUDNN ? 0 : IMAGO_ERR_INVALID, "backend cuda (CUDA backend built: %d)",
+           IMAGO_HAVE_CUDNN);
     imago_config_free(cfg);
 
     /* the same rules after imago_config_set */
