@@ -97,41 +97,6 @@ static int kernel_fail(imago_error *err, int e, const char *kernel, const char *
         }                                                                                  \
     } while (0)
 
-/* ---- host conversions (weights, once at load) ------------------------------ */
-
-static uint16_t f32_to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static uint16_t f32_to_f16(float f)
-{
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
-    x &= 0x7fffffffu;
-    if (x >= 0x7f800000u) /* Inf, NaN */
-        return (uint16_t)(sign | (x > 0x7f800000u ? 0x7e00u : 0x7c00u));
-    if (x >= 0x477ff000u) /* >= 65520 rounds to Inf */
-        return (uint16_t)(sign | 0x7c00u);
-    if (x < 0x38800000u) { /* below 2^-14: a subnormal half (or 0) */
-        float a;
-        memcpy(&a, &x, 4);
-        /* a * 2^24 < 1024 is exact in fp32; adding 2^23 rounds it to an
-         * integer, to nearest even */
-        float r = (a * 16777216.0f + 8388608.0f) - 8388608.0f;
-        return (uint16_t)(sign | (uint16_t)r);
-    }
-    uint32_t odd = (x >> 13) & 1u;
-    x += 0xc8000fffu + odd; /* rebias the exponent (-112 << 23), round to nearest even */
-    return (uint16_t)(sign | (x >> 13));
-}
-
 /* ---- state ----------------------------------------------------------------- */
 
 typedef struct cu_layer {
@@ -284,7 +249,8 @@ static int upload(const float *src, size_t n, imago_cu_dtype t, void **dst, cons
     } else {
         uint16_t *h = host;
         for (size_t i = 0; i < n; i++)
-            h[i] = t == IMAGO_CU_F16 ? f32_to_f16(src[i]) : f32_to_bf16(src[i]);
+            h[i] = t == IMAGO_CU_F16 ? imago_cuda_f32_to_f16(src[i])
+                                     : imago_cuda_f32_to_bf16(src[i]);
     }
     *dst = NULL;
     CU_TRY(cudaMalloc(dst, n * es), what);

@@ -210,3 +210,38 @@ void imago_cuda_plan_free(imago_cuda_plan *p)
     free(p->ops);
     free(p);
 }
+
+/* ---- host conversions (the backend's weights, once at load) --------------- */
+
+uint16_t imago_cuda_f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+uint16_t imago_cuda_f32_to_f16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    x &= 0x7fffffffu;
+    if (x >= 0x7f800000u) /* Inf, NaN */
+        return (uint16_t)(sign | (x > 0x7f800000u ? 0x7e00u : 0x7c00u));
+    if (x >= 0x477ff000u) /* >= 65520 rounds to Inf */
+        return (uint16_t)(sign | 0x7c00u);
+    if (x < 0x38800000u) { /* below 2^-14: a subnormal half (or 0) */
+        float a;
+        memcpy(&a, &x, 4);
+        /* a * 2^24 < 1024 is exact in fp32; adding 2^23 rounds it to an
+         * integer, to nearest even */
+        float r = (a * 16777216.0f + 8388608.0f) - 8388608.0f;
+        return (uint16_t)(sign | (uint16_t)r);
+    }
+    uint32_t odd = (x >> 13) & 1u;
+    x += 0xc8000fffu + odd; /* rebias the exponent (-112 << 23), round to nearest even */
+    return (uint16_t)(sign | (x >> 13));
+}

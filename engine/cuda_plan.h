@@ -10,7 +10,8 @@
  * bytes; the network output lives to the end. A ResNet-101 at batch 32 needs
  * a few of its largest activations at once, not the sum of all of them.
  *
- * Plain C with no CUDA dependency: engine/backend_cuda.c uses it on the
+ * It also holds the backend's host-side fp16/bf16 conversions. Plain C with
+ * no CUDA dependency: engine/backend_cuda.c uses it on the
  * device, tests/unit/test_engine_cuda_plan.c checks it everywhere.
  * Thread safety: a plan is immutable once built.
  */
@@ -18,6 +19,7 @@
 #define IMAGO_ENGINE_CUDA_PLAN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common.h"
 #include "net.h"
@@ -59,5 +61,10 @@ typedef struct imago_cuda_plan {
 int imago_cuda_plan_build(const imago_net *net, int n, int h, int w, size_t elt, size_t align,
                           imago_cuda_plan **out, imago_error *err);
 void imago_cuda_plan_free(imago_cuda_plan *p);
+
+/* fp32 -> IEEE half / bfloat16 bits, round to nearest even (overflow to
+ * Inf, subnormal halves, NaN kept quiet): how the backend converts weights. */
+uint16_t imago_cuda_f32_to_f16(float f);
+uint16_t imago_cuda_f32_to_bf16(float f);
 
 #endif

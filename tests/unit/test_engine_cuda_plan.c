@@ -8,6 +8,8 @@
 #include "net.h"
 #include "tap.h"
 
+#include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -261,8 +263,80 @@ static void test_errors(void)
     imago_net_free(net);
 }
 
+/* exact value of half bits h */
+static double half_value(uint16_t h)
+{
+    int e = (h >> 10) & 31, m = h & 1023;
+    double v = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(1024 + m, e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+
+static float bits_f32(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Every half and bf16 value converts to itself, every midpoint between two
+ * neighbours rounds to the even one, and a nudge either side of it to the
+ * nearer one; overflow, Inf and NaN. */
+static void test_conversions(void)
+{
+    int self = 0, mid = 0, near = 0;
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        if (((h >> 10) & 31) == 31)
+            continue; /* Inf / NaN: below */
+        float f = (float)half_value((uint16_t)h);
+        self += imago_cuda_f32_to_f16(f) != h;
+        uint32_t n = h + 1; /* the next half of the same sign */
+        if ((n & 0x7fff) >= 0x7c00 || (n & 0x7fff) == 0)
+            continue;
+        double a = half_value((uint16_t)h), b = half_value((uint16_t)n);
+        float m = (float)((a + b) / 2); /* exact in fp32 */
+        uint16_t even = (h & 1) ? (uint16_t)n : (uint16_t)h;
+        mid += imago_cuda_f32_to_f16(m) != even;
+        float below = nextafterf(m, (float)a), above = nextafterf(m, (float)b);
+        near += imago_cuda_f32_to_f16(below) != h || imago_cuda_f32_to_f16(above) != n;
+    }
+    is_int(self, 0, "f16: every half converts to itself");
+    is_int(mid, 0, "f16: midpoints round to even");
+    is_int(near, 0, "f16: off-midpoints round to the nearer");
+    is_int(imago_cuda_f32_to_f16(65519.0f), 0x7bff, "f16: 65519 rounds to 65504");
+    is_int(imago_cuda_f32_to_f16(65520.0f), 0x7c00, "f16: 65520 overflows to Inf");
+    is_int(imago_cuda_f32_to_f16(-1e30f), 0xfc00, "f16: -1e30 is -Inf");
+    is_int(imago_cuda_f32_to_f16(INFINITY), 0x7c00, "f16: Inf");
+    ok((imago_cuda_f32_to_f16(NAN) & 0x7e00) == 0x7e00, "f16: NaN stays a quiet NaN");
+    is_int(imago_cuda_f32_to_f16(ldexpf(1.0f, -25)), 0, "f16: 2^-25 (a tie) rounds to 0");
+    is_int(imago_cuda_f32_to_f16(nextafterf(ldexpf(1.0f, -25), 1.0f)), 1,
+           "f16: just above 2^-25 rounds to the smallest subnormal");
+
+    int bself = 0, bmid = 0;
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        if (((h >> 7) & 255) == 255)
+            continue;
+        bself += imago_cuda_f32_to_bf16(bits_f32(h << 16)) != h;
+        if (((h + 1) >> 7 & 255) == 255 || ((h + 1) & 0x7fff) == 0)
+            continue;
+        uint16_t even = (h & 1) ? (uint16_t)(h + 1) : (uint16_t)h;
+        bmid += imago_cuda_f32_to_bf16(bits_f32((h << 16) | 0x8000)) != even;
+        bmid += imago_cuda_f32_to_bf16(bits_f32((h << 16) | 0x7fff)) != h;
+        bmid += imago_cuda_f32_to_bf16(bits_f32((h << 16) | 0x8001)) != h + 1;
+    }
+    is_int(bself, 0, "bf16: every bf16 converts to itself");
+    is_int(bmid, 0, "bf16: ties to even, others to the nearer");
+    is_int(imago_cuda_f32_to_bf16(INFINITY), 0x7f80, "bf16: Inf");
+    is_int(imago_cuda_f32_to_bf16(bits_f32(0x7f7fffffu)), 0x7f80,
+           "bf16: the largest float rounds to Inf");
+    ok((imago_cuda_f32_to_bf16(NAN) & 0x7fc0) == 0x7fc0, "bf16: NaN stays a quiet NaN");
+    ok((imago_cuda_f32_to_bf16(bits_f32(0x7f800001u)) & 0x7f80) == 0x7f80 &&
+           (imago_cuda_f32_to_bf16(bits_f32(0x7f800001u)) & 0x7f) != 0,
+       "bf16: a NaN with only low payload bits is not turned into Inf");
+}
+
 int main(void)
 {
+    test_conversions();
     check_net("resnet50", "gem", "torch", 2, 333, 517);
     check_net("resnet101", "agem", "torch", 32, 768, 1024);
     check_net("resnet101", "glam", "torch", 4, 768, 1024);
