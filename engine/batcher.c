@@ -21,7 +21,10 @@
  *   until the earliest deadline (CLOCK_MONOTONIC timed wait) or a wake-up.
  *   The engine call runs unlocked; on IMAGO_ERR_NOMEM a batch of n > 1 is
  *   retried as two halves (recursively), any other error fails the images
- *   of that call. Counters are updated under the lock BEFORE the callbacks
+ *   of that call. The batcher then remembers, per shape, half the smallest
+ *   size that ran out of memory and never takes more images of that shape
+ *   again (a GPU that cannot hold 32 images of 1024x768 is asked for 16
+ *   from then on, instead of failing and splitting every batch). Counters are updated under the lock BEFORE the callbacks
  *   run, so a callback observer always sees stats that include its image.
  * - Bounded: `waiting` (decode queue + decoding + shape queues) never
  *   exceeds queue_depth; submit() refuses with IMAGO_ERR_BUSY at the limit
@@ -48,6 +51,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +87,12 @@ typedef struct shapeq {
     int count;
 } shapeq;
 
+/* the largest batch a shape may use after it ran out of memory */
+#define BATCH_CAPS 32
+typedef struct batch_cap {
+    int w, h, cap;
+} batch_cap;
+
 struct imago_batcher {
     imago_engine *engine; /* borrowed */
     imago_batcher_params p;
@@ -109,6 +119,8 @@ struct imago_batcher {
     uint64_t submitted, completed, failed_decode, failed_engine, cancelled, rejected_busy;
     uint64_t batches, nomem_splits;
     uint64_t *hist; /* max_batch + 1 */
+    batch_cap caps[BATCH_CAPS]; /* under mu; the oldest entry is replaced when full */
+    int n_caps, next_cap;
     int64_t decode_us_total, queue_us_total, forward_us_total;
     int64_t t_start;
     int64_t rate_sec[RATE_BUCKETS];
@@ -337,6 +349,7 @@ typedef struct fwd_acc {
     int64_t call_us;  /* summed durations of the calls */
     uint64_t batches; /* successful calls */
     uint64_t splits;  /* NOMEM splits */
+    int nomem_min;    /* the smallest n > 1 that ran out of memory (INT_MAX: none) */
 } fwd_acc;
 
 /* Runs jobs[0..n) through the engine, writing each job's status and result
@@ -353,6 +366,8 @@ static void forward_range(imago_batcher *b, job **jobs, const imago_image **imgs
     acc->call_us += end - t;
     if (rc == IMAGO_ERR_NOMEM && n > 1) {
         acc->splits++;
+        if (n < acc->nomem_min)
+            acc->nomem_min = n;
         int h = n / 2;
         forward_range(b, jobs, imgs, h, out, acc, hist_local);
         forward_range(b, jobs + h, imgs + h, n - h, out + (size_t)h * b->dim, acc, hist_local);
@@ -375,6 +390,28 @@ static void forward_range(imago_batcher *b, job **jobs, const imago_image **imgs
     }
 }
 
+/* the batch limit of a w x h shape (mu held) */
+static int shape_cap_locked(const imago_batcher *b, int w, int h)
+{
+    for (int i = 0; i < b->n_caps; i++)
+        if (b->caps[i].w == w && b->caps[i].h == h)
+            return b->caps[i].cap < b->p.max_batch ? b->caps[i].cap : b->p.max_batch;
+    return b->p.max_batch;
+}
+
+static void shape_cap_lower_locked(imago_batcher *b, int w, int h, int cap)
+{
+    for (int i = 0; i < b->n_caps; i++)
+        if (b->caps[i].w == w && b->caps[i].h == h) {
+            if (cap < b->caps[i].cap)
+                b->caps[i].cap = cap;
+            return;
+        }
+    int i = b->n_caps < BATCH_CAPS ? b->n_caps++ : b->next_cap;
+    b->next_cap = (i + 1) % BATCH_CAPS;
+    b->caps[i] = (batch_cap){.w = w, .h = h, .cap = cap};
+}
+
 /* Picks the most urgent ready shape queue (mu held). Returns NULL and the
  * earliest future deadline (INT64_MAX: none) when none is ready. */
 static shapeq *pick_ready_locked(imago_batcher *b, int64_t now, int64_t *next_deadline)
@@ -385,7 +422,8 @@ static shapeq *pick_ready_locked(imago_batcher *b, int64_t now, int64_t *next_de
         if (!q->count)
             continue;
         int64_t deadline = q->head->t_enqueue + b->max_delay_us;
-        int ready = q->count >= b->p.max_batch || now >= deadline || b->state != ST_RUNNING;
+        int ready = q->count >= shape_cap_locked(b, q->w, q->h) || now >= deadline ||
+                    b->state != ST_RUNNING;
         if (ready) {
             if (!best || q->head->t_enqueue < best->head->t_enqueue)
                 best = q;
@@ -444,7 +482,9 @@ static void *forward_main(void *arg)
                 pthread_cond_wait(&b->forward_cv, &b->mu);
             continue;
         }
-        int n = q->count < mb ? q->count : mb;
+        int lim = shape_cap_locked(b, q->w, q->h);
+        int n = q->count < lim ? q->count : lim;
+        int qw = q->w, qh = q->h;
         for (int i = 0; i < n; i++) {
             job *j = q->head;
             q->head = j->next;
@@ -467,6 +507,7 @@ static void *forward_main(void *arg)
 
         fwd_acc acc;
         memset(&acc, 0, sizeof acc);
+        acc.nomem_min = INT_MAX;
         acc.t0 = imago_now_us();
         float *out = NULL;
         imago_error aerr;
@@ -489,6 +530,8 @@ static void *forward_main(void *arg)
         b->in_flight -= n;
         b->batches += acc.batches;
         b->nomem_splits += acc.splits;
+        if (acc.nomem_min != INT_MAX)
+            shape_cap_lower_locked(b, qw, qh, acc.nomem_min / 2);
         b->forward_us_total += acc.call_us;
         for (int k = 1; k <= mb; k++) {
             b->hist[k] += hist_local[k];

@@ -676,7 +676,8 @@ static void test_decode(void)
     tjFree(jpeg);
 }
 
-/* NOMEM: halves are retried down to the size that fits; at 1 it fails. */
+/* NOMEM: halves are retried down to the size that fits, and the shape keeps
+ * that size from then on; at 1 it fails. */
 static void test_nomem(void)
 {
     begin();
@@ -693,16 +694,36 @@ static void test_nomem(void)
     is_int(st.batch_hist[8], 0, "nomem: no call of 8 succeeded");
     is_int(R[5].t.batch_size, 2, "nomem: timings batch_size 2");
 
+    /* the same shape again: batches of 2 straight away, no more splits */
+    for (int i = 8; i < 16; i++)
+        submit_img(b, i, 16, 12, NULL);
+    is_int(wait_total(16), 16, "nomem remembered: 8 more delivered");
+    check_recs(8, 16, 0, "nomem remembered");
+    imago_batcher_stats_get(b, &st);
+    is_int(st.nomem_splits, 3, "nomem remembered: no new splits");
+    is_int(st.batch_hist[2], 8, "nomem remembered: 4 more calls of 2");
+    /* another shape is not limited */
+    pthread_mutex_lock(&F.mu);
+    F.nomem_above = 0;
+    pthread_mutex_unlock(&F.mu);
+    for (int i = 16; i < 24; i++)
+        submit_img(b, i, 20, 12, NULL);
+    is_int(wait_total(24), 24, "other shape: 8 delivered");
+    imago_batcher_stats_get(b, &st);
+    is_int(st.batch_hist[8], 1, "other shape: one call of 8");
+
     pthread_mutex_lock(&F.mu);
     F.nomem_above = 0;
     F.nomem_always = 1;
     pthread_mutex_unlock(&F.mu);
-    for (int i = 8; i < 16; i++)
+    for (int i = 24; i < 32; i++)
         submit_img(b, i, 16, 12, NULL);
-    is_int(wait_total(16), 16, "nomem always: delivered");
-    check_recs(8, 16, IMAGO_ERR_NOMEM, "nomem always");
+    is_int(wait_total(32), 32, "nomem always: delivered");
+    check_recs(24, 32, IMAGO_ERR_NOMEM, "nomem always");
     imago_batcher_stats_get(b, &st);
-    is_int(st.nomem_splits, 3 + 7, "nomem always: 7 more splits down to single images");
+    is_int(st.nomem_splits, 3 + 1,
+           "nomem always: the first batch of 2 splits, then the shape runs one at a time");
+    is_int(st.batch_hist[1], 0, "nomem always: no call of 1 succeeded");
     is_int(st.failed_engine, 8, "nomem always: failed_engine 8");
     imago_batcher_free(b);
 }
