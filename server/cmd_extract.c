@@ -16,8 +16,9 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: imago extract IMAGE... [--model F | --demo ARCH] [--precision fp32|bf16]\n"
-            "                     [--scales a,b,...] [--max-side N] [--box x1,y1,x2,y2]\n"
+            "usage: imago extract IMAGE... [--model F | --demo ARCH] [--backend auto|cpu|cuda]\n"
+            "                     [--precision fp32|bf16|fp16] [--scales a,b,...] [--max-side N]\n"
+            "                     [--box x1,y1,x2,y2]\n"
             "                     [--threads N] [--batch B] [--out file.npy|-] [--time N]\n"
             "  An IMAGE ending in .npy is a raw float32 NCHW tensor (already normalised).\n"
             "  --out -      JSON lines on stdout (default)\n"
@@ -268,6 +269,8 @@ int imago_cmd_extract(int argc, char **argv)
             ep.demo_arch = v;
         else if (strcmp(a, "--precision") == 0)
             ep.precision = v;
+        else if (strcmp(a, "--backend") == 0 || strcmp(a, "--engine.backend") == 0)
+            ep.backend = v;
         else if (strcmp(a, "--threads") == 0)
             ep.threads = atoi(v);
         else if (strcmp(a, "--max-side") == 0)

@@ -1,6 +1,6 @@
 /* server-private: the `imago extract` command (server/cmd_extract.c).
  *
- *   imago extract IMAGE... [--model F | --demo ARCH] [--precision fp32|bf16]
+ *   imago extract IMAGE... [--model F | --demo ARCH] [--backend auto|cpu|cuda] [--precision P]
  *                 [--scales a,b,...] [--max-side N] [--box x1,y1,x2,y2]
  *                 [--threads N] [--out file.npy|-] [--time N]
  *

@@ -31,13 +31,16 @@ const imago_cli_command imago_cli_commands[] = {
      "                          (values plus \"_help\", as config/imago.example.json)",
      imago_cmd_serve, 1},
     {"extract", "image files -> descriptors (.npy or JSON lines)",
-     "imago extract IMAGE... [--model F | --demo ARCH] [--precision fp32|bf16]\n"
-     "              [--scales a,b,...] [--max-side N] [--box x1,y1,x2,y2] [--threads N]\n"
-     "              [--out file.npy|-] [--batch B] [--time N]\n"
+     "imago extract IMAGE... [--model F | --demo ARCH] [--backend auto|cpu|cuda]\n"
+     "              [--precision fp32|bf16|fp16] [--scales a,b,...] [--max-side N]\n"
+     "              [--box x1,y1,x2,y2] [--threads N] [--out file.npy|-] [--batch B]\n"
+     "              [--time N]\n"
      "\n"
      "  Computes the global descriptor of each IMAGE (JPEG/PNG; a .npy is a raw\n"
-     "  normalised float32 NCHW tensor) with the CPU engine; without --model, the\n"
-     "  built-in demo model (random weights). --out - (default) prints JSON lines.",
+     "  normalised float32 NCHW tensor) with the engine (--backend, default auto:\n"
+     "  CUDA when a device is present; --engine.backend is the same option);\n"
+     "  without --model, the built-in demo model (random weights). --out - (default)\n"
+     "  prints JSON lines.",
      imago_cmd_extract, 0},
     {"eval", "revisited Oxford/Paris mAP, mP@1,5,10 of a ranking or of descriptors",
      "imago eval --gnd GND.json (--ranks RANKS | --db DB.npy --queries Q.npy)\n"
