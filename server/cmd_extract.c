@@ -21,6 +21,7 @@ static void usage(FILE *f)
             "                     [--box x1,y1,x2,y2]\n"
             "                     [--threads N] [--batch B] [--out file.npy|-] [--time N]\n"
             "  An IMAGE ending in .npy is a raw float32 NCHW tensor (already normalised).\n"
+            "  --backend    default: $IMAGO_ENGINE_BACKEND, else auto\n"
             "  --out -      JSON lines on stdout (default)\n"
             "  --batch B    run each input as a batch of B copies (benchmarks)\n"
             "  --time N     after the first run, time N more runs; mean on stderr\n");
@@ -249,6 +250,9 @@ int imago_cmd_extract(int argc, char **argv)
     int n_scales = 0, batch = 1, time_iters = 0, max_side = 0;
     const char **inputs = imago_xcalloc((size_t)argc + 1, sizeof(char *));
     int n_in = 0;
+    const char *env_backend = getenv("IMAGO_ENGINE_BACKEND");
+    if (env_backend && *env_backend)
+        ep.backend = env_backend;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
