@@ -17,7 +17,8 @@
 
 #include "cuda_kernels.h"
 
-namespace {
+namespace
+{
 
 constexpr int kThreads = 256;
 
@@ -96,31 +97,39 @@ template <typename T, int N> __device__ __forceinline__ void store_n(T *p, const
 
 /* Grid-stride over count elements in vectors of V (16 bytes of the narrowest
  * type involved; V == 1 is the unaligned fallback); the count % V elements
- * left over go to the first threads of the grid, one each. */
-template <int V, typename Op> __global__ void __launch_bounds__(kThreads) ew_kernel(size_t count, Op op)
+ * left over go to the first threads of the grid, one each. The op stays in
+ * the parameter space (const, indices known at compile time: no local
+ * memory); what changes per step is its State. */
+template <int V, typename Op>
+__global__ void __launch_bounds__(kThreads) ew_kernel(size_t count, const Op op)
 {
     const size_t gid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     const size_t stride = (size_t)gridDim.x * blockDim.x;
     const size_t nvec = count / V;
-    op.start(gid * V, stride * V);
+    typename Op::State st = op.start(gid * V, stride * V);
     for (size_t i = gid; i < nvec; i += stride)
-        op.template apply<V>(i * V);
+        op.template apply<V>(i * V, st);
     if (V > 1) {
         const size_t t = nvec * V + gid;
         if (t < count) {
-            op.start(t, 0);
-            op.template apply<1>(t);
+            st = op.start(t, 0);
+            op.template apply<1>(t, st);
         }
     }
 }
 
+struct NoState {
+};
+
 template <typename S, typename D> struct CvtOp {
     const S *src;
     D *dst;
-    __device__ void start(size_t, size_t)
+    using State = NoState;
+    __device__ State start(size_t, size_t) const
     {
+        return State{};
     }
-    template <int N> __device__ void apply(size_t i)
+    template <int N> __device__ void apply(size_t i, State &) const
     {
         float f[N];
         load_n<S, N>(src + i, f);
@@ -135,10 +144,12 @@ template <typename T> struct BinaryOp {
     const T *b;
     T *y;
     int mul;
-    __device__ void start(size_t, size_t)
+    using State = NoState;
+    __device__ State start(size_t, size_t) const
     {
+        return State{};
     }
-    template <int N> __device__ void apply(size_t i)
+    template <int N> __device__ void apply(size_t i, State &) const
     {
         float fa[N], fb[N];
         load_n<T, N>(a + i, fa);
@@ -156,22 +167,23 @@ struct PostDev {
     const void *value;
 };
 
-/* The epilogue keeps the channel of its next element in `ch` and advances it
- * by the grid stride modulo c, so that the only 64-bit division is the one
- * in start(). The __f*_rn intrinsics keep nvcc from contracting a post-op
- * pair into an FMA: the result is the one of the ops in order. */
+/* The epilogue keeps the channel of its next element in State::ch and
+ * advances it by the grid stride modulo c, so that the only 64-bit division
+ * is the one in start(). The __f*_rn intrinsics keep nvcc from contracting a
+ * post-op pair into an FMA: the result is the one of the ops in order. */
 template <typename T> struct EpilogueOp {
     T *y;
     unsigned c;
     const float *bias;
     int n_post;
     PostDev post[IMAGO_CU_MAX_POST];
-    unsigned ch, step;
+    struct State {
+        unsigned ch, step;
+    };
 
-    __device__ void start(size_t first, size_t stride)
+    __device__ State start(size_t first, size_t stride) const
     {
-        ch = (unsigned)(first % c);
-        step = (unsigned)(stride % c);
+        return State{(unsigned)(first % c), (unsigned)(stride % c)};
     }
     __device__ static float act(int a, float v, float alpha, float beta)
     {
@@ -182,12 +194,12 @@ template <typename T> struct EpilogueOp {
         default: return fmaf(alpha, v, beta); /* LINEAR */
         }
     }
-    template <int N> __device__ void apply(size_t i)
+    template <int N> __device__ void apply(size_t i, State &st) const
     {
         float v[N];
         load_n<T, N>(y + i, v);
         if (bias) {
-            unsigned k = ch;
+            unsigned k = st.ch;
 #pragma unroll
             for (int j = 0; j < N; j++) {
                 v[j] = __fadd_rn(v[j], __ldg(bias + k));
@@ -195,7 +207,10 @@ template <typename T> struct EpilogueOp {
                     k = 0;
             }
         }
-        for (int q = 0; q < n_post; q++) {
+#pragma unroll
+        for (int q = 0; q < IMAGO_CU_MAX_POST; q++) {
+            if (q >= n_post)
+                break;
             const PostDev &P = post[q];
             if (P.kind == IMAGO_CU_POST_ACT) {
 #pragma unroll
@@ -206,14 +221,14 @@ template <typename T> struct EpilogueOp {
                 load_n<T, N>(static_cast<const T *>(P.value) + i, w);
 #pragma unroll
                 for (int j = 0; j < N; j++)
-                    v[j] = P.kind == IMAGO_CU_POST_MUL ? __fmul_rn(v[j], w[j])
-                                                       : __fadd_rn(v[j], w[j]);
+                    v[j] =
+                        P.kind == IMAGO_CU_POST_MUL ? __fmul_rn(v[j], w[j]) : __fadd_rn(v[j], w[j]);
             }
         }
         store_n<T, N>(y + i, v);
-        ch += step;
-        if (ch >= c)
-            ch -= c;
+        st.ch += st.step;
+        if (st.ch >= c)
+            st.ch -= c;
     }
 };
 
@@ -514,7 +529,7 @@ int launch_pad(const void *src, void *dst, int n, int h, int w, size_t cu, int p
         return (int)e;
     clear_error();
     pad_kernel<U><<<blocks, kThreads, 0, s>>>(static_cast<const U *>(src), static_cast<U *>(dst), n,
-                                               h, w, cu, pt, pl, H, W);
+                                              h, w, cu, pt, pl, H, W);
     return (int)cudaGetLastError();
 }
 
@@ -531,11 +546,11 @@ int launch_maxpool(const void *x, void *y, int n, int h, int w, int c, int k, in
     T *yt = static_cast<T *>(y);
     clear_error();
     if (c % V == 0 && aligned16(x) && aligned16(y))
-        maxpool_kernel<T, V><<<blocks, kThreads, 0, s>>>(xt, yt, n, h, w, c, k, stride, pt, pl, oh,
-                                                         ow);
+        maxpool_kernel<T, V>
+            <<<blocks, kThreads, 0, s>>>(xt, yt, n, h, w, c, k, stride, pt, pl, oh, ow);
     else
-        maxpool_kernel<T, 1><<<blocks, kThreads, 0, s>>>(xt, yt, n, h, w, c, k, stride, pt, pl, oh,
-                                                         ow);
+        maxpool_kernel<T, 1>
+            <<<blocks, kThreads, 0, s>>>(xt, yt, n, h, w, c, k, stride, pt, pl, oh, ow);
     return (int)cudaGetLastError();
 }
 
@@ -674,8 +689,7 @@ int imago_cu_epilogue(void *y, imago_cu_dtype t, size_t count, int c, const floa
     switch (t) {
     case IMAGO_CU_F32: return launch_epilogue<float>(y, count, c, bias, posts, n_post, s);
     case IMAGO_CU_F16: return launch_epilogue<__half>(y, count, c, bias, posts, n_post, s);
-    case IMAGO_CU_BF16:
-        return launch_epilogue<__nv_bfloat16>(y, count, c, bias, posts, n_post, s);
+    case IMAGO_CU_BF16: return launch_epilogue<__nv_bfloat16>(y, count, c, bias, posts, n_post, s);
     }
     return kInvalid;
 }
@@ -699,8 +713,7 @@ int imago_cu_maxpool(const void *x, void *y, imago_cu_dtype t, int n, int h, int
     case IMAGO_CU_F16:
         return launch_maxpool<__half>(x, y, n, h, w, c, k, stride, pad_t, pad_l, oh, ow, s);
     case IMAGO_CU_BF16:
-        return launch_maxpool<__nv_bfloat16>(x, y, n, h, w, c, k, stride, pad_t, pad_l, oh, ow,
-                                             s);
+        return launch_maxpool<__nv_bfloat16>(x, y, n, h, w, c, k, stride, pad_t, pad_l, oh, ow, s);
     }
     return kInvalid;
 }

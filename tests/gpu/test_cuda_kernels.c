@@ -261,11 +261,11 @@ static int guard_ok(const char *d, size_t from, size_t to)
 
 static void conv_inputs(float *f, size_t n)
 {
-    static const float special[] = {0.0f,       -0.0f,          INFINITY,      -INFINITY,
-                                    NAN,        65504.0f,       65519.99f,     65520.0f,
-                                    -65520.0f,  5.9604645e-8f,  2.9802322e-8f, 4.4703484e-8f,
-                                    3.4028235e38f, 1.4e-45f,    1.00048828125f, 1.0009765625f,
-                                    1.00146484375f, 1.00390625f, 1.01171875f,   -3.0e38f};
+    static const float special[] = {
+        0.0f,          -0.0f,          INFINITY,      -INFINITY,   NAN,
+        65504.0f,      65519.99f,      65520.0f,      -65520.0f,   5.9604645e-8f,
+        2.9802322e-8f, 4.4703484e-8f,  3.4028235e38f, 1.4e-45f,    1.00048828125f,
+        1.0009765625f, 1.00146484375f, 1.00390625f,   1.01171875f, -3.0e38f};
     for (size_t i = 0; i < n; i++) {
         uint64_t r = rnd64();
         if (i < sizeof special / sizeof special[0]) {
@@ -310,8 +310,8 @@ static void test_convert(void)
                 int so = offs[oi][0], dof = offs[oi][1];
                 char what[160];
                 /* fp32 -> t */
-                snprintf(what, sizeof what, "from_f32 %s count=%zu src+%d dst+%d", tname(t), n,
-                         so, dof);
+                snprintf(what, sizeof what, "from_f32 %s count=%zu src+%d dst+%d", tname(t), n, so,
+                         dof);
                 upload(d_f + so, in, n * 4);
                 CK(cudaMemset(d_t, 0xa5, (n + 8) * es));
                 if (launched(imago_cu_from_f32(d_f + so, (char *)d_t + dof * es, t, n, stream()),
@@ -330,8 +330,8 @@ static void test_convert(void)
                         report(0, "%s: [%zu] %a -> %a, want %a", what, bad, (double)in[bad],
                                (double)dec(t, out, bad), (double)rnd(t, in[bad]));
                     else
-                        report(guard_ok(d_t, 0, dof * es) && guard_ok(d_t, (dof + n) * es,
-                                                                      (n + 8) * es),
+                        report(guard_ok(d_t, 0, dof * es) &&
+                                   guard_ok(d_t, (dof + n) * es, (n + 8) * es),
                                "%s (and nothing written around it)", what);
                 }
                 /* t -> fp32: every fp16 / bf16 bit pattern, random fp32 bits */
@@ -351,9 +351,10 @@ static void test_convert(void)
                     size_t bad = n;
                     for (size_t i = 0; i < n && bad == n; i++) {
                         float want = dec(t, out, i);
-                        int same = t == IMAGO_CU_F32 ? memcmp(back + i, &want, 4) == 0
-                                                     : (isnan(want) ? isnan(back[i])
-                                                                    : fbits(back[i]) == fbits(want));
+                        int same =
+                            t == IMAGO_CU_F32
+                                ? memcmp(back + i, &want, 4) == 0
+                                : (isnan(want) ? isnan(back[i]) : fbits(back[i]) == fbits(want));
                         if (!same)
                             bad = i;
                     }
@@ -388,18 +389,25 @@ static void test_pad(void)
 {
     static const int shapes[][9] = {
         /* n, h, w, c, pt, pb, pl, pr, src offset (elements) */
-        {2, 5, 7, 3, 1, 2, 0, 3, 0},  {1, 9, 9, 8, 1, 1, 1, 1, 0},   {3, 4, 6, 64, 0, 1, 0, 1, 0},
-        {1, 3, 3, 5, 2, 0, 2, 0, 0},  {2, 16, 12, 2048, 1, 1, 1, 1, 0}, {1, 1, 1, 1, 3, 3, 3, 3, 0},
-        {2, 6, 5, 12, 0, 0, 0, 0, 0}, {2, 5, 7, 3, 1, 2, 0, 3, 1},   {3, 4, 6, 64, 0, 1, 0, 1, 1},
-        {2, 8, 8, 16, 1, 1, 1, 1, 4}, {1, 7, 5, 6, 3, 2, 1, 4, 2},
+        {2, 5, 7, 3, 1, 2, 0, 3, 0},
+        {1, 9, 9, 8, 1, 1, 1, 1, 0},
+        {3, 4, 6, 64, 0, 1, 0, 1, 0},
+        {1, 3, 3, 5, 2, 0, 2, 0, 0},
+        {2, 16, 12, 2048, 1, 1, 1, 1, 0},
+        {1, 1, 1, 1, 3, 3, 3, 3, 0},
+        {2, 6, 5, 12, 0, 0, 0, 0, 0},
+        {2, 5, 7, 3, 1, 2, 0, 3, 1},
+        {3, 4, 6, 64, 0, 1, 0, 1, 1},
+        {2, 8, 8, 16, 1, 1, 1, 1, 4},
+        {1, 7, 5, 6, 3, 2, 1, 4, 2},
         {64, 100, 8, 3, 1, 1, 1, 1, 0}}; /* 6528 rows: blocks take several */
     for (int ti = 0; ti < 3; ti++) {
         imago_cu_dtype t = types[ti];
         size_t es = esize(t);
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
             const int *s = shapes[si];
-            int n = s[0], h = s[1], w = s[2], c = s[3], pt = s[4], pb = s[5], pl = s[6],
-                pr = s[7], off = s[8];
+            int n = s[0], h = s[1], w = s[2], c = s[3], pt = s[4], pb = s[5], pl = s[6], pr = s[7],
+                off = s[8];
             int H = h + pt + pb, W = w + pl + pr;
             size_t nin = (size_t)n * h * w * c, nout = (size_t)n * H * W * c;
             void *in = rand_buf(t, nin, -3.0f, 3.0f);
@@ -418,17 +426,17 @@ static void test_pad(void)
             char what[160];
             snprintf(what, sizeof what, "pad %s n=%d h=%d w=%d c=%d t=%d b=%d l=%d r=%d src+%d",
                      tname(t), n, h, w, c, pt, pb, pl, pr, off);
-            if (launched(imago_cu_pad(d_in + off * es, d_out, t, n, h, w, c, pt, pb, pl, pr,
-                                      stream()),
-                         what)) {
+            if (launched(
+                    imago_cu_pad(d_in + off * es, d_out, t, n, h, w, c, pt, pb, pl, pr, stream()),
+                    what)) {
                 download(out, d_out, nout * es);
                 size_t bad = nout;
                 for (size_t i = 0; i < nout && bad == nout; i++)
                     if (memcmp(out + i * es, want + i * es, es) != 0)
                         bad = i;
                 if (bad < nout)
-                    report(0, "%s: element %zu is %a, want %a", what, bad,
-                           (double)dec(t, out, bad), (double)dec(t, want, bad));
+                    report(0, "%s: element %zu is %a, want %a", what, bad, (double)dec(t, out, bad),
+                           (double)dec(t, want, bad));
                 else
                     report(guard_ok(d_out, nout * es, nout * es + GUARD), "%s", what);
             }
@@ -468,20 +476,32 @@ static void test_epilogue(void)
         {"bias+relu", 1, 1, {IMAGO_CU_POST_ACT}, {IMAGO_CU_ACT_RELU}},
         {"bias+sum+relu", 1, 2, {IMAGO_CU_POST_SUM, IMAGO_CU_POST_ACT}, {0, IMAGO_CU_ACT_RELU}},
         {"mul", 0, 1, {IMAGO_CU_POST_MUL}, {0}},
-        {"bias+sigmoid+mul", 1, 2, {IMAGO_CU_POST_ACT, IMAGO_CU_POST_MUL},
+        {"bias+sigmoid+mul",
+         1,
+         2,
+         {IMAGO_CU_POST_ACT, IMAGO_CU_POST_MUL},
          {IMAGO_CU_ACT_SIGMOID, 0}},
-        {"bias+linear+add+relu6+mul", 1, 4,
+        {"bias+linear+add+relu6+mul",
+         1,
+         4,
          {IMAGO_CU_POST_ACT, IMAGO_CU_POST_ADD, IMAGO_CU_POST_ACT, IMAGO_CU_POST_MUL},
          {IMAGO_CU_ACT_LINEAR, 0, IMAGO_CU_ACT_RELU6, 0}},
         {"relu6", 0, 1, {IMAGO_CU_POST_ACT}, {IMAGO_CU_ACT_RELU6}},
     };
     /* count, c, offset of y and the values (elements) */
-    static const size_t shapes[][3] = {{3 * 1001, 3, 0}, {13 * 77, 13, 0},  {64 * 515, 64, 0},
-                                       {2048 * 9, 2048, 0}, {1000, 1, 0},   {5 * 3 + 2, 5, 0},
-                                       {64 * 37 + 3, 64, 0}, {8 * 100, 8, 1}, {24 * 50, 24, 2},
+    static const size_t shapes[][3] = {{3 * 1001, 3, 0},
+                                       {13 * 77, 13, 0},
+                                       {64 * 515, 64, 0},
+                                       {2048 * 9, 2048, 0},
+                                       {1000, 1, 0},
+                                       {5 * 3 + 2, 5, 0},
+                                       {64 * 37 + 3, 64, 0},
+                                       {8 * 100, 8, 1},
+                                       {24 * 50, 24, 2},
                                        /* several grid-stride steps per thread (the channel
                                         * counter wraps) on any GPU of today */
-                                       {2048 * 10000, 2048, 0}, {3 * 7000001, 3, 0}};
+                                       {2048 * 10000, 2048, 0},
+                                       {3 * 7000001, 3, 0}};
     for (int ti = 0; ti < 3; ti++) {
         imago_cu_dtype t = types[ti];
         size_t es = esize(t);
@@ -516,8 +536,8 @@ static void test_epilogue(void)
                     posts[q].value = NULL;
                     if (ec->kind[q] != IMAGO_CU_POST_ACT)
                         posts[q].value = d_v[which++ & 1] + off * es;
-                    sigmoid |= ec->kind[q] == IMAGO_CU_POST_ACT &&
-                               ec->act[q] == IMAGO_CU_ACT_SIGMOID;
+                    sigmoid |=
+                        ec->kind[q] == IMAGO_CU_POST_ACT && ec->act[q] == IMAGO_CU_ACT_SIGMOID;
                 }
                 CK(cudaMemset(d_y, 0xa5, ybytes));
                 upload(d_y + off * es, y, count * es);
@@ -559,8 +579,7 @@ static void test_epilogue(void)
                     report(0, "%s: [%zu] got %a want %a (tolerance %lld ulp)", what, bad,
                            (double)dec(t, got, bad), (double)want_bad, tol);
                 else
-                    report(guard_ok(d_y, 0, off * es) &&
-                               guard_ok(d_y, (off + count) * es, ybytes),
+                    report(guard_ok(d_y, 0, off * es) && guard_ok(d_y, (off + count) * es, ybytes),
                            "%s (max %lld ulp)", what, worst);
             }
             for (int k = 0; k < 2; k++) {
@@ -588,7 +607,7 @@ static void test_maxpool(void)
 {
     static const int shapes[][11] = {
         /* n, h, w, c, k, stride, pad_t, pad_l, oh, ow, x/y offset (elements) */
-        {2, 7, 9, 3, 3, 2, 1, 1, 4, 5, 0},     {1, 8, 8, 16, 2, 2, 0, 0, 4, 4, 0},
+        {2, 7, 9, 3, 3, 2, 1, 1, 4, 5, 0},      {1, 8, 8, 16, 2, 2, 0, 0, 4, 4, 0},
         {2, 56, 48, 64, 3, 2, 1, 1, 28, 24, 0}, {1, 5, 5, 13, 3, 1, 1, 1, 5, 5, 0},
         {1, 6, 6, 8, 3, 2, 0, 0, 3, 3, 0},      {1, 4, 4, 5, 3, 2, 1, 0, 2, 2, 0},
         {3, 9, 9, 24, 5, 3, 2, 2, 3, 3, 0},     {2, 10, 10, 16, 3, 2, 1, 1, 5, 5, 1},
@@ -599,8 +618,8 @@ static void test_maxpool(void)
         size_t es = esize(t);
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
             const int *s = shapes[si];
-            int n = s[0], h = s[1], w = s[2], c = s[3], k = s[4], st = s[5], pt = s[6],
-                pl = s[7], oh = s[8], ow = s[9], off = s[10];
+            int n = s[0], h = s[1], w = s[2], c = s[3], k = s[4], st = s[5], pt = s[6], pl = s[7],
+                oh = s[8], ow = s[9], off = s[10];
             size_t nin = (size_t)n * h * w * c, nout = (size_t)n * oh * ow * c;
             void *in = rand_buf(t, nin, -5.0f, 5.0f);
             if (si == 0) /* NaNs propagate, as in torch */
@@ -615,8 +634,8 @@ static void test_maxpool(void)
             CK(cudaMemset(d_out, 0xa5, obytes));
             char what[200];
             snprintf(what, sizeof what,
-                     "maxpool %s n=%d %dx%dx%d k=%d s=%d pad=%d,%d -> %dx%d x,y+%d", tname(t), n,
-                     h, w, c, k, st, pt, pl, oh, ow, off);
+                     "maxpool %s n=%d %dx%dx%d k=%d s=%d pad=%d,%d -> %dx%d x,y+%d", tname(t), n, h,
+                     w, c, k, st, pt, pl, oh, ow, off);
             if (launched(imago_cu_maxpool(d_in + off * es, d_out + off * es, t, n, h, w, c, k, st,
                                           pt, pl, oh, ow, stream()),
                          what)) {
@@ -633,8 +652,8 @@ static void test_maxpool(void)
                                         int iy = oy * st - pt + ky, ix = ox * st - pl + kx;
                                         if (iy < 0 || iy >= h || ix < 0 || ix >= w)
                                             continue;
-                                        float v = dec(
-                                            t, in, (((size_t)b * h + iy) * w + ix) * c + ch);
+                                        float v =
+                                            dec(t, in, (((size_t)b * h + iy) * w + ix) * c + ch);
                                         if (v > m || isnan(v))
                                             m = v;
                                     }
@@ -771,8 +790,7 @@ static void pool_check(imago_cu_dtype t, const void *x, char *d_x, int n, int hw
     snprintf(what, sizeof what, "pool %s %s n=%d hw=%d c=%d x+%d", tname(t), pc->name, n, hw, c,
              off);
     CK(cudaMemset(d_out, 0xa5, nout * 4 + GUARD));
-    if (!launched(imago_cu_pool(d_x + off * es, t, n, hw, c, pc->kind, pc->p, eps, d_out,
-                                stream()),
+    if (!launched(imago_cu_pool(d_x + off * es, t, n, hw, c, pc->kind, pc->p, eps, d_out, stream()),
                   what))
         return;
     download(got, d_out, nout * 4);
@@ -785,9 +803,9 @@ static void pool_check(imago_cu_dtype t, const void *x, char *d_x, int n, int hw
     size_t bad = nout;
     for (size_t i = 0; i < nout; i++) {
         double w = want[i], g = got[i], d = fabs(g - w);
-        double tol = pc->kind == IMAGO_CU_POOL_MAC ? 0.0
+        double tol = pc->kind == IMAGO_CU_POOL_MAC    ? 0.0
                      : pc->kind == IMAGO_CU_POOL_SPOC ? 1e-5 * (fabs(w) + mean_abs)
-                                                       : 1e-5 * fabs(w);
+                                                      : 1e-5 * fabs(w);
         if (pc->kind == IMAGO_CU_POOL_MAC)
             d = (float)w == got[i] ? 0.0 : INFINITY;
         double rel = d / (fabs(w) + 1e-30);
@@ -812,9 +830,9 @@ static void test_pool(void)
                                       {"spoc", IMAGO_CU_POOL_SPOC, 1.0f},
                                       {"mac", IMAGO_CU_POOL_MAC, 1.0f}};
     /* n, hw, c, offset of x (elements) */
-    static const int shapes[][4] = {{2, 5, 3, 0},   {3, 17, 13, 0},  {2, 49, 64, 0},
-                                    {4, 768, 2048, 0}, {1, 1, 8, 0}, {2, 3, 1001, 0},
-                                    {2, 300, 36, 0}, {2, 150, 64, 1}, {3, 1000, 24, 8}};
+    static const int shapes[][4] = {{2, 5, 3, 0},      {3, 17, 13, 0},  {2, 49, 64, 0},
+                                    {4, 768, 2048, 0}, {1, 1, 8, 0},    {2, 3, 1001, 0},
+                                    {2, 300, 36, 0},   {2, 150, 64, 1}, {3, 1000, 24, 8}};
     for (int ti = 0; ti < 3; ti++) {
         imago_cu_dtype t = types[ti];
         size_t es = esize(t);
