@@ -24,7 +24,10 @@
  *         own, since the demos' identity BN folds to zero biases and a
  *         dropped bias would go unseen;
  *   fp16, bf16: cosine >= 0.999 for resnet50-gem and mobilenet_v2-gem (and
- *         one of the model files each).
+ *         one of the model files each), and resnet101-glam at fp16 (its map
+ *         converted to fp32 on the device for the host head). The fake
+ *         accumulates in fp32 and only stores in fp16/bf16, so these bars
+ *         check the wiring of the low-precision paths, not GPU rounding.
  * And: the device is the fake one; the fake's counters (dlsym'd from the
  * plugin) show fused calls, fused calls with the residual as z, explicit
  * padding copies only for tf_same, no fp32 convolution on a TF32 algorithm,
@@ -588,6 +591,9 @@ int main(int argc, char **argv)
         run_model("mobilenet_v2-gem tf_same+BN", NULL, path, "fp16", shapes, 1, 0.999, 0);
     if (rc2 == 0)
         run_model("resnet50-gem+BN", NULL, path2, "bf16", shapes, 1, 0.999, 0);
+    /* the GLAM map converted to fp32 on the device before the host head */
+    static const shape glam_low[] = {{75, 53, 2}};
+    run_model("resnet101-glam", "resnet101-glam", NULL, "fp16", glam_low, 1, 0.999, 0);
 
     check_no_fused(rc2 == 0 ? path2 : NULL);
     remove(path);
