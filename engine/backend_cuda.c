@@ -34,6 +34,7 @@
 #include "cuda_kernels.h"
 #include "cuda_plan.h"
 #include "glam.h"
+#include "plan_lru.h"
 #include "imago_build.h"
 
 #include <cuda_runtime.h>
@@ -129,7 +130,6 @@ typedef struct cu_step {
 
 typedef struct cu_plan {
     int n, h, w;
-    uint64_t used;
     imago_cuda_plan *mem;
     char *arena;
     float *in_f32;    /* device fp32 input when the working type is not fp32 */
@@ -143,9 +143,7 @@ typedef struct cu_ctx {
     struct cu_ctx *next;
     cudaStream_t stream;
     cudnnHandle_t dnn;
-    cu_plan **plans;
-    int n_plans;
-    uint64_t tick;
+    imago_plan_lru plans;
     void *ws;
     size_t ws_cap;
     void *stage[2];         /* pinned input chunks */
@@ -734,24 +732,17 @@ fail:
 
 /* ---- contexts -------------------------------------------------------------- */
 
-static void ctx_drop_plans(imago_backend *b, cu_ctx *c, const cu_plan *keep)
+static void plan_free_cb(void *ctx, void *plan)
 {
-    int k = 0;
-    for (int i = 0; i < c->n_plans; i++) {
-        if (c->plans[i] == keep)
-            c->plans[k++] = c->plans[i];
-        else
-            plan_free(b->net, c->plans[i]);
-    }
-    c->n_plans = k;
+    const imago_backend *b = ctx;
+    plan_free(b->net, plan);
 }
 
-static void ctx_free(imago_backend *b, cu_ctx *c)
+static void ctx_free(cu_ctx *c)
 {
     if (c->stream)
         cudaStreamSynchronize(c->stream);
-    ctx_drop_plans(b, c, NULL);
-    free(c->plans);
+    imago_plan_lru_fini(&c->plans);
     cudaFree(c->ws);
     for (int k = 0; k < 2; k++) {
         if (c->stage[k])
@@ -777,7 +768,7 @@ static int ctx_acquire(imago_backend *b, cu_ctx **out, imago_error *err)
     pthread_mutex_unlock(&b->lock);
     if (!c) {
         c = imago_xcalloc(1, sizeof *c);
-        c->plans = imago_xcalloc((size_t)b->p.max_plans, sizeof *c->plans);
+        imago_plan_lru_init(&c->plans, b->p.max_plans, plan_free_cb, b);
         CU_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "");
         DNN_TRY(cudnnCreate(&c->dnn), "");
         DNN_TRY(cudnnSetStream(c->dnn, c->stream), "");
@@ -785,7 +776,7 @@ static int ctx_acquire(imago_backend *b, cu_ctx **out, imago_error *err)
     *out = c;
     return 0;
 fail:
-    ctx_free(b, c);
+    ctx_free(c);
     return rc;
 }
 
@@ -800,36 +791,21 @@ static void ctx_release(imago_backend *b, cu_ctx *c)
 static int ctx_plan(imago_backend *b, cu_ctx *c, int n, int h, int w, cu_plan **out,
                     imago_error *err)
 {
-    c->tick++;
-    for (int i = 0; i < c->n_plans; i++) {
-        cu_plan *pl = c->plans[i];
-        if (pl->n == n && pl->h == h && pl->w == w) {
-            pl->used = c->tick;
-            *out = pl;
-            return 0;
-        }
+    cu_plan *pl = imago_plan_lru_find(&c->plans, n, h, w);
+    if (pl) {
+        *out = pl;
+        return 0;
     }
-    cu_plan *pl = NULL;
     int rc = plan_build(b, c, n, h, w, &pl, err);
-    if (rc == IMAGO_ERR_NOMEM && c->n_plans > 0) {
+    if (rc == IMAGO_ERR_NOMEM && c->plans.count > 0) {
         /* the device is full: give back this context's other shapes, retry */
-        ctx_drop_plans(b, c, NULL);
+        imago_plan_lru_clear(&c->plans);
         imago_error_clear(err);
         rc = plan_build(b, c, n, h, w, &pl, err);
     }
     if (rc)
         return rc;
-    pl->used = c->tick;
-    if (c->n_plans == b->p.max_plans) {
-        int lru = 0;
-        for (int i = 1; i < c->n_plans; i++)
-            if (c->plans[i]->used < c->plans[lru]->used)
-                lru = i;
-        plan_free(b->net, c->plans[lru]);
-        c->plans[lru] = pl;
-    } else {
-        c->plans[c->n_plans++] = pl;
-    }
+    imago_plan_lru_add(&c->plans, n, h, w, pl);
     *out = pl;
     return 0;
 }
@@ -859,7 +835,7 @@ static void cu_destroy(imago_backend *b)
     while (b->free_ctx) {
         cu_ctx *c = b->free_ctx;
         b->free_ctx = c->next;
-        ctx_free(b, c);
+        ctx_free(c);
     }
     if (b->layers) {
         for (int i = 0; i < b->net->n_ops; i++)

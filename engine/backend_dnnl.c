@@ -16,6 +16,7 @@
  */
 #include "backend.h"
 #include "glam.h"
+#include "plan_lru.h"
 
 #include <limits.h>
 #include <math.h>
@@ -73,7 +74,6 @@ typedef struct dn_step {
 
 typedef struct dn_plan {
     int n, h, w;
-    uint64_t used;
     dn_step *steps;
     int n_steps, cap_steps;
     dn_tensor *tensors;
@@ -88,9 +88,7 @@ typedef struct dn_plan {
 typedef struct dn_ctx {
     struct dn_ctx *next;
     dnnl_stream_t stream;
-    dn_plan **plans;
-    int n_plans;
-    uint64_t tick;
+    imago_plan_lru plans;
 } dn_ctx;
 
 struct imago_backend {
@@ -910,11 +908,15 @@ fail:
 
 /* ---- contexts ---------------------------------------------------------- */
 
+static void plan_free_cb(void *ctx, void *plan)
+{
+    (void)ctx;
+    plan_free(plan);
+}
+
 static void ctx_free(dn_ctx *c)
 {
-    for (int i = 0; i < c->n_plans; i++)
-        plan_free(c->plans[i]);
-    free(c->plans);
+    imago_plan_lru_fini(&c->plans);
     if (c->stream)
         dnnl_stream_destroy(c->stream);
     free(c);
@@ -930,7 +932,7 @@ static int ctx_acquire(imago_backend *b, dn_ctx **out, imago_error *err)
     pthread_mutex_unlock(&b->lock);
     if (!c) {
         c = imago_xcalloc(1, sizeof *c);
-        c->plans = imago_xcalloc((size_t)b->p.max_plans, sizeof *c->plans);
+        imago_plan_lru_init(&c->plans, b->p.max_plans, plan_free_cb, NULL);
         DN_TRY(dnnl_stream_create(&c->stream, b->eng, dnnl_stream_default_flags),
                "stream creation", "");
     }
@@ -952,29 +954,12 @@ static void ctx_release(imago_backend *b, dn_ctx *c)
 static int ctx_plan(imago_backend *b, dn_ctx *c, int n, int h, int w, dn_plan **out,
                     imago_error *err)
 {
-    c->tick++;
-    for (int i = 0; i < c->n_plans; i++) {
-        dn_plan *pl = c->plans[i];
-        if (pl->n == n && pl->h == h && pl->w == w) {
-            pl->used = c->tick;
-            *out = pl;
-            return 0;
-        }
-    }
-    dn_plan *pl;
-    int rc = plan_build(b, c, n, h, w, &pl, err);
-    if (rc)
-        return rc;
-    pl->used = c->tick;
-    if (c->n_plans == b->p.max_plans) {
-        int lru = 0;
-        for (int i = 1; i < c->n_plans; i++)
-            if (c->plans[i]->used < c->plans[lru]->used)
-                lru = i;
-        plan_free(c->plans[lru]);
-        c->plans[lru] = pl;
-    } else {
-        c->plans[c->n_plans++] = pl;
+    dn_plan *pl = imago_plan_lru_find(&c->plans, n, h, w);
+    if (!pl) {
+        int rc = plan_build(b, c, n, h, w, &pl, err);
+        if (rc)
+            return rc;
+        imago_plan_lru_add(&c->plans, n, h, w, pl);
     }
     *out = pl;
     return 0;
