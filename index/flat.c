@@ -404,40 +404,60 @@ double ix_normalize(float *v, int d)
 
 /* ---- kNN of a set with itself (DBA) ------------------------------------- */
 
+/* S = X X^T is symmetric, so only its upper block triangle is computed: T x T
+ * tiles (one sgemm each, the packing of both operands amortised over the
+ * tile), every off-diagonal score going to the heap of its row and to the
+ * heap of its column. Half the flops of a full N x N pass, no N x N matrix,
+ * and the same result: the heaps keep a total order (score, then smaller
+ * key), so the order of the pushes does not matter. nb/sim hold the heaps. */
 int ix_knn_self_exact(const float *X, size_t n, int d, int k, int64_t *nb, float *sim,
                       imago_error *err)
 {
-    const size_t blk = 256;
-    float *S = NULL;
-    size_t cols = n ? n : 1;
-    int rc = imago_alloc_array(blk, cols * sizeof(float), 0, (void **)&S, err);
+    if (n == 0 || k <= 0)
+        return 0;
+    const size_t T = 2048;
+    size_t t = n < T ? n : T;
+    float *G = NULL;
+    int rc = imago_alloc_array(t, t * sizeof(float), 0, (void **)&G, err);
     if (rc)
         return rc;
-    float *hs = imago_xmalloc((size_t)k * sizeof *hs);
-    int64_t *hk = imago_xmalloc((size_t)k * sizeof *hk);
-    for (size_t b0 = 0; b0 < n; b0 += blk) {
-        size_t m = n - b0 < blk ? n - b0 : blk;
-        /* S (m x n) = X[b0:b0+m] X^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, d, 1.0f,
-                    X + b0 * (size_t)d, d, X, d, 0.0f, S, (int)n);
-        for (size_t r = 0; r < m; r++) {
-            size_t i = b0 + r;
-            ix_topk t;
-            ix_topk_init(&t, k, hs, hk);
-            const float *row = S + r * n;
-            for (size_t j = 0; j < n; j++)
-                if (j != i)
-                    ix_topk_push(&t, row[j], (int64_t)j);
-            ix_topk_sort(&t);
-            for (int j = 0; j < k; j++) {
-                nb[i * (size_t)k + j] = j < t.n ? t.key[j] : -1;
-                sim[i * (size_t)k + j] = j < t.n ? t.score[j] : 0.0f;
+    ix_topk *h = imago_xmalloc(n * sizeof *h);
+    for (size_t i = 0; i < n; i++)
+        ix_topk_init(&h[i], k, sim + i * (size_t)k, nb + i * (size_t)k);
+    for (size_t i0 = 0; i0 < n; i0 += T) {
+        size_t mi = n - i0 < T ? n - i0 : T;
+        for (size_t j0 = i0; j0 < n; j0 += T) {
+            size_t mj = n - j0 < T ? n - j0 : T;
+            /* G (mi x mj) = X[i0:i0+mi] X[j0:j0+mj]^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mi, (int)mj, d, 1.0f,
+                        X + i0 * (size_t)d, d, X + j0 * (size_t)d, d, 0.0f, G, (int)mj);
+            for (size_t r = 0; r < mi; r++) {
+                const float *row = G + r * mj;
+                ix_topk *hr = &h[i0 + r];
+                if (j0 == i0) {
+                    /* diagonal tile: whole, so each row takes its own scores */
+                    for (size_t c = 0; c < mj; c++)
+                        if (c != r)
+                            ix_topk_push(hr, row[c], (int64_t)(j0 + c));
+                    continue;
+                }
+                ix_topk *hc = &h[j0];
+                for (size_t c = 0; c < mj; c++) {
+                    ix_topk_push(hr, row[c], (int64_t)(j0 + c));
+                    ix_topk_push(&hc[c], row[c], (int64_t)(i0 + r));
+                }
             }
         }
     }
-    free(hs);
-    free(hk);
-    imago_free_aligned(S);
+    for (size_t i = 0; i < n; i++) {
+        ix_topk_sort(&h[i]);
+        for (int j = h[i].n; j < k; j++) {
+            nb[i * (size_t)k + j] = -1;
+            sim[i * (size_t)k + j] = 0.0f;
+        }
+    }
+    free(h);
+    imago_free_aligned(G);
     return 0;
 }
 

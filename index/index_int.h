@@ -130,7 +130,8 @@ double ix_normalize(float *v, int d);
 
 /* Exact k nearest neighbours (by inner product) of every row of X among the
  * rows of X, excluding the row itself: nb (n x k) receives row indices (-1
- * when fewer), sim the scores. Blocked sgemm, memory O(block x n). */
+ * when fewer), sim the scores. sgemm over the upper block triangle of
+ * X X^T (2048 x 2048 tiles), memory O(tile^2 + n). */
 int ix_knn_self_exact(const float *X, size_t n, int d, int k, int64_t *nb, float *sim,
                       imago_error *err);
 

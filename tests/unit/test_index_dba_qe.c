@@ -2,7 +2,9 @@
  * (tests/index/dba_qe_ref.py run with $IMAGO_PYTHON): the full DBA pass of
  * a reindex (two parameter sets), the online augmentation of a vector added
  * after the pass, and QE searches (two parameter sets), all to 1e-5. Also
- * checks in C that DBA off stores raw vectors and that QE changes results. */
+ * checks in C that DBA off stores raw vectors and that QE changes results,
+ * and that the exact self-kNN of the DBA pass (upper block triangle of
+ * X X^T in 2048 x 2048 tiles) equals a brute force over several tiles. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +12,7 @@
 #include <unistd.h>
 
 #include "index.h"
+#include "index_int.h"
 #include "tap.h"
 
 #define N 600
@@ -97,6 +100,72 @@ static int qe_run(imago_index *ix, const float *Q, int nq, int n, double alpha, 
     free(ids);
     free(sc);
     return rc;
+}
+
+/* ix_knn_self_exact over 3 tiles (2048, 2048, 404 rows): every row's
+ * neighbours and scores against a double-precision brute force. Scores are
+ * compared (to 1e-4), not ids, so a near-tie that float rounding orders
+ * differently does not fail the check; ids must be distinct, not the row
+ * itself, and carry the score of their pair. */
+static void check_knn_tiles(void)
+{
+    const size_t n = 4500;
+    const int d = 16, k = 4;
+    float *X = malloc(n * (size_t)d * sizeof *X);
+    for (size_t i = 0; i < n; i++) {
+        double s = 0;
+        for (int c = 0; c < d; c++) {
+            X[i * d + c] = (float)nrand();
+            s += (double)X[i * d + c] * X[i * d + c];
+        }
+        for (int c = 0; c < d; c++)
+            X[i * d + c] = (float)(X[i * d + c] / sqrt(s));
+    }
+    int64_t *nb = malloc(n * (size_t)k * sizeof *nb);
+    float *sim = malloc(n * (size_t)k * sizeof *sim);
+    imago_error err;
+    imago_error_clear(&err);
+    is_int(ix_knn_self_exact(X, n, d, k, nb, sim, &err), 0, "self kNN of %zu rows", n);
+    size_t bad = 0, first_bad = 0;
+    double *dots = malloc(n * sizeof *dots);
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < n; j++) {
+            double s = 0;
+            for (int c = 0; c < d; c++)
+                s += (double)X[i * d + c] * X[j * d + c];
+            dots[j] = j == i ? -INFINITY : s;
+        }
+        int wrong = 0;
+        for (int m = 0; m < k; m++) {
+            /* m-th best brute-force score: take the max and knock it out */
+            size_t b = 0;
+            for (size_t j = 1; j < n; j++)
+                if (dots[j] > dots[b])
+                    b = j;
+            double best = dots[b];
+            dots[b] = -INFINITY;
+            int64_t l = nb[i * k + m];
+            if (l < 0 || (size_t)l >= n || (size_t)l == i) {
+                wrong = 1;
+                continue;
+            }
+            double s = 0;
+            for (int c = 0; c < d; c++)
+                s += (double)X[i * d + c] * X[(size_t)l * d + c];
+            for (int m2 = 0; m2 < m; m2++)
+                wrong |= nb[i * k + m2] == l;
+            wrong |= fabs(sim[i * k + m] - best) > 1e-4 || fabs(sim[i * k + m] - s) > 1e-4;
+        }
+        if (wrong && bad++ == 0)
+            first_bad = i;
+    }
+    ok(bad == 0, "self kNN equals a brute force on all %zu rows (k=%d, 3 tiles)", n, k);
+    if (bad)
+        tap_diag("%zu rows differ, the first row %zu", bad, first_bad);
+    free(dots);
+    free(nb);
+    free(sim);
+    free(X);
 }
 
 int main(void)
@@ -254,6 +323,8 @@ int main(void)
     }
     int st_py = pp ? pclose(pp) : -1;
     ok(st_py == 0, "C DBA / online DBA / QE equal the numpy formulas to 1e-5");
+
+    check_knn_tiles();
 
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
