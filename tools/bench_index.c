@@ -5,8 +5,9 @@
  *       adds N vectors (raw float32 file) through imago_index_add in batches;
  *       when TRAIN_N > 0, reindexes after TRAIN_N (training IVF/PQ from the
  *       store) before adding the rest; writes a snapshot. Prints JSON.
- *   bench_index search DIR QUERIES.f32 NQ DIM K [NPROBE] [EF] OUT.i64 [BATCH]
- *       single-query (or BATCH-query) searches; p50/p99 latency; result ids.
+ *   bench_index search DIR QUERIES.f32 NQ DIM K [NPROBE] [EF] OUT.i64 [BATCH] [LAT.f64]
+ *       single-query (or BATCH-query) searches; p50/p99 latency; result ids;
+ *       LAT.f64 receives each search's seconds in query order.
  *   bench_index dba    DIR DIM
  *       full DBA pass (reindex with DBA on); prints seconds.
  * IMAGO_BENCH_PRECISION=fp16|bf16 selects the Flat storage precision.
@@ -62,8 +63,13 @@ static int cmp_d(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Progress on stderr (the script passes it through; stdout is the JSON line):
+ * one line per 100k vectors, so a long build shows it is moving. */
 static int add_range(imago_index *ix, const float *X, size_t from, size_t to, int dim, size_t batch)
 {
+    const size_t every = 100000;
+    double t0 = imago_now_s();
+    size_t next = from + every;
     imago_index_item *it = calloc(batch, sizeof *it);
     char(*names)[24] = calloc(batch, 24);
     imago_error err;
@@ -79,6 +85,13 @@ static int add_range(imago_index *ix, const float *X, size_t from, size_t to, in
             fprintf(stderr, "add: %s\n", err.msg);
             return 1;
         }
+        if (b + m >= next || (b + m == to && to - from >= every)) {
+            double dt = imago_now_s() - t0;
+            fprintf(stderr, "#   added %zu/%zu (%.0f vec/s over this range, %.0f s)\n", b + m, to,
+                    (double)(b + m - from) / (dt > 0 ? dt : 1e-9), dt);
+            while (next <= b + m)
+                next += every;
+        }
     }
     free(it);
     free(names);
@@ -87,7 +100,9 @@ static int add_range(imago_index *ix, const float *X, size_t from, size_t to, in
 
 int main(int argc, char **argv)
 {
-    imago_log_setup(IMAGO_LOG_WARN, IMAGO_LOG_TEXT, stderr);
+    /* the DBA pass logs its steps (load, kNN + DBA, build) at INFO */
+    int dba = argc > 1 && strcmp(argv[1], "dba") == 0;
+    imago_log_setup(dba ? IMAGO_LOG_INFO : IMAGO_LOG_WARN, IMAGO_LOG_TEXT, stderr);
     if (argc >= 6 && strcmp(argv[1], "build") == 0) {
         const char *dir = argv[2], *factory = argv[3];
         size_t n = strtoull(argv[5], NULL, 10);
@@ -106,6 +121,8 @@ int main(int argc, char **argv)
             if (add_range(ix, X, 0, first, dim, batch))
                 return 1;
             double tr = imago_now_s();
+            fprintf(stderr, "#   reindex (training '%s' on the %zu stored vectors)...\n", factory,
+                    first);
             imago_error err;
             imago_error_clear(&err);
             if (imago_index_reindex(ix, NULL, &err)) {
@@ -113,6 +130,7 @@ int main(int argc, char **argv)
                 return 1;
             }
             t_train = imago_now_s() - tr;
+            fprintf(stderr, "#   reindex done in %.1f s\n", t_train);
         }
         double ta = imago_now_s();
         if (add_range(ix, X, first, n, dim, batch))
@@ -174,6 +192,12 @@ int main(int argc, char **argv)
                 ids[b * (size_t)k + i] = h[i].id;
         }
         double total = imago_now_s() - tt;
+        if (argc > 11) {
+            FILE *lf = fopen(argv[11], "wb");
+            if (!lf || fwrite(lat, sizeof *lat, nb, lf) != nb)
+                return 1;
+            fclose(lf);
+        }
         qsort(lat, nb, sizeof *lat, cmp_d);
         FILE *f = fopen(out, "wb");
         if (!f || fwrite(ids, sizeof *ids, nq * (size_t)k, f) != nq * (size_t)k)
