@@ -513,6 +513,8 @@ backend:
         rc = put(backend, "precision", proto_json_str_or_null(info->precision), err);
     if (rc == 0)
         rc = put(backend, "device", proto_json_str_or_null(info->device), err);
+    if (rc == 0 && info->backend_note && info->backend_note[0])
+        rc = put(backend, "note", json_string(info->backend_note), err);
     if (rc == 0)
         rc = put(index, "type", proto_json_str_or_null(info->index_type), err);
     if (rc == 0)

@@ -419,6 +419,7 @@ typedef struct imago_info {
     const char *backend;
     const char *precision;
     const char *device;
+    const char *backend_note; /* why auto stayed on the CPU; NULL/"" -> absent */
     const char *index_type;
     int64_t index_size;
     uint64_t index_seq;

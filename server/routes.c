@@ -102,6 +102,7 @@ static int h_info(imago_http_request *r, imago_http_response *resp)
         info.backend = m->backend;
         info.precision = m->precision;
         info.device = m->device;
+        info.backend_note = m->backend_note;
     }
     char *out = NULL;
     imago_error err;

@@ -267,6 +267,17 @@ int main(void)
     is_int(imago_info_to_json(&info, &out, &err), 0, "info demo");
     ok(strstr(out, "\"demo\":true,\"warning\":\"demo model") != NULL, "demo warning present");
     free(out);
+    info.backend_note = "no GPU backend: no CUDA device";
+    imago_error_clear(&err);
+    is_int(imago_info_to_json(&info, &out, &err), 0, "info with a backend note");
+    ok(strstr(out, "\"device\":\"oneDNN\",\"note\":\"no GPU backend: no CUDA device\"}") != NULL,
+       "the backend note is reported (%s)", out);
+    free(out);
+    info.backend_note = "";
+    imago_error_clear(&err);
+    is_int(imago_info_to_json(&info, &out, &err), 0, "info with an empty note");
+    ok(strstr(out, "\"note\"") == NULL, "an empty note is absent");
+    free(out);
     imago_info empty = {.version = "0.1.0", .index_size = -1};
     imago_error_clear(&err);
     is_int(imago_info_to_json(&empty, &out, &err), 0, "info without engine/index");
