@@ -34,6 +34,7 @@
 #include "cuda_kernels.h"
 #include "cuda_plan.h"
 #include "glam.h"
+#include "ctx_pool.h"
 #include "plan_lru.h"
 #include "imago_build.h"
 
@@ -140,7 +141,6 @@ typedef struct cu_plan {
 } cu_plan;
 
 typedef struct cu_ctx {
-    struct cu_ctx *next;
     cudaStream_t stream;
     cudnnHandle_t dnn;
     imago_plan_lru plans;
@@ -160,8 +160,8 @@ struct imago_backend {
     const imago_net *net;
     cu_layer *layers;
     cudnnActivationDescriptor_t relu;
-    pthread_mutex_t lock; /* free_ctx and the algorithm cache */
-    cu_ctx *free_ctx;
+    pthread_mutex_t lock; /* the algorithm cache */
+    imago_ctx_pool pool;  /* idle execution contexts */
     cu_algo *algos;
     int n_algos, cap_algos;
 };
@@ -218,6 +218,7 @@ static int cu_create(const imago_backend_params *p, imago_backend **out, imago_e
              : b->dt == IMAGO_CU_BF16 ? CUDNN_DATA_BFLOAT16
                                       : CUDNN_DATA_FLOAT;
     pthread_mutex_init(&b->lock, NULL);
+    imago_ctx_pool_init(&b->pool);
     CU_TRY(cudaSetDevice(b->device), "0");
     DNN_TRY(cudnnCreateActivationDescriptor(&b->relu), "");
     DNN_TRY(cudnnSetActivationDescriptor(b->relu, CUDNN_ACTIVATION_RELU, CUDNN_NOT_PROPAGATE_NAN,
@@ -228,6 +229,7 @@ static int cu_create(const imago_backend_params *p, imago_backend **out, imago_e
 fail:
     if (b->relu)
         cudnnDestroyActivationDescriptor(b->relu);
+    imago_ctx_pool_fini(&b->pool, NULL);
     pthread_mutex_destroy(&b->lock);
     free(b);
     return rc;
@@ -761,11 +763,7 @@ static void ctx_free(cu_ctx *c)
 static int ctx_acquire(imago_backend *b, cu_ctx **out, imago_error *err)
 {
     int rc = 0;
-    pthread_mutex_lock(&b->lock);
-    cu_ctx *c = b->free_ctx;
-    if (c)
-        b->free_ctx = c->next;
-    pthread_mutex_unlock(&b->lock);
+    cu_ctx *c = imago_ctx_pool_take(&b->pool);
     if (!c) {
         c = imago_xcalloc(1, sizeof *c);
         imago_plan_lru_init(&c->plans, b->p.max_plans, plan_free_cb, b);
@@ -782,10 +780,12 @@ fail:
 
 static void ctx_release(imago_backend *b, cu_ctx *c)
 {
-    pthread_mutex_lock(&b->lock);
-    c->next = b->free_ctx;
-    b->free_ctx = c;
-    pthread_mutex_unlock(&b->lock);
+    imago_ctx_pool_give(&b->pool, c);
+}
+
+static void ctx_free_cb(void *c)
+{
+    ctx_free(c);
 }
 
 static int ctx_plan(imago_backend *b, cu_ctx *c, int n, int h, int w, cu_plan **out,
@@ -832,11 +832,7 @@ static int cu_run(imago_backend *b, const float *nhwc, int n, int h, int w, floa
 static void cu_destroy(imago_backend *b)
 {
     cudaSetDevice(b->device);
-    while (b->free_ctx) {
-        cu_ctx *c = b->free_ctx;
-        b->free_ctx = c->next;
-        ctx_free(c);
-    }
+    imago_ctx_pool_fini(&b->pool, ctx_free_cb);
     if (b->layers) {
         for (int i = 0; i < b->net->n_ops; i++)
             layer_free(&b->layers[i]);

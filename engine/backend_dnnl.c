@@ -16,6 +16,7 @@
  */
 #include "backend.h"
 #include "glam.h"
+#include "ctx_pool.h"
 #include "plan_lru.h"
 
 #include <limits.h>
@@ -86,7 +87,6 @@ typedef struct dn_plan {
 } dn_plan;
 
 typedef struct dn_ctx {
-    struct dn_ctx *next;
     dnnl_stream_t stream;
     imago_plan_lru plans;
 } dn_ctx;
@@ -97,8 +97,8 @@ struct imago_backend {
     dnnl_data_type_t act_dt;
     const imago_net *net; /* borrowed from the engine; outlives the backend */
     dn_layer *layers;     /* one per op; only conv ops use theirs */
-    pthread_mutex_t lock; /* weight variants and the context pool */
-    dn_ctx *free_ctx;
+    pthread_mutex_t lock; /* weight variants */
+    imago_ctx_pool pool;  /* idle execution contexts */
 };
 
 static int dn_fail(imago_error *err, dnnl_status_t st, const char *what, const char *where)
@@ -155,10 +155,12 @@ static int dn_create(const imago_backend_params *p, imago_backend **out, imago_e
         b->p.max_plans = 8;
     b->act_dt = p->precision == IMAGO_PREC_BF16 ? dnnl_bf16 : dnnl_f32;
     pthread_mutex_init(&b->lock, NULL);
+    imago_ctx_pool_init(&b->pool);
     DN_TRY(dnnl_engine_create(&b->eng, dnnl_cpu, 0), "engine creation", "cpu");
     *out = b;
     return 0;
 fail:
+    imago_ctx_pool_fini(&b->pool, NULL);
     pthread_mutex_destroy(&b->lock);
     free(b);
     return rc;
@@ -925,11 +927,7 @@ static void ctx_free(dn_ctx *c)
 static int ctx_acquire(imago_backend *b, dn_ctx **out, imago_error *err)
 {
     int rc = 0;
-    pthread_mutex_lock(&b->lock);
-    dn_ctx *c = b->free_ctx;
-    if (c)
-        b->free_ctx = c->next;
-    pthread_mutex_unlock(&b->lock);
+    dn_ctx *c = imago_ctx_pool_take(&b->pool);
     if (!c) {
         c = imago_xcalloc(1, sizeof *c);
         imago_plan_lru_init(&c->plans, b->p.max_plans, plan_free_cb, NULL);
@@ -945,10 +943,12 @@ fail:
 
 static void ctx_release(imago_backend *b, dn_ctx *c)
 {
-    pthread_mutex_lock(&b->lock);
-    c->next = b->free_ctx;
-    b->free_ctx = c;
-    pthread_mutex_unlock(&b->lock);
+    imago_ctx_pool_give(&b->pool, c);
+}
+
+static void ctx_free_cb(void *c)
+{
+    ctx_free(c);
 }
 
 static int ctx_plan(imago_backend *b, dn_ctx *c, int n, int h, int w, dn_plan **out,
@@ -1047,11 +1047,7 @@ done:
 
 static void dn_destroy(imago_backend *b)
 {
-    while (b->free_ctx) {
-        dn_ctx *c = b->free_ctx;
-        b->free_ctx = c->next;
-        ctx_free(c);
-    }
+    imago_ctx_pool_fini(&b->pool, ctx_free_cb);
     if (b->layers) {
         for (int i = 0; i < b->net->n_ops; i++)
             layer_free(&b->layers[i]);
