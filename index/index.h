@@ -217,6 +217,67 @@ int imago_index_verify(imago_index *ix, imago_error *err);
 int imago_index_snapshot_path(const char *data_dir, char *buf, size_t len, imago_error *err);
 
 /* ======================================================================
+ * Whitening learned from the collection (PCA whitening of the raw
+ * descriptors: y = L2N(P (x - m)), P = diag((lambda_j + eps)^-power) U_d^T)
+ * ====================================================================== */
+
+/* A learned whitening: immutable, reference counted (the index and its
+ * snapshots of the in-memory state share it). Thread-safe to read. */
+typedef struct imago_whiten imago_whiten;
+
+typedef struct imago_whiten_params {
+    int dim;      /* components kept; 0 = min(D, rows - 1, rank of the data) */
+    double power; /* eigenvalue exponent in [0, 1] (default 0.25; 0.5 = full whitening,
+                     0 = plain PCA rotation) */
+    long sample;  /* learn from at most this many rows, a uniform sample (default
+                     200000); 0 = all rows */
+    int force;    /* learn even from fewer than 2 x dim rows or past the data's rank */
+    double eps;   /* added to the eigenvalues; < 0 (default): 1e-6 x the largest */
+    uint64_t seed; /* of the sample */
+    /* optional progress: stage "covariance" (frac of rows) or
+     * "eigendecomposition"; called on the learning thread */
+    void (*progress)(void *user, const char *stage, double frac);
+    void *progress_user;
+} imago_whiten_params;
+
+imago_whiten_params imago_whiten_params_default(void);
+
+typedef struct imago_whiten_info {
+    int dim_in;         /* D: the model's descriptor dim */
+    int dim;            /* d: the whitened dim */
+    int rank;           /* numerical rank of the training sample */
+    double power, eps;  /* eps as used (absolute) */
+    int64_t n_trained;  /* rows the mean and covariance were computed on */
+    int64_t n_rows;     /* rows of the collection when it was learned */
+    int64_t created_at; /* unix seconds */
+    int64_t version;    /* the store row (0 when not stored) */
+    char fingerprint[40]; /* hex; identifies the learned matrix and mean */
+} imago_whiten_info;
+
+/* Learns a whitening from n rows of X (n x D, row-major, the raw
+ * descriptors): float64 mean and covariance (over a uniform sample when
+ * p->sample < n), LAPACK dsyevr, top d eigenvectors (sign: the largest
+ * component positive). Errors: IMAGO_ERR_INVALID (parameters),
+ * IMAGO_ERR_FORMAT (a value is NaN or infinite), IMAGO_ERR_UNSUPPORTED
+ * (zero variance; dim past the data's rank without force; D > 16384),
+ * IMAGO_ERR_CONFLICT (fewer than 2 rows, or fewer than 2 x d rows without
+ * force), IMAGO_ERR_BACKEND (LAPACK), IMAGO_ERR_NOMEM. *out is owned by
+ * the caller (imago_whiten_free). Thread-safe (no shared state). */
+int imago_whiten_learn(const float *X, size_t n, int D, const imago_whiten_params *p,
+                       imago_whiten **out, imago_error *err);
+/* Drops a reference (the last one frees). Accepts NULL. */
+void imago_whiten_free(imago_whiten *w);
+void imago_whiten_get_info(const imago_whiten *w, imago_whiten_info *out);
+/* Borrowed views: the mean (D), P (d x D, row-major), the d eigenvalues
+ * (descending), valid while w is. */
+const double *imago_whiten_mean(const imago_whiten *w);
+const double *imago_whiten_projection(const imago_whiten *w);
+const double *imago_whiten_eigenvalues(const imago_whiten *w);
+/* Y (n x d) = L2N(P (x_i - m)) for the n rows of X (n x D). Thread-safe. */
+int imago_whiten_apply(const imago_whiten *w, const float *X, size_t n, float *Y,
+                       imago_error *err);
+
+/* ======================================================================
  * Jobs (bulk ingest bookkeeping; the server's jobs runner drives them)
  * ====================================================================== */
 

@@ -86,6 +86,14 @@ int ix_job_errors(ix_conn *c, int64_t job_id, size_t max, imago_job_item **items
                   imago_error *err);
 int ix_job_resume(ix_conn *c, int64_t **ids, size_t *n, imago_error *err);
 
+/* ---- whitening (whiten.c) ------------------------------------------------ */
+
+/* Rebuilds a stored whitening; its fingerprint is checked (IMAGO_ERR_FORMAT). */
+int ix_whiten_from_parts(const imago_whiten_info *info, const double *mean, const double *P,
+                         const double *lambda, imago_whiten **out, imago_error *err);
+/* Takes a reference (returns w; NULL stays NULL). */
+imago_whiten *ix_whiten_ref(imago_whiten *w);
+
 /* ---- top-k -------------------------------------------------------------- */
 
 /* A bounded min-heap of (score, key) keeping the k best scores. */
