@@ -67,6 +67,14 @@ static void make_data(float *X, size_t n, int r)
     }
 }
 
+/* imago_error keeps the first error: clear it before each call */
+static int learn(const float *X, size_t n, const imago_whiten_params *p, imago_whiten **w,
+                 imago_error *err)
+{
+    imago_error_clear(err);
+    return imago_whiten_learn(X, n, D, p, w, err);
+}
+
 typedef struct wcase {
     const char *name;
     int dim;
@@ -89,22 +97,21 @@ int main(void)
     static float Y[N * D];
     memcpy(Y, X, sizeof Y);
     Y[17 * D + 3] = NAN;
-    is_int(imago_whiten_learn(Y, N, D, &p, &w, &err), IMAGO_ERR_FORMAT, "a NaN is refused: %s",
-           err.msg);
+    is_int(learn(Y, N, &p, &w, &err), IMAGO_ERR_FORMAT, "a NaN is refused");
     ok(w == NULL && strstr(err.msg, "descriptor 17"), "the message names the row");
     Y[17 * D + 3] = INFINITY;
-    is_int(imago_whiten_learn(Y, N, D, &p, &w, &err), IMAGO_ERR_FORMAT, "an Inf is refused");
+    is_int(learn(Y, N, &p, &w, &err), IMAGO_ERR_FORMAT, "an Inf is refused");
     for (size_t i = 0; i < N; i++)
         memcpy(Y + i * D, X, D * sizeof *X);
-    is_int(imago_whiten_learn(Y, N, D, &p, &w, &err), IMAGO_ERR_UNSUPPORTED,
-           "zero variance is refused: %s", err.msg);
-    ok(strstr(err.msg, "zero variance") != NULL, "the message says zero variance");
-    is_int(imago_whiten_learn(X, 1, D, &p, &w, &err), IMAGO_ERR_CONFLICT, "one row is refused");
+    is_int(learn(Y, N, &p, &w, &err), IMAGO_ERR_UNSUPPORTED,
+           "zero variance is refused");
+    ok(strstr(err.msg, "zero variance") != NULL, "the message says zero variance: %s", err.msg);
+    is_int(learn(X, 1, &p, &w, &err), IMAGO_ERR_CONFLICT, "one row is refused");
     p.dim = 20;
-    is_int(imago_whiten_learn(X, 30, D, &p, &w, &err), IMAGO_ERR_CONFLICT,
-           "30 rows for d = 20 (< 2 x d) refused: %s", err.msg);
+    is_int(learn(X, 30, &p, &w, &err), IMAGO_ERR_CONFLICT,
+           "30 rows for d = 20 (< 2 x d) refused");
     p.force = 1;
-    is_int(imago_whiten_learn(X, 30, D, &p, &w, &err), 0, "... and learned with force");
+    is_int(learn(X, 30, &p, &w, &err), 0, "... and learned with force");
     imago_whiten_info info;
     if (w) {
         imago_whiten_get_info(w, &info);
@@ -113,23 +120,23 @@ int main(void)
         w = NULL;
     }
     p = imago_whiten_params_default();
-    is_int(imago_whiten_learn(X, 30, D, &p, &w, &err), IMAGO_ERR_CONFLICT,
-           "default d = min(D, N-1) = 24 from 30 rows refused: %s", err.msg);
+    is_int(learn(X, 30, &p, &w, &err), IMAGO_ERR_CONFLICT,
+           "default d = min(D, N-1) = 24 from 30 rows refused");
     p.power = 1.5;
-    is_int(imago_whiten_learn(X, N, D, &p, &w, &err), IMAGO_ERR_INVALID, "power 1.5 refused");
+    is_int(learn(X, N, &p, &w, &err), IMAGO_ERR_INVALID, "power 1.5 refused");
     p.power = NAN;
-    is_int(imago_whiten_learn(X, N, D, &p, &w, &err), IMAGO_ERR_INVALID, "power NaN refused");
+    is_int(learn(X, N, &p, &w, &err), IMAGO_ERR_INVALID, "power NaN refused");
     p = imago_whiten_params_default();
     p.dim = D + 1;
-    is_int(imago_whiten_learn(X, N, D, &p, &w, &err), IMAGO_ERR_INVALID, "dim > D refused");
+    is_int(learn(X, N, &p, &w, &err), IMAGO_ERR_INVALID, "dim > D refused");
     /* rank 5 data */
     make_data(Y, N, 5);
     p = imago_whiten_params_default();
     p.dim = 10;
-    is_int(imago_whiten_learn(Y, N, D, &p, &w, &err), IMAGO_ERR_UNSUPPORTED,
-           "d = 10 on rank-5 data refused: %s", err.msg);
+    is_int(learn(Y, N, &p, &w, &err), IMAGO_ERR_UNSUPPORTED,
+           "d = 10 on rank-5 data refused");
     p.dim = 0;
-    is_int(imago_whiten_learn(Y, N, D, &p, &w, &err), 0, "default d on rank-5 data");
+    is_int(learn(Y, N, &p, &w, &err), 0, "default d on rank-5 data");
     if (w) {
         imago_whiten_get_info(w, &info);
         is_int(info.dim, 5, "default d is the rank (5)");
@@ -143,10 +150,10 @@ int main(void)
     p.dim = 8;
     p.sample = 100;
     imago_whiten *s1 = NULL, *s2 = NULL, *s3 = NULL;
-    is_int(imago_whiten_learn(X, N, D, &p, &s1, &err), 0, "learn on a sample of 100");
-    is_int(imago_whiten_learn(X, N, D, &p, &s2, &err), 0, "again");
+    is_int(learn(X, N, &p, &s1, &err), 0, "learn on a sample of 100");
+    is_int(learn(X, N, &p, &s2, &err), 0, "again");
     p.sample = 0;
-    is_int(imago_whiten_learn(X, N, D, &p, &s3, &err), 0, "learn on all rows");
+    is_int(learn(X, N, &p, &s3, &err), 0, "learn on all rows");
     if (s1 && s2 && s3) {
         imago_whiten_info i1, i2, i3;
         imago_whiten_get_info(s1, &i1);
@@ -189,7 +196,7 @@ int main(void)
         p.dim = cases[c].dim;
         p.power = cases[c].power;
         w = NULL;
-        is_int(imago_whiten_learn(X, N, D, &p, &w, &err), 0, "learn %s", cases[c].name);
+        is_int(learn(X, N, &p, &w, &err), 0, "learn %s", cases[c].name);
         if (!w)
             continue;
         imago_whiten_get_info(w, &info);
