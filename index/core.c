@@ -43,6 +43,7 @@ void ix_core_free(ix_core *c)
     if (c->fidx)
         faiss_Index_free(c->fidx);
     pthread_rwlock_destroy(&c->ef_lock);
+    imago_whiten_free(c->wh);
     free(c);
 }
 

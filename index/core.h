@@ -26,6 +26,11 @@ typedef struct ix_core {
     int64_t *pos_of;  /* image id -> live position or -1 */
     size_t pos_cap;
     int64_t seq; /* store sequence covered */
+    /* The whitening its vectors went through (a reference, NULL = raw model
+     * descriptors): dim is its output dim. Searches whiten their queries
+     * with the core's own, so a swap never pairs one whitening with another's
+     * vectors. */
+    imago_whiten *wh;
     /* HNSW efSearch lives in the index (see faiss_ext.h): searches with the
      * default hold ef_lock shared, a per-request value holds it exclusive
      * while it is set. */

@@ -37,6 +37,7 @@ struct imago_index {
     int snapshot_on_close;
     ix_store *st;
     pthread_mutex_t wmu;
+    pthread_mutex_t reindex_mu; /* one reindex at a time (each reads the current whitening) */
     pthread_rwlock_t rw;
     ix_core *cur;
     int64_t store_seq;    /* last committed sequence (writer) */
@@ -79,6 +80,7 @@ imago_index_reindex_params imago_index_reindex_params_default(void)
     memset(&r, 0, sizeof r);
     r.dba = -1;
     r.dba_beta = -1.0;
+    r.whiten = -1;
     return r;
 }
 
@@ -90,18 +92,54 @@ int imago_index_snapshot_path(const char *data_dir, char *buf, size_t len, imago
     return 0;
 }
 
-static ix_snap_meta snap_meta(const imago_index *ix)
+/* The snapshot settings of an index holding vectors through whitening wh
+ * (NULL: raw): its dim, and a fingerprint naming the model and the whitening
+ * (fp_buf, 72 bytes), so that a snapshot written under another whitening is
+ * never loaded. */
+static ix_snap_meta snap_meta(const imago_index *ix, const imago_whiten *wh, char *fp_buf)
 {
     ix_snap_meta m = {ix->dim,      ix->prec,    ix->dba,        ix->dba_k,
                       ix->dba_beta, ix->factory, ix->fingerprint};
+    if (wh) {
+        imago_whiten_info wi;
+        imago_whiten_get_info(wh, &wi);
+        m.dim = wi.dim;
+        snprintf(fp_buf, 72, "%.32s+w%.32s", ix->fingerprint, wi.fingerprint);
+        m.fingerprint = fp_buf;
+    }
     return m;
+}
+
+/* The vectors the index holds for raw descriptors: whitened through wh, or
+ * the raw ones (out = raw, nothing copied) without one. *out is raw or
+ * malloc'ed (free when != raw). */
+static int index_vectors(const imago_whiten *wh, const float *raw, size_t n, float **out,
+                         imago_error *err)
+{
+    if (!wh) {
+        *out = (float *)raw;
+        return 0;
+    }
+    imago_whiten_info wi;
+    imago_whiten_get_info(wh, &wi);
+    float *Y = NULL;
+    int rc = imago_alloc_array(n ? n : 1, (size_t)wi.dim * sizeof(float), 0, (void **)&Y, err);
+    if (rc == 0)
+        rc = imago_whiten_apply(wh, raw, n, Y, err);
+    if (rc) {
+        imago_free_aligned(Y);
+        return rc;
+    }
+    *out = Y;
+    return 0;
 }
 
 /* ---- DBA -------------------------------------------------------------- */
 
 /* Neighbours of every row of X among X (self excluded): exact blocked BLAS
  * for Flat; FAISS HNSW for the approximate types on large sets. */
-static int dba_full(const imago_index *ix, const float *X, size_t n, float **out, imago_error *err)
+static int dba_full(const imago_index *ix, const float *X, size_t n, int dim, float **out,
+                    imago_error *err)
 {
     int k = ix->dba_k;
     int64_t *nb = imago_xmalloc((n ? n : 1) * (size_t)k * sizeof *nb);
@@ -109,14 +147,14 @@ static int dba_full(const imago_index *ix, const float *X, size_t n, float **out
     int rc = 0;
     double t0 = imago_now_s();
     if (ix_factory_is_flat(ix->factory) || n <= 50000) {
-        rc = ix_knn_self_exact(X, n, ix->dim, k, nb, sim, err);
+        rc = ix_knn_self_exact(X, n, dim, k, nb, sim, err);
     } else {
         /* approximate kNN graph: HNSW over the raw vectors, k+1 hits, drop self */
         int64_t *ids = imago_xmalloc(n * sizeof *ids);
         for (size_t i = 0; i < n; i++)
             ids[i] = (int64_t)i;
         ix_core *tmp = NULL;
-        rc = ix_core_build(ix->dim, IX_FP32, "HNSW32", ids, X, n, 0, &tmp, err);
+        rc = ix_core_build(dim, IX_FP32, "HNSW32", ids, X, n, 0, &tmp, err);
         if (rc == 0)
             rc = ix_core_set_defaults(tmp, 0, 128, err);
         free(ids);
@@ -124,7 +162,7 @@ static int dba_full(const imago_index *ix, const float *X, size_t n, float **out
         imago_index_hit *h = imago_xmalloc(blk * (size_t)(k + 1) * sizeof *h);
         for (size_t b = 0; rc == 0 && b < n; b += blk) {
             size_t m = n - b < blk ? n - b : blk;
-            rc = ix_core_search(tmp, X + b * (size_t)ix->dim, m, k + 1, NULL, 0, 128, h, NULL, err);
+            rc = ix_core_search(tmp, X + b * (size_t)dim, m, k + 1, NULL, 0, 128, h, NULL, err);
             for (size_t r = 0; rc == 0 && r < m; r++) {
                 int w = 0;
                 for (int j = 0; j <= k && w < k; j++) {
@@ -144,9 +182,9 @@ static int dba_full(const imago_index *ix, const float *X, size_t n, float **out
     }
     if (rc == 0) {
         float *A = NULL;
-        rc = imago_alloc_array(n ? n : 1, (size_t)ix->dim * sizeof(float), 0, (void **)&A, err);
+        rc = imago_alloc_array(n ? n : 1, (size_t)dim * sizeof(float), 0, (void **)&A, err);
         if (rc == 0) {
-            ix_dba_apply(X, n, ix->dim, nb, sim, k, ix->dba_beta, A);
+            ix_dba_apply(X, n, dim, nb, sim, k, ix->dba_beta, A);
             *out = A;
             IMAGO_INFO(MOD, "DBA pass over %zu vectors (k=%d, beta=%g) in %.2f s", n, k,
                        ix->dba_beta, imago_now_s() - t0);
@@ -157,27 +195,33 @@ static int dba_full(const imago_index *ix, const float *X, size_t n, float **out
     return rc;
 }
 
-/* Online DBA of one new raw vector x (image id): neighbours found in the
- * current core (holding augmented vectors), weighted with and summed over
- * their raw stored vectors, as a full pass would. */
+/* Online DBA of one new (whitened when the core is) vector x (image id):
+ * neighbours found in the current core (holding augmented vectors),
+ * weighted with and summed over their un-augmented vectors (the stored raw
+ * ones through the core's whitening), as a full pass would. */
 static int dba_online(imago_index *ix, ix_core *c, ix_conn *conn, int64_t id, const float *x,
                       float *out, imago_error *err)
 {
     int k = ix->dba_k;
+    const int dim = c->dim;
+    float *rawbuf = imago_xmalloc((size_t)ix->dim * sizeof *rawbuf);
     imago_index_hit *h = imago_xmalloc((size_t)k * sizeof *h);
     int cnt = 0;
     ix_filter f = {NULL, 0, NULL, NULL, id};
     int rc = ix_core_search(c, x, 1, k, &f, ix->nprobe, ix->ef, h, &cnt, err);
-    float *nbr = imago_xmalloc((size_t)(k ? k : 1) * ix->dim * sizeof *nbr);
+    float *nbr = imago_xmalloc((size_t)(k ? k : 1) * dim * sizeof *nbr);
     float *sim = imago_xmalloc((size_t)(k ? k : 1) * sizeof *sim);
     int m = 0;
     for (int j = 0; rc == 0 && j < cnt; j++) {
-        rc = ix_store_get_vector(conn, h[j].id, ix->dim, nbr + (size_t)m * ix->dim, err);
+        float *dst = nbr + (size_t)m * dim;
+        rc = ix_store_get_vector(conn, h[j].id, ix->dim, c->wh ? rawbuf : dst, err);
+        if (rc == 0 && c->wh)
+            rc = imago_whiten_apply(c->wh, rawbuf, 1, dst, err);
         if (rc)
             break;
         double s = 0;
-        for (int t = 0; t < ix->dim; t++)
-            s += (double)x[t] * nbr[(size_t)m * ix->dim + t];
+        for (int t = 0; t < dim; t++)
+            s += (double)x[t] * nbr[(size_t)m * dim + t];
         sim[m++] = (float)s;
     }
     if (rc == 0) {
@@ -185,21 +229,27 @@ static int dba_online(imago_index *ix, ix_core *c, ix_conn *conn, int64_t id, co
         for (int j = 0; j < m && j < 64; j++)
             nb[j] = j + 1; /* rows 1..m of [x; nbr] */
         /* ix_dba_apply expects one matrix: x followed by its neighbours */
-        float *M = imago_xmalloc((size_t)(m + 1) * ix->dim * sizeof *M);
-        memcpy(M, x, (size_t)ix->dim * sizeof *M);
-        memcpy(M + ix->dim, nbr, (size_t)m * ix->dim * sizeof *M);
-        ix_dba_apply(M, 1, ix->dim, nb, sim, m, ix->dba_beta, out);
+        float *M = imago_xmalloc((size_t)(m + 1) * dim * sizeof *M);
+        memcpy(M, x, (size_t)dim * sizeof *M);
+        memcpy(M + dim, nbr, (size_t)m * dim * sizeof *M);
+        ix_dba_apply(M, 1, dim, nb, sim, m, ix->dba_beta, out);
         free(M);
     }
     free(h);
     free(nbr);
     free(sim);
+    free(rawbuf);
     return rc;
 }
 
 /* ---- building, replay --------------------------------------------------- */
 
-static int build_from_store(imago_index *ix, ix_conn *conn, ix_core **out, imago_error *err)
+/* Builds a core from one read of the store. The vectors go through *wh
+ * (NULL: raw); when learn is set, a whitening is first learned from the
+ * rows read and returned in *wh (owned by the caller; the core holds its
+ * own reference). */
+static int build_from_store(imago_index *ix, ix_conn *conn, const imago_whiten_params *learn,
+                            imago_whiten **wh, ix_core **out, imago_error *err)
 {
     int64_t *ids = NULL;
     float *X = NULL;
@@ -209,19 +259,49 @@ static int build_from_store(imago_index *ix, ix_conn *conn, ix_core **out, imago
     int rc = ix_store_load_all(conn, ix->dim, &ids, &X, &n, &seq, err);
     if (rc)
         return rc;
-    float *A = X;
-    if (ix->dba && n > 1) {
-        rc = dba_full(ix, X, n, &A, err);
+    if (learn) {
+        *wh = NULL;
+        rc = imago_whiten_learn(X, n, ix->dim, learn, wh, err);
+        if (rc == 0) {
+            imago_whiten_info wi;
+            imago_whiten_get_info(*wh, &wi);
+            IMAGO_INFO(MOD,
+                       "whitening learned: %d -> %d dims, power %g, from %lld of %zu rows "
+                       "(%s), %.2f s",
+                       wi.dim_in, wi.dim, wi.power, (long long)wi.n_trained, n, wi.fingerprint,
+                       imago_now_s() - t0);
+        }
+    }
+    float *W = X;
+    if (rc == 0)
+        rc = index_vectors(*wh, X, n, &W, err);
+    int dim = ix->dim;
+    if (rc == 0 && *wh) {
+        imago_whiten_info wi;
+        imago_whiten_get_info(*wh, &wi);
+        dim = wi.dim;
+    }
+    float *A = W;
+    if (rc == 0 && ix->dba && n > 1) {
+        rc = dba_full(ix, W, n, dim, &A, err);
         if (rc)
             A = NULL;
     }
     ix_core *c = NULL;
     if (rc == 0)
-        rc = ix_core_build(ix->dim, ix->prec, ix->factory, ids, A, n, ix->nprobe, &c, err);
-    if (A != X)
+        rc = ix_core_build(dim, ix->prec, ix->factory, ids, A, n, ix->nprobe, &c, err);
+    if (A != W)
         imago_free_aligned(A);
+    if (W != X)
+        imago_free_aligned(W);
     imago_free_aligned(X);
     free(ids);
+    if (rc == 0)
+        c->wh = ix_whiten_ref(*wh);
+    if (rc && learn) {
+        imago_whiten_free(*wh);
+        *wh = NULL;
+    }
     if (rc == 0)
         rc = ix_core_set_defaults(c, ix->nprobe, ix->ef, err);
     if (rc) {
@@ -241,16 +321,23 @@ typedef struct replay_ctx {
     ix_core *c;
     ix_conn *conn;
     int lock; /* take the write lock around mutations (core is live) */
-    float *v, *a;
+    float *v, *w, *a;
     size_t n_applied;
 } replay_ctx;
 
+/* raw: the stored descriptor (ix->dim); wbuf, aug: scratch of ix->dim floats. */
 static int apply_add(imago_index *ix, ix_core *c, ix_conn *conn, int lock, int64_t id,
-                     const float *raw, float *aug, int64_t seq, imago_error *err)
+                     const float *raw, float *wbuf, float *aug, int64_t seq, imago_error *err)
 {
     const float *v = raw;
+    if (c->wh) {
+        int wrc = imago_whiten_apply(c->wh, raw, 1, wbuf, err);
+        if (wrc)
+            return wrc;
+        v = wbuf;
+    }
     if (ix->dba && ix_core_live(c) > 0) {
-        int rc = dba_online(ix, c, conn, id, raw, aug, err);
+        int rc = dba_online(ix, c, conn, id, v, aug, err);
         if (rc)
             return rc;
         v = aug;
@@ -281,7 +368,7 @@ static int replay_one(void *user, int64_t id, int deleted, int64_t seq, imago_er
     int rc = ix_store_get_vector(r->conn, id, r->ix->dim, r->v, err);
     if (rc)
         return rc;
-    rc = apply_add(r->ix, r->c, r->conn, r->lock, id, r->v, r->a, seq, err);
+    rc = apply_add(r->ix, r->c, r->conn, r->lock, id, r->v, r->w, r->a, seq, err);
     r->n_applied++;
     return rc;
 }
@@ -289,11 +376,13 @@ static int replay_one(void *user, int64_t id, int deleted, int64_t seq, imago_er
 static int replay(imago_index *ix, ix_core *c, ix_conn *conn, int lock, size_t *n_applied,
                   imago_error *err)
 {
-    replay_ctx r = {ix, c, conn, lock, NULL, NULL, 0};
+    replay_ctx r = {ix, c, conn, lock, NULL, NULL, NULL, 0};
     r.v = imago_xmalloc((size_t)ix->dim * sizeof(float));
+    r.w = imago_xmalloc((size_t)ix->dim * sizeof(float));
     r.a = imago_xmalloc((size_t)ix->dim * sizeof(float));
     int rc = ix_store_changes(conn, c->seq, replay_one, &r, err);
     free(r.v);
+    free(r.w);
     free(r.a);
     if (n_applied)
         *n_applied = r.n_applied;
@@ -302,7 +391,8 @@ static int replay(imago_index *ix, ix_core *c, ix_conn *conn, int lock, size_t *
 
 static int write_snapshot_locked(imago_index *ix, imago_error *err)
 {
-    ix_snap_meta m = snap_meta(ix);
+    char fpb[72];
+    ix_snap_meta m = snap_meta(ix, ix->cur->wh, fpb);
     double t0 = imago_now_s();
     int rc = ix_snapshot_write(ix->cur, &m, ix->snap_path, err);
     if (rc == 0) {
@@ -397,6 +487,8 @@ int imago_index_open(const imago_index_params *p, imago_index **out, imago_error
     ix->snapshot_seq = -1;
     snprintf(ix->factory, sizeof ix->factory, "%s", p->factory ? p->factory : "Flat");
     pthread_mutex_init(&ix->wmu, NULL);
+    pthread_mutex_init(&ix->reindex_mu, NULL);
+    imago_whiten *wh = NULL;
     pthread_rwlockattr_t ra;
     pthread_rwlockattr_init(&ra);
     pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
@@ -465,12 +557,33 @@ int imago_index_open(const imago_index_params *p, imago_index **out, imago_error
     if ((rc = ix_store_seq(w, &ix->store_seq, err)))
         goto fail;
 
+    /* the collection's learned whitening, if any: the index holds vectors
+     * through it */
+    if ((rc = ix_store_whiten_get(w, &wh, err)))
+        goto fail;
+    if (wh) {
+        imago_whiten_info wi;
+        imago_whiten_get_info(wh, &wi);
+        if (wi.dim_in != ix->dim) {
+            rc = imago_error_set(err, IMAGO_ERR_CONFLICT,
+                                 "the collection's whitening takes %d dims, the model gives %d",
+                                 wi.dim_in, ix->dim);
+            goto fail;
+        }
+        IMAGO_INFO(MOD, "whitening v%lld: %d -> %d dims, power %g, learned on %lld rows (%s)",
+                   (long long)wi.version, wi.dim_in, wi.dim, wi.power, (long long)wi.n_trained,
+                   wi.fingerprint);
+    }
+
     /* snapshot + replay, or rebuild */
-    ix_snap_meta m = snap_meta(ix);
+    char fpb[72];
+    ix_snap_meta m = snap_meta(ix, wh, fpb);
     imago_error serr;
     imago_error_clear(&serr);
     ix_core *c = NULL;
     int src = ix_snapshot_read(ix->snap_path, &m, ix->nprobe, &c, &serr);
+    if (src == 0)
+        c->wh = ix_whiten_ref(wh);
     if (src == 0 && (src = ix_core_set_defaults(c, ix->nprobe, ix->ef, &serr)) != 0) {
         ix_core_free(c);
         c = NULL;
@@ -517,10 +630,11 @@ int imago_index_open(const imago_index_params *p, imago_index **out, imago_error
         rebuild_reason = 1;
     }
     if (!c) {
-        if ((rc = build_from_store(ix, w, &c, err)))
+        if ((rc = build_from_store(ix, w, NULL, &wh, &c, err)))
             goto fail;
     }
     ix->cur = c;
+    imago_whiten_free(wh);
     if (rebuild_reason && ix_core_live(c) > 0) {
         imago_error werr;
         imago_error_clear(&werr);
@@ -530,6 +644,7 @@ int imago_index_open(const imago_index_params *p, imago_index **out, imago_error
     *out = ix;
     return 0;
 fail:
+    imago_whiten_free(wh);
     imago_index_free(ix);
     return rc;
 }
@@ -548,6 +663,7 @@ void imago_index_free(imago_index *ix)
     ix_store_free(ix->st);
     pthread_rwlock_destroy(&ix->rw);
     pthread_mutex_destroy(&ix->wmu);
+    pthread_mutex_destroy(&ix->reindex_mu);
     free(ix->data_dir);
     free(ix->fingerprint);
     free(ix->snap_path);
@@ -657,23 +773,29 @@ int imago_index_add(imago_index *ix, const imago_index_item *items, size_t n, in
     /* committed: now the in-memory index, item by item (same order as replay) */
     if (!ix->dba) {
         /* no augmentation: one append (one FAISS add call for the batch) */
-        float *V = NULL;
+        float *V = NULL, *W = NULL;
         rc = imago_alloc_array(n, (size_t)ix->dim * sizeof(float), 0, (void **)&V, err);
         for (size_t i = 0; rc == 0 && i < n; i++)
             memcpy(V + i * (size_t)ix->dim, items[i].vector, (size_t)ix->dim * sizeof(float));
+        if (rc == 0)
+            rc = index_vectors(ix->cur->wh, V, n, &W, err);
         if (rc == 0) {
             pthread_rwlock_wrlock(&ix->rw);
-            rc = ix_core_append(ix->cur, ids, V, n, err);
+            rc = ix_core_append(ix->cur, ids, W, n, err);
             if (rc == 0)
                 ix->cur->seq = seq;
             pthread_rwlock_unlock(&ix->rw);
         }
+        if (W != V)
+            imago_free_aligned(W);
         imago_free_aligned(V);
     } else {
         float *aug = imago_xmalloc((size_t)ix->dim * sizeof *aug);
+        float *wb = imago_xmalloc((size_t)ix->dim * sizeof *wb);
         for (size_t i = 0; rc == 0 && i < n; i++)
-            rc =
-                apply_add(ix, ix->cur, w, 1, ids[i], items[i].vector, aug, first + (int64_t)i, err);
+            rc = apply_add(ix, ix->cur, w, 1, ids[i], items[i].vector, wb, aug,
+                           first + (int64_t)i, err);
+        free(wb);
         free(aug);
     }
     if (rc) {
@@ -683,7 +805,8 @@ int imago_index_add(imago_index *ix, const imago_index_item *items, size_t n, in
         ix_core *c = NULL;
         imago_error e2;
         imago_error_clear(&e2);
-        if (build_from_store(ix, w, &c, &e2) == 0) {
+        imago_whiten *cw = ix->cur->wh;
+        if (build_from_store(ix, w, NULL, &cw, &c, &e2) == 0) {
             pthread_rwlock_wrlock(&ix->rw);
             ix_core *old = ix->cur;
             ix->cur = c;
@@ -817,7 +940,7 @@ static int search_filtered(imago_index *ix, const ix_core *c, ix_conn **conn, co
                 kk = live ? live : 1;
             imago_index_hit *tmp = imago_xmalloc(kk * sizeof *tmp);
             int cnt = 0;
-            rc = ix_core_search(c, q + j * (size_t)ix->dim, 1, (int)kk, f, nprobe, ef, tmp, &cnt,
+            rc = ix_core_search(c, q + j * (size_t)c->dim, 1, (int)kk, f, nprobe, ef, tmp, &cnt,
                                 err);
             int m = 0;
             for (int i = 0; rc == 0 && i < cnt && m < k; i++) {
@@ -878,8 +1001,15 @@ int imago_index_search(imago_index *ix, const float *queries, size_t nq,
     ix_conn *conn = NULL;
     pthread_rwlock_rdlock(&ix->rw);
     const ix_core *c = ix->cur;
-    int rc = 0;
-    if (!qe) {
+    /* queries are raw model descriptors: whiten them as the index's vectors were */
+    const float *raw_queries = queries;
+    float *wq = NULL;
+    int rc = index_vectors(c->wh, raw_queries, nq, &wq, err);
+    const int dim = c->dim;
+    queries = wq;
+    if (rc) {
+        wq = NULL;
+    } else if (!qe) {
         rc = search_filtered(ix, c, &conn, queries, nq, sp.k, &f, &sp, nprobe, ef, hits, n_hits,
                              err);
     } else {
@@ -887,25 +1017,25 @@ int imago_index_search(imago_index *ix, const float *queries, size_t nq,
         imago_index_hit *h1 = imago_xmalloc(nq * (size_t)qe_n * sizeof *h1);
         int *c1 = imago_xmalloc(nq * sizeof *c1);
         rc = search_filtered(ix, c, &conn, queries, nq, qe_n, &f, &sp, nprobe, ef, h1, c1, err);
-        float *q2 = imago_xmalloc(nq * (size_t)ix->dim * sizeof *q2);
-        float *nbr = imago_xmalloc((size_t)qe_n * ix->dim * sizeof *nbr);
+        float *q2 = imago_xmalloc(nq * (size_t)dim * sizeof *q2);
+        float *nbr = imago_xmalloc((size_t)qe_n * dim * sizeof *nbr);
         float *sims = imago_xmalloc((size_t)qe_n * sizeof *sims);
         for (size_t j = 0; rc == 0 && j < nq; j++) {
-            const float *q = queries + j * (size_t)ix->dim;
+            const float *q = queries + j * (size_t)dim;
             int m = 0;
             for (int i = 0; rc == 0 && i < c1[j]; i++) {
                 int64_t pos = ix_core_pos(c, h1[j * (size_t)qe_n + i].id);
                 if (pos < 0)
                     continue;
-                float *x = nbr + (size_t)m * ix->dim;
+                float *x = nbr + (size_t)m * dim;
                 rc = ix_core_vector(c, pos, x, err);
                 double s = 0;
-                for (int t = 0; t < ix->dim; t++)
+                for (int t = 0; t < dim; t++)
                     s += (double)q[t] * x[t];
                 sims[m++] = (float)s;
             }
             if (rc == 0)
-                ix_qe_apply(q, ix->dim, nbr, sims, m, qe_alpha, q2 + j * (size_t)ix->dim);
+                ix_qe_apply(q, dim, nbr, sims, m, qe_alpha, q2 + j * (size_t)dim);
         }
         if (rc == 0)
             rc =
@@ -919,6 +1049,8 @@ int imago_index_search(imago_index *ix, const float *queries, size_t nq,
     if (seq)
         *seq = c->seq;
     pthread_rwlock_unlock(&ix->rw);
+    if (wq && wq != raw_queries)
+        imago_free_aligned(wq);
     if (conn)
         ix_store_release(ix->st, conn);
     free(allow);
@@ -935,6 +1067,9 @@ int imago_index_snapshot(imago_index *ix, imago_error *err)
     return rc;
 }
 
+static int reindex_locked(imago_index *ix, const imago_index_reindex_params *rpp,
+                          imago_error *err);
+
 int imago_index_reindex(imago_index *ix, const imago_index_reindex_params *rpp, imago_error *err)
 {
     imago_index_reindex_params rp = rpp ? *rpp : imago_index_reindex_params_default();
@@ -942,6 +1077,17 @@ int imago_index_reindex(imago_index *ix, const imago_index_reindex_params *rpp, 
         return imago_error_set(err, IMAGO_ERR_INVALID, "reindex: bad factory string");
     if (rp.dba_k > 64)
         return imago_error_set(err, IMAGO_ERR_INVALID, "reindex: dba_k must be <= 64");
+    if (rp.whiten < -1 || rp.whiten > 1)
+        return imago_error_set(err, IMAGO_ERR_INVALID, "reindex: whiten must be -1, 0 or 1");
+    pthread_mutex_lock(&ix->reindex_mu);
+    int rc = reindex_locked(ix, &rp, err);
+    pthread_mutex_unlock(&ix->reindex_mu);
+    return rc;
+}
+
+static int reindex_locked(imago_index *ix, const imago_index_reindex_params *rpp, imago_error *err)
+{
+    const imago_index_reindex_params rp = *rpp;
     /* Settings for the new index: a copy of ix with the changes. */
     imago_index tmp_settings = *ix;
     if (rp.factory)
@@ -953,14 +1099,29 @@ int imago_index_reindex(imago_index *ix, const imago_index_reindex_params *rpp, 
     if (rp.dba_beta >= 0)
         tmp_settings.dba_beta = rp.dba_beta;
 
+    /* The whitening of the new index: the current one (only reindexes
+     * change it, and they are serialised), none, or learned in the build. */
+    imago_whiten *wh = NULL;
+    imago_whiten_params wp = imago_whiten_params_default();
+    if (rp.whiten_params)
+        wp = *rp.whiten_params;
+    if (rp.whiten < 0) {
+        pthread_rwlock_rdlock(&ix->rw);
+        wh = ix_whiten_ref(ix->cur->wh);
+        pthread_rwlock_unlock(&ix->rw);
+    }
+
     /* Build from one consistent read, without blocking writers or searches. */
     ix_conn *rconn = NULL;
     int rc = ix_store_acquire(ix->st, &rconn, err);
-    if (rc)
+    if (rc) {
+        imago_whiten_free(wh);
         return rc;
+    }
     ix_core *nc = NULL;
-    rc = build_from_store(&tmp_settings, rconn, &nc, err);
+    rc = build_from_store(&tmp_settings, rconn, rp.whiten == 1 ? &wp : NULL, &wh, &nc, err);
     ix_store_release(ix->st, rconn);
+    imago_whiten_free(wh); /* the core holds its own reference */
     if (rc)
         return rc;
 
@@ -981,16 +1142,24 @@ int imago_index_reindex(imago_index *ix, const imago_index_reindex_params *rpp, 
         rc = ix_conn_begin(w, 1, err);
         if (rc == 0)
             rc = ix_store_purge_deleted(w, &purged, err);
+        int64_t version = 0;
+        if (rc == 0 && rp.whiten == 1)
+            rc = ix_store_whiten_put(w, nc->wh, &version, err);
+        else if (rc == 0 && rp.whiten == 0)
+            rc = ix_store_whiten_clear(w, err);
         char buf[32];
         snprintf(buf, sizeof buf, "%lld", (long long)ix->store_seq);
         if (rc == 0)
             rc = ix_store_meta_set(ix->st, "purge_seq", buf, err);
         if (rc == 0)
             rc = ix_conn_commit(w, err);
-        if (rc)
+        if (rc) {
             ix_conn_rollback(w);
-        else
+        } else {
             ix->purge_seq = ix->store_seq;
+            if (version > 0) /* nc->wh is not visible to other threads yet */
+                ix_whiten_set_version(nc->wh, version);
+        }
     }
     if (rc) {
         pthread_mutex_unlock(&ix->wmu);
@@ -1002,8 +1171,10 @@ int imago_index_reindex(imago_index *ix, const imago_index_reindex_params *rpp, 
     ix->cur = nc;
     pthread_rwlock_unlock(&ix->rw);
     ix_core_free(old);
-    IMAGO_INFO(MOD, "reindex: %zu vectors, type %s, dba %d, %zu rows replayed, %lld purged",
-               ix_core_live(nc), ix->factory, ix->dba, replayed, (long long)purged);
+    IMAGO_INFO(MOD,
+               "reindex: %zu vectors, type %s, dim %d%s, dba %d, %zu rows replayed, %lld purged",
+               ix_core_live(nc), ix->factory, nc->dim, nc->wh ? " (whitened)" : "", ix->dba,
+               replayed, (long long)purged);
     rc = write_snapshot_locked(ix, err);
     pthread_mutex_unlock(&ix->wmu);
     return rc;
@@ -1024,6 +1195,23 @@ int imago_index_stats_get(imago_index *ix, imago_index_stats *out, imago_error *
              ix->cur->untrained ? " (untrained)" : "");
     snprintf(out->precision, sizeof out->precision, "%s", ix_prec_name(ix->prec));
     snprintf(out->fingerprint, sizeof out->fingerprint, "%s", ix->fingerprint);
+    out->index_dim = ix->cur->dim;
+    if (ix->cur->wh) {
+        imago_whiten_info wi;
+        imago_whiten_get_info(ix->cur->wh, &wi);
+        out->has_whitening = 1;
+        out->whitening.dim_in = wi.dim_in;
+        out->whitening.dim = wi.dim;
+        out->whitening.rank = wi.rank;
+        out->whitening.power = wi.power;
+        out->whitening.eps = wi.eps;
+        out->whitening.n_trained = wi.n_trained;
+        out->whitening.n_rows = wi.n_rows;
+        out->whitening.created_at = wi.created_at;
+        out->whitening.version = wi.version;
+        snprintf(out->whitening.fingerprint, sizeof out->whitening.fingerprint, "%s",
+                 wi.fingerprint);
+    }
     pthread_rwlock_unlock(&ix->rw);
     return 0;
 }
@@ -1045,6 +1233,11 @@ int imago_index_verify(imago_index *ix, imago_error *err)
         rc = imago_error_set(err, IMAGO_ERR_INTERNAL, "index has %zu live vectors, store %zu",
                              ix_core_live(c), n);
     float *v = imago_xmalloc((size_t)ix->dim * sizeof *v);
+    /* the index holds the stored vectors through its whitening */
+    float *W = X;
+    if (rc == 0)
+        rc = index_vectors(c->wh, X, n, &W, err);
+    const int vd = c->dim;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         int64_t pos = ix_core_pos(c, ids[i]);
         if (pos < 0) {
@@ -1054,10 +1247,10 @@ int imago_index_verify(imago_index *ix, imago_error *err)
         }
         if (c->kind == IX_CORE_FLAT && !ix->dba) {
             ix_core_vector(c, pos, v, NULL);
-            double tol = ix->prec == IX_FP32 ? 0 : ix->prec == IX_FP16 ? 1e-3 : 1e-2;
-            for (int d = 0; d < ix->dim; d++) {
-                double diff = fabs((double)v[d] - X[i * (size_t)ix->dim + d]);
-                if (diff > tol * (fabs(X[i * (size_t)ix->dim + d]) + 1e-3) && diff > tol) {
+            double tol = ix->prec == IX_FP32 ? (c->wh ? 1e-5 : 0) : ix->prec == IX_FP16 ? 1e-3 : 1e-2;
+            for (int d = 0; d < vd; d++) {
+                double diff = fabs((double)v[d] - W[i * (size_t)vd + d]);
+                if (diff > tol * (fabs(W[i * (size_t)vd + d]) + 1e-3) && diff > tol) {
                     rc =
                         imago_error_set(err, IMAGO_ERR_INTERNAL,
                                         "vector of image %lld differs at %d", (long long)ids[i], d);
@@ -1068,6 +1261,8 @@ int imago_index_verify(imago_index *ix, imago_error *err)
     }
     free(v);
     free(ids);
+    if (W != X)
+        imago_free_aligned(W);
     imago_free_aligned(X);
     pthread_mutex_unlock(&ix->wmu);
     return rc;

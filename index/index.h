@@ -125,8 +125,9 @@ int imago_index_thumbnail(imago_index *ix, int64_t id, void **data, size_t *len,
 /* The raw (un-augmented) stored descriptor of an image into out (dim floats). */
 int imago_index_get_vector(imago_index *ix, int64_t id, float *out, imago_error *err);
 
-/* The vector the index holds for a live image (the DBA-augmented one when
- * DBA is on; an approximation for PQ), into out (dim floats). */
+/* The vector the index holds for a live image (whitened when the collection
+ * has a learned whitening, DBA-augmented when DBA is on; an approximation
+ * for PQ), into out (imago_index_stats.index_dim floats). */
 int imago_index_get_indexed_vector(imago_index *ix, int64_t id, float *out, imago_error *err);
 
 /* ======================================================================
@@ -161,8 +162,9 @@ typedef struct imago_index_search_params {
 
 imago_index_search_params imago_index_search_params_default(void);
 
-/* Searches n_queries queries (row-major, n_queries x dim, L2-normalised by
- * the caller) and writes up to k hits per query, best first, into hits
+/* Searches n_queries queries (row-major, n_queries x dim raw model
+ * descriptors, L2-normalised by the caller; the index applies the
+ * collection's learned whitening itself) and writes up to k hits per query, best first, into hits
  * (n_queries x k; unused slots get id -1) and the count per query into
  * n_hits (may be NULL). *seq (may be NULL) receives the store sequence the
  * index covered. Several queries are scored with one sgemm on Flat.
@@ -175,20 +177,31 @@ int imago_index_search(imago_index *ix, const float *queries, size_t n_queries,
  * Maintenance
  * ====================================================================== */
 
+typedef struct imago_whiten_params imago_whiten_params;
+
 typedef struct imago_index_reindex_params {
     const char *factory; /* NULL = keep the current index type */
     int dba;             /* -1 keep, 0 off, 1 on */
     int dba_k;           /* <= 0 keep */
     double dba_beta;     /* < 0 keep */
+    int whiten;          /* -1 keep the collection's whitening, 0 remove it, 1 learn a new
+                            one from the stored descriptors with *whiten_params */
+    const imago_whiten_params *whiten_params; /* borrowed; NULL = defaults */
 } imago_index_reindex_params;
 
 imago_index_reindex_params imago_index_reindex_params_default(void);
 
-/* Rebuilds the index from the store: purges tombstones (compaction), trains
- * IVF/PQ from the stored vectors, runs the full DBA pass when on, swaps the
- * new index in atomically and writes a snapshot. Searches keep running on
- * the old index meanwhile; writes committed during the build are replayed
- * before the swap. */
+/* Rebuilds the index from the store: purges tombstones (compaction), learns
+ * or removes the collection's whitening when asked, trains IVF/PQ from the
+ * stored vectors, runs the full DBA pass when on, swaps the new index in
+ * atomically and writes a snapshot. Searches keep running on the old index
+ * meanwhile; writes committed during the build are replayed before the
+ * swap. A new or removed whitening is committed in the same transaction as
+ * the compaction, and searches switch to it with the swap: they see the old
+ * whitening with the old vectors or the new with the new, never a mix (a
+ * crash after the commit rebuilds the index under the new one at open).
+ * Reindexes run one at a time. Errors: those of imago_index_open and of
+ * imago_whiten_learn. */
 int imago_index_reindex(imago_index *ix, const imago_index_reindex_params *rp, imago_error *err);
 
 /* Writes the snapshot now (atomic: temp file, fsync, rename, fsync dir). */
@@ -204,6 +217,14 @@ typedef struct imago_index_stats {
     char type[80];     /* factory string (+ " (untrained)") */
     char precision[8]; /* Flat storage precision */
     char fingerprint[72];
+    int index_dim;    /* dim of the indexed vectors: dim, or the whitening's output dim */
+    int has_whitening; /* the collection's learned whitening is applied (whitening below) */
+    struct {
+        int dim_in, dim, rank;
+        double power, eps;
+        int64_t n_trained, n_rows, created_at, version;
+        char fingerprint[40];
+    } whitening;
 } imago_index_stats;
 
 int imago_index_stats_get(imago_index *ix, imago_index_stats *out, imago_error *err);

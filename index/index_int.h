@@ -16,7 +16,7 @@
 typedef struct ix_store ix_store;
 typedef struct ix_conn ix_conn; /* one SQLite connection + its prepared statements */
 
-#define IX_SCHEMA_VERSION 1
+#define IX_SCHEMA_VERSION 2
 
 /* Opens/creates data_dir/imago.db, migrates, sets WAL + synchronous. On a new
  * store records fingerprint, dim and the collection settings in meta. */
@@ -70,6 +70,13 @@ int ix_store_counts(ix_conn *c, int64_t *live, int64_t *deleted, imago_error *er
 typedef int (*ix_change_fn)(void *user, int64_t id, int deleted, int64_t seq, imago_error *err);
 int ix_store_changes(ix_conn *c, int64_t after_seq, ix_change_fn fn, void *user, imago_error *err);
 
+/* whitening (store.c): the active row or *out = NULL; put deactivates the
+ * previous one and inserts w as active (inside the caller's write
+ * transaction), *version = its row id; clear deactivates. */
+int ix_store_whiten_get(ix_conn *c, imago_whiten **out, imago_error *err);
+int ix_store_whiten_put(ix_conn *c, const imago_whiten *w, int64_t *version, imago_error *err);
+int ix_store_whiten_clear(ix_conn *c, imago_error *err);
+
 /* jobs (store.c) */
 int ix_job_create(ix_conn *c, const char *kind, const char *params, int64_t *id, imago_error *err);
 int ix_job_add_items(ix_conn *c, int64_t job_id, const char *const *sources,
@@ -91,6 +98,8 @@ int ix_job_resume(ix_conn *c, int64_t **ids, size_t *n, imago_error *err);
 /* Rebuilds a stored whitening; its fingerprint is checked (IMAGO_ERR_FORMAT). */
 int ix_whiten_from_parts(const imago_whiten_info *info, const double *mean, const double *P,
                          const double *lambda, imago_whiten **out, imago_error *err);
+/* Records the store row of a whitening not yet shared with other threads. */
+void ix_whiten_set_version(imago_whiten *w, int64_t version);
 /* Takes a reference (returns w; NULL stays NULL). */
 imago_whiten *ix_whiten_ref(imago_whiten *w);
 

@@ -49,6 +49,17 @@ static const char *const migrations[] = {
     "  error_code INTEGER NOT NULL DEFAULT 0, error TEXT, image_id INTEGER);"
     "CREATE INDEX job_items_state ON job_items(job_id, state, id);"
     "INSERT INTO meta(key, value) VALUES('seq', '0');",
+    /* v2: the whitening learned from the collection, one row per version;
+     * at most one is active (the one the index applies) */
+    "CREATE TABLE whitening("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  active INTEGER NOT NULL DEFAULT 1,"
+    "  dim_in INTEGER NOT NULL, dim INTEGER NOT NULL, rank INTEGER NOT NULL,"
+    "  power REAL NOT NULL, eps REAL NOT NULL,"
+    "  n_trained INTEGER NOT NULL, n_rows INTEGER NOT NULL,"
+    "  created_at INTEGER NOT NULL, fingerprint TEXT NOT NULL,"
+    "  mean BLOB NOT NULL, matrix BLOB NOT NULL, eigenvalues BLOB NOT NULL);"
+    "CREATE UNIQUE INDEX whitening_active ON whitening(active) WHERE active = 1;",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -90,6 +101,9 @@ enum {
     S_RESUME_ITEMS,
     S_RESUME_JOBS,
     S_JOB_TOUCH,
+    S_WH_GET,
+    S_WH_OFF,
+    S_WH_PUT,
     S_COUNT_
 };
 
@@ -152,6 +166,12 @@ static const char *const sql_text[S_COUNT_] = {
     [S_RESUME_ITEMS] = "UPDATE job_items SET state = 0 WHERE state = 1",
     [S_RESUME_JOBS] = "SELECT id FROM jobs WHERE state IN (0, 1) ORDER BY id",
     [S_JOB_TOUCH] = "UPDATE jobs SET updated_at = ?2 WHERE id = ?1",
+    [S_WH_GET] = "SELECT id, dim_in, dim, rank, power, eps, n_trained, n_rows, created_at,"
+                 " fingerprint, mean, matrix, eigenvalues FROM whitening WHERE active = 1",
+    [S_WH_OFF] = "UPDATE whitening SET active = 0 WHERE active = 1",
+    [S_WH_PUT] = "INSERT INTO whitening(active, dim_in, dim, rank, power, eps, n_trained,"
+                 " n_rows, created_at, fingerprint, mean, matrix, eigenvalues)"
+                 " VALUES(1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
 };
 
 struct ix_conn {
@@ -1077,4 +1097,90 @@ int ix_job_resume(ix_conn *c, int64_t **ids_out, size_t *n_out, imago_error *err
     *ids_out = ids;
     *n_out = n;
     return 0;
+}
+
+/* ---- whitening ------------------------------------------------------------ */
+
+int ix_store_whiten_get(ix_conn *c, imago_whiten **out, imago_error *err)
+{
+    sqlite3_stmt *s = stmt(c, S_WH_GET);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) {
+        sqlite3_reset(s);
+        *out = NULL;
+        return 0;
+    }
+    if (rc != SQLITE_ROW) {
+        rc = db_err(c->db, err, "get whitening");
+        sqlite3_reset(s);
+        return rc;
+    }
+    imago_whiten_info info;
+    memset(&info, 0, sizeof info);
+    info.version = sqlite3_column_int64(s, 0);
+    info.dim_in = sqlite3_column_int(s, 1);
+    info.dim = sqlite3_column_int(s, 2);
+    info.rank = sqlite3_column_int(s, 3);
+    info.power = sqlite3_column_double(s, 4);
+    info.eps = sqlite3_column_double(s, 5);
+    info.n_trained = sqlite3_column_int64(s, 6);
+    info.n_rows = sqlite3_column_int64(s, 7);
+    info.created_at = sqlite3_column_int64(s, 8);
+    const char *fp = (const char *)sqlite3_column_text(s, 9);
+    snprintf(info.fingerprint, sizeof info.fingerprint, "%s", fp ? fp : "");
+    size_t D = info.dim_in > 0 ? (size_t)info.dim_in : 0, d = info.dim > 0 ? (size_t)info.dim : 0;
+    if ((size_t)sqlite3_column_bytes(s, 10) != D * sizeof(double) ||
+        (size_t)sqlite3_column_bytes(s, 11) != d * D * sizeof(double) ||
+        (size_t)sqlite3_column_bytes(s, 12) != d * sizeof(double) || D == 0 || d == 0) {
+        sqlite3_reset(s);
+        return imago_error_set(err, IMAGO_ERR_FORMAT,
+                               "whitening row %lld is malformed (%d x %d)",
+                               (long long)info.version, info.dim, info.dim_in);
+    }
+    /* the blobs are not necessarily aligned for doubles: copy them */
+    double *m = imago_xmalloc(D * sizeof *m), *P = imago_xmalloc(d * D * sizeof *P),
+           *l = imago_xmalloc(d * sizeof *l);
+    memcpy(m, sqlite3_column_blob(s, 10), D * sizeof *m);
+    memcpy(P, sqlite3_column_blob(s, 11), d * D * sizeof *P);
+    memcpy(l, sqlite3_column_blob(s, 12), d * sizeof *l);
+    sqlite3_reset(s);
+    rc = ix_whiten_from_parts(&info, m, P, l, out, err);
+    free(m);
+    free(P);
+    free(l);
+    return rc;
+}
+
+int ix_store_whiten_clear(ix_conn *c, imago_error *err)
+{
+    return step_done(c, stmt(c, S_WH_OFF), "deactivate whitening", err);
+}
+
+int ix_store_whiten_put(ix_conn *c, const imago_whiten *w, int64_t *version, imago_error *err)
+{
+    int rc = ix_store_whiten_clear(c, err);
+    if (rc)
+        return rc;
+    imago_whiten_info info;
+    imago_whiten_get_info(w, &info);
+    size_t D = (size_t)info.dim_in, d = (size_t)info.dim;
+    sqlite3_stmt *s = stmt(c, S_WH_PUT);
+    sqlite3_bind_int(s, 1, info.dim_in);
+    sqlite3_bind_int(s, 2, info.dim);
+    sqlite3_bind_int(s, 3, info.rank);
+    sqlite3_bind_double(s, 4, info.power);
+    sqlite3_bind_double(s, 5, info.eps);
+    sqlite3_bind_int64(s, 6, info.n_trained);
+    sqlite3_bind_int64(s, 7, info.n_rows);
+    sqlite3_bind_int64(s, 8, info.created_at);
+    sqlite3_bind_text(s, 9, info.fingerprint, -1, SQLITE_STATIC);
+    sqlite3_bind_blob64(s, 10, imago_whiten_mean(w), D * sizeof(double), SQLITE_STATIC);
+    sqlite3_bind_blob64(s, 11, imago_whiten_projection(w), d * D * sizeof(double),
+                        SQLITE_STATIC);
+    sqlite3_bind_blob64(s, 12, imago_whiten_eigenvalues(w), d * sizeof(double), SQLITE_STATIC);
+    rc = step_done(c, s, "store whitening", err);
+    sqlite3_clear_bindings(s);
+    if (rc == 0)
+        *version = sqlite3_last_insert_rowid(c->db);
+    return rc;
 }

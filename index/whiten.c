@@ -149,6 +149,11 @@ int ix_whiten_from_parts(const imago_whiten_info *info, const double *mean, cons
     return 0;
 }
 
+void ix_whiten_set_version(imago_whiten *w, int64_t version)
+{
+    w->info.version = version;
+}
+
 imago_whiten *ix_whiten_ref(imago_whiten *w)
 {
     if (w)

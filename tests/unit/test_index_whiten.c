@@ -81,6 +81,173 @@ typedef struct wcase {
     double power;
 } wcase;
 
+/* ---- the index with a learned whitening -------------------------------- */
+
+static int copy_file(const char *from, const char *to)
+{
+    FILE *a = fopen(from, "rb"), *b = a ? fopen(to, "wb") : NULL;
+    char buf[65536];
+    size_t n;
+    int rc = a && b ? 0 : -1;
+    while (rc == 0 && (n = fread(buf, 1, sizeof buf, a)) > 0)
+        if (fwrite(buf, 1, n, b) != n)
+            rc = -1;
+    if (a)
+        fclose(a);
+    if (b)
+        fclose(b);
+    return rc;
+}
+
+static void index_tests(const float *X)
+{
+    char d[256];
+    snprintf(d, sizeof d, "/tmp/imago_test_whiten_ix_XXXXXX");
+    if (!mkdtemp(d))
+        tap_bail("mkdtemp");
+    imago_index_params p = imago_index_params_default();
+    p.data_dir = d;
+    p.model_fingerprint = "fp-whiten";
+    p.dim = D;
+    imago_error err;
+    imago_error_clear(&err);
+    imago_index *ix = NULL;
+    is_int(imago_index_open(&p, &ix, &err), 0, "open a collection");
+    if (!ix)
+        return;
+    static imago_index_item items[N];
+    static char names[N][16];
+    static float U[N][D]; /* the stored (L2-normalised) raw descriptors */
+    for (int i = 0; i < N; i++) {
+        double s = 0;
+        for (int j = 0; j < D; j++)
+            s += (double)X[i * D + j] * X[i * D + j];
+        for (int j = 0; j < D; j++)
+            U[i][j] = (float)(X[i * D + j] / sqrt(s));
+        snprintf(names[i], sizeof names[i], "img%d", i);
+        memset(&items[i], 0, sizeof items[i]);
+        items[i].external_id = names[i];
+        items[i].vector = U[i];
+    }
+    static int64_t ids[N];
+    is_int(imago_index_add(ix, items, N - 1, ids, &err), 0, "add %d images", N - 1);
+
+    imago_whiten_params wp = imago_whiten_params_default();
+    wp.dim = 8;
+    wp.power = 0.5;
+    imago_index_reindex_params rp = imago_index_reindex_params_default();
+    rp.whiten = 1;
+    rp.whiten_params = &wp;
+    char snap[400], old_snap[420];
+    imago_index_snapshot_path(d, snap, sizeof snap, NULL);
+    snprintf(old_snap, sizeof old_snap, "%s.before", snap);
+    imago_index_snapshot(ix, &err);
+    copy_file(snap, old_snap);
+    is_int(imago_index_reindex(ix, &rp, &err), 0, "reindex learning a whitening (d 8, power 0.5)");
+    imago_index_stats st;
+    imago_index_stats_get(ix, &st, NULL);
+    is_int(st.dim, D, "the collection still takes %d-d model descriptors", D);
+    is_int(st.index_dim, 8, "the index holds 8-d vectors");
+    ok(st.has_whitening && st.whitening.version > 0 && st.whitening.n_trained == N - 1,
+       "stats describe it (version %lld, trained on %lld rows)", (long long)st.whitening.version,
+       (long long)st.whitening.n_trained);
+    char fp1[40];
+    snprintf(fp1, sizeof fp1, "%s", st.whitening.fingerprint);
+    is_int(imago_index_verify(ix, &err), 0, "index = the stored vectors through the whitening");
+
+    /* a search with a raw descriptor finds that image (whitened by the index) */
+    imago_index_search_params sp = imago_index_search_params_default();
+    sp.k = 3;
+    imago_index_hit h[3];
+    int cnt = 0;
+    is_int(imago_index_search(ix, U[5], 1, &sp, h, &cnt, NULL, &err), 0, "search");
+    ok(cnt == 3 && h[0].id == ids[5] && fabs(h[0].score - 1) < 1e-5,
+       "a stored raw descriptor finds its image first (score %.6f)", h[0].score);
+    /* an image added now is whitened on the way in */
+    int64_t nid = 0;
+    is_int(imago_index_add(ix, &items[N - 1], 1, &nid, &err), 0, "add one more");
+    float v[D], ref[D];
+    is_int(imago_index_get_indexed_vector(ix, nid, v, &err), 0, "its indexed vector");
+    imago_index_free(ix);
+    ix = NULL;
+
+    /* restart: the store's whitening, the snapshot under it */
+    is_int(imago_index_open(&p, &ix, &err), 0, "reopen");
+    if (!ix)
+        return;
+    imago_index_stats_get(ix, &st, NULL);
+    ok(st.has_whitening && strcmp(st.whitening.fingerprint, fp1) == 0 && st.index_dim == 8,
+       "the whitening survives the restart (same fingerprint)");
+    ok(st.snapshot_seq == st.seq, "the snapshot under it was loaded");
+    is_int(imago_index_verify(ix, &err), 0, "verify after restart");
+    imago_index_free(ix);
+    ix = NULL;
+
+    /* a crash after the commit and before the new snapshot: the old snapshot
+     * (raw vectors) is refused and the index rebuilt under the new whitening */
+    copy_file(old_snap, snap);
+    is_int(imago_index_open(&p, &ix, &err), 0, "reopen with the pre-whitening snapshot");
+    if (!ix)
+        return;
+    imago_index_stats_get(ix, &st, NULL);
+    ok(st.index_dim == 8 && strcmp(st.whitening.fingerprint, fp1) == 0,
+       "rebuilt under the new whitening, not the old snapshot");
+    is_int(imago_index_verify(ix, &err), 0, "verify after the rebuild");
+    is_int(imago_index_get_indexed_vector(ix, nid, ref, &err), 0, "indexed vector after rebuild");
+    double dv = 0;
+    for (int j = 0; j < 8; j++)
+        dv = fmax(dv, fabs(v[j] - ref[j]));
+    ok(dv < 1e-5, "an image added after the learning got the same whitened vector (%.2g)", dv);
+
+    /* DBA on top keeps the whitening */
+    rp = imago_index_reindex_params_default();
+    rp.dba = 1;
+    is_int(imago_index_reindex(ix, &rp, &err), 0, "reindex with DBA, whitening kept");
+    imago_index_stats_get(ix, &st, NULL);
+    ok(st.dba && st.index_dim == 8 && strcmp(st.whitening.fingerprint, fp1) == 0,
+       "DBA over the whitened vectors");
+    sp.qe = 1;
+    is_int(imago_index_search(ix, U[5], 1, &sp, h, &cnt, NULL, &err), 0, "QE search");
+    ok(cnt == 3 && h[0].id == ids[5], "QE + DBA + whitening finds the image first");
+
+    /* removal: back to the raw descriptors */
+    rp = imago_index_reindex_params_default();
+    rp.whiten = 0;
+    rp.dba = 0;
+    is_int(imago_index_reindex(ix, &rp, &err), 0, "reindex removing the whitening");
+    imago_index_stats_get(ix, &st, NULL);
+    ok(!st.has_whitening && st.index_dim == D, "index dim back to %d", D);
+    is_int(imago_index_get_indexed_vector(ix, ids[7], v, &err), 0, "indexed vector");
+    ok(memcmp(v, U[7], sizeof v) == 0, "the index holds the raw vector again");
+    imago_index_free(ix);
+    ix = NULL;
+    is_int(imago_index_open(&p, &ix, &err), 0, "reopen");
+    if (ix) {
+        imago_index_stats_get(ix, &st, NULL);
+        ok(!st.has_whitening && st.index_dim == D, "the removal survives the restart");
+        /* a too-small collection is refused, the index untouched */
+        wp = imago_whiten_params_default();
+        wp.dim = 200;
+        rp = imago_index_reindex_params_default();
+        rp.whiten = 1;
+        rp.whiten_params = &wp;
+        imago_error_clear(&err);
+        is_int(imago_index_reindex(ix, &rp, &err), IMAGO_ERR_INVALID, "d 200 > D refused");
+        wp.dim = 20;
+        wp.sample = 30;
+        imago_error_clear(&err);
+        is_int(imago_index_reindex(ix, &rp, &err), IMAGO_ERR_CONFLICT,
+               "d 20 from a sample of 30 rows refused");
+        imago_index_stats_get(ix, &st, NULL);
+        ok(!st.has_whitening && st.index_dim == D, "... and nothing changed");
+        imago_index_free(ix);
+    }
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", d);
+    if (system(cmd) != 0)
+        tap_diag("cleanup failed");
+}
+
 int main(void)
 {
     const char *py = getenv("IMAGO_PYTHON");
@@ -169,6 +336,8 @@ int main(void)
     imago_whiten_free(s1);
     imago_whiten_free(s2);
     imago_whiten_free(s3);
+
+    index_tests(X);
 
     /* ---- against numpy ------------------------------------------------- */
     if (!py || access(py, X_OK) != 0 || !src) {
