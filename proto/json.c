@@ -458,6 +458,97 @@ int imago_job_created_to_json(int64_t job_id, char **out, imago_error *err)
     return finish(root, rc, out, err);
 }
 
+/* ---- whitening ------------------------------------------------------------ */
+
+imago_whitening_request imago_whitening_request_default(void)
+{
+    imago_whitening_request r = {0, 0.25, 200000, 0};
+    return r;
+}
+
+int imago_whitening_request_parse(const char *body, size_t len, imago_whitening_request *out,
+                                  imago_error *err)
+{
+    imago_whitening_request r = imago_whitening_request_default();
+    size_t i = 0;
+    while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
+        i++;
+    if (i == len) {
+        *out = r;
+        return 0;
+    }
+    json_t *root = NULL;
+    int rc = load_object(body, len, "body", &root, err);
+    if (rc)
+        return rc;
+    static const char *const keys[] = {"dim", "power", "sample", "force", NULL};
+    rc = only_keys(root, "", keys, err);
+    json_t *v;
+    if (rc == 0 && (v = json_object_get(root, "dim"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 65536)
+            rc = imago_error_set(err, IMAGO_ERR_INVALID, "dim: must be an integer in 1..65536");
+        else
+            r.dim = (int)json_integer_value(v);
+    }
+    if (rc == 0 && (v = json_object_get(root, "power"))) {
+        double p = json_is_number(v) ? json_number_value(v) : -1;
+        if (!json_is_number(v) || !(p >= 0 && p <= 1))
+            rc = imago_error_set(err, IMAGO_ERR_INVALID, "power: must be a number in [0, 1]");
+        else
+            r.power = p;
+    }
+    if (rc == 0 && (v = json_object_get(root, "sample"))) {
+        json_int_t n = json_is_integer(v) ? json_integer_value(v) : -1;
+        if (!json_is_integer(v) || n == 1 || n < 0 || n > 100000000)
+            rc = imago_error_set(err, IMAGO_ERR_INVALID,
+                                 "sample: must be 0 (all rows) or an integer in 2..100000000");
+        else
+            r.sample = (long)n;
+    }
+    if (rc == 0 && (v = json_object_get(root, "force"))) {
+        if (!json_is_boolean(v))
+            rc = imago_error_set(err, IMAGO_ERR_INVALID, "force: must be true or false");
+        else
+            r.force = json_is_true(v);
+    }
+    json_decref(root);
+    if (rc)
+        return rc;
+    *out = r;
+    return 0;
+}
+
+char *imago_whitening_request_to_json(const imago_whitening_request *r)
+{
+    json_t *o = json_pack("{s:I, s:f, s:I, s:b}", "dim", (json_int_t)r->dim, "power", r->power,
+                          "sample", (json_int_t)r->sample, "force", r->force ? 1 : 0);
+    char *s = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
+    json_decref(o);
+    if (!s) {
+        fprintf(stderr, "imago: out of memory formatting a whitening request\n");
+        abort();
+    }
+    return s;
+}
+
+static json_t *whitening_object(const imago_whitening_desc *w)
+{
+    return json_pack("{s:I, s:i, s:i, s:i, s:f, s:f, s:I, s:I, s:I, s:s}", "version",
+                     (json_int_t)w->version, "dim_in", w->dim_in, "dim", w->dim, "rank", w->rank,
+                     "power", w->power, "eps", w->eps, "trained_on", (json_int_t)w->trained_on,
+                     "rows", (json_int_t)w->rows, "created_at", (json_int_t)w->created_at,
+                     "fingerprint", w->fingerprint ? w->fingerprint : "");
+}
+
+int imago_whitening_to_json(const imago_whitening_desc *w, char **out, imago_error *err)
+{
+    json_t *root = json_object();
+    json_t *o = whitening_object(w);
+    int rc = o ? put(root, "whitening", o, err)
+               : imago_error_set(err, IMAGO_ERR_NOMEM, "whitening: out of memory");
+    return finish(root, rc, out, err);
+}
+
 int imago_info_to_json(const imago_info *info, char **out, imago_error *err)
 {
     json_t *root = json_object();
@@ -522,6 +613,11 @@ backend:
                  err);
     if (rc == 0)
         rc = put(index, "seq", json_integer((json_int_t)info->index_seq), err);
+    if (rc == 0 && info->index_dim > 0)
+        rc = put(index, "dim", json_integer(info->index_dim), err);
+    if (rc == 0 && info->index_size >= 0)
+        rc = put(index, "whitening", info->whitening ? whitening_object(info->whitening)
+                                                     : json_null(), err);
     return finish(root, rc, out, err);
 }
 

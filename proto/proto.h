@@ -357,6 +357,37 @@ typedef enum imago_api_job_state {
     IMAGO_API_JOB_CANCELLED
 } imago_api_job_state;
 
+/* POST /v1/admin/whitening body (may be empty): {"dim": d, "power": 0.25,
+ * "sample": 200000, "force": false}. dim 1..65536 (0 when absent: the
+ * server's default min(D, rows - 1)); power a number in [0, 1]; sample an
+ * integer >= 2 or 0 (all rows); force a boolean. Errors: IMAGO_ERR_FORMAT
+ * (not JSON), IMAGO_ERR_INVALID (the message names the field). */
+typedef struct imago_whitening_request {
+    int dim;      /* 0 = default */
+    double power; /* default 0.25 */
+    long sample;  /* default 200000; 0 = all rows */
+    int force;    /* default 0 */
+} imago_whitening_request;
+
+imago_whitening_request imago_whitening_request_default(void);
+int imago_whitening_request_parse(const char *body, size_t len, imago_whitening_request *out,
+                                  imago_error *err);
+/* The canonical JSON text of a request (the job's params); *out malloc'ed. */
+char *imago_whitening_request_to_json(const imago_whitening_request *r);
+
+/* A collection's learned whitening, for GET /v1/admin/whitening and
+ * /v1/info ("index": {"whitening": ...}). */
+typedef struct imago_whitening_desc {
+    int64_t version;
+    int dim_in, dim, rank;
+    double power, eps;
+    int64_t trained_on, rows, created_at;
+    const char *fingerprint;
+} imago_whitening_desc;
+
+/* {"whitening": {...}} */
+int imago_whitening_to_json(const imago_whitening_desc *w, char **out, imago_error *err);
+
 /* "queued", "running", "done", "failed", "cancelled". */
 const char *imago_api_job_state_name(imago_api_job_state s);
 int imago_api_job_state_parse(const char *s, imago_api_job_state *out, imago_error *err);
@@ -423,6 +454,8 @@ typedef struct imago_info {
     const char *index_type;
     int64_t index_size;
     uint64_t index_seq;
+    int index_dim;                         /* 0 -> absent */
+    const imago_whitening_desc *whitening; /* NULL -> "whitening": null */
     int ready;
 } imago_info;
 

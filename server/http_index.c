@@ -220,6 +220,18 @@ static imago_index *need_index(imago_http_request *r, imago_http_response *resp)
     return NULL;
 }
 
+imago_index *imago_index_slot_need_index(imago_http_request *r, imago_http_response *resp)
+{
+    return need_index(r, resp);
+}
+
+static imago_jobs *need_jobs(imago_http_request *r, imago_http_response *resp);
+
+imago_jobs *imago_index_slot_need_jobs(imago_http_request *r, imago_http_response *resp)
+{
+    return need_jobs(r, resp);
+}
+
 static int path_id(imago_http_request *r, imago_http_response *resp, int64_t *id)
 {
     imago_error err;
@@ -772,6 +784,25 @@ void imago_index_slot_info(imago_index_slot *s, char *type, size_t type_cap, int
         *size = -1;
         *seq = 0;
     }
+}
+
+const imago_whitening_desc *imago_index_slot_whitening(imago_index_slot *s,
+                                                       imago_whitening_desc *out,
+                                                       char fingerprint[40], int *index_dim)
+{
+    imago_index *ix = slot_index(s);
+    imago_index_stats st;
+    imago_error err;
+    *index_dim = 0;
+    if (!ix || imago_index_stats_get(ix, &st, &err) != 0)
+        return NULL;
+    *index_dim = st.index_dim;
+    const imago_whitening_desc *d = imago_whitening_desc_of(&st, out);
+    if (d) {
+        snprintf(fingerprint, 40, "%s", st.whitening.fingerprint);
+        out->fingerprint = fingerprint;
+    }
+    return d;
 }
 
 char *imago_index_slot_metrics(imago_index_slot *s)

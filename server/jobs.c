@@ -357,6 +357,22 @@ int imago_jobs_submit_reindex(imago_jobs *j, const char *factory, int dba, int64
     return 0;
 }
 
+int imago_jobs_submit_pass(imago_jobs *j, const char *kind, const char *params_json,
+                           int64_t *job_id, imago_error *err)
+{
+    int64_t id = 0;
+    int rc = imago_job_create(j->ix, kind, params_json, &id, err);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&j->mu);
+    j->stats.jobs_started++;
+    enqueue(j, id, 1);
+    pthread_mutex_unlock(&j->mu);
+    IMAGO_INFO("jobs", "job %lld: %s %s", (long long)id, kind, params_json ? params_json : "");
+    *job_id = id;
+    return 0;
+}
+
 /* ---- listing ----------------------------------------------------------------------- */
 
 typedef struct list {
@@ -578,6 +594,11 @@ static int run_reindex(imago_jobs *j, int64_t id, imago_error *err)
         return rc;
     if (info.state == IMAGO_JOB_PENDING)
         rc = imago_job_set_state(j->ix, id, IMAGO_JOB_RUNNING, NULL, err);
+    if (rc == 0 && imago_whitening_job_kind(info.kind)) {
+        rc = imago_whitening_job_run(j->ix, info.kind, info.params_json, err);
+        imago_job_info_clear(&info);
+        return rc;
+    }
     imago_reindex_request rr;
     memset(&rr, 0, sizeof rr);
     if (rc == 0)
@@ -832,7 +853,7 @@ int imago_jobs_new(const imago_config *cfg, const imago_config_strlist *roots, i
             continue;
         IMAGO_INFO("jobs", "resuming job %lld (%s, %lld of %lld items left)", (long long)ids[i],
                    info.kind, (long long)(info.pending + info.running), (long long)info.total);
-        enqueue(j, ids[i], strcmp(info.kind, "reindex") == 0);
+        enqueue(j, ids[i], strcmp(info.kind, "reindex") == 0 || imago_whitening_job_kind(info.kind));
         imago_job_info_clear(&info);
     }
     free(ids);

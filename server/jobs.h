@@ -15,6 +15,7 @@
 #include "config.h"
 #include "engine.h"
 #include "index.h"
+#include "server.h"
 
 /* ---- thumbnails (thumb.c) -------------------------------------------------- */
 
@@ -82,6 +83,33 @@ int imago_jobs_submit_ingest(imago_jobs *j, const char *source, int is_manifest,
 /* Creates a reindex job (factory NULL = keep; dba -1 = keep). */
 int imago_jobs_submit_reindex(imago_jobs *j, const char *factory, int dba, int64_t *job_id,
                               imago_error *err);
+
+/* Creates a job of a collection-wide pass run by one runner thread (kind
+ * "reindex", "whitening", ...; params_json may be NULL) and queues it. */
+int imago_jobs_submit_pass(imago_jobs *j, const char *kind, const char *params_json,
+                           int64_t *job_id, imago_error *err);
+
+/* ---- the whitening jobs (whitening.c) ------------------------------------------ */
+
+/* The index of the request's slot when READY (else NULL, resp filled with 503
+ * not_ready) and its jobs runner (NULL, resp filled, when stopped)
+ * (http_index.c). */
+imago_index *imago_index_slot_need_index(imago_http_request *r, imago_http_response *resp);
+imago_jobs *imago_index_slot_need_jobs(imago_http_request *r, imago_http_response *resp);
+/* The /v1/info description of a collection's whitening from its stats
+ * (NULL, out untouched, when it has none). */
+const imago_whitening_desc *imago_whitening_desc_of(const imago_index_stats *st,
+                                                    imago_whitening_desc *out);
+
+#define IMAGO_JOB_KIND_WHITEN "whitening"
+#define IMAGO_JOB_KIND_UNWHITEN "whitening_remove"
+
+/* Whether kind is one of the whitening job kinds above. */
+int imago_whitening_job_kind(const char *kind);
+/* Runs a whitening job (learn with the request in params_json, or remove):
+ * a reindex of ix. Errors: those of imago_index_reindex. */
+int imago_whitening_job_run(imago_index *ix, const char *kind, const char *params_json,
+                            imago_error *err);
 
 /* Progress of a job: the store's counts plus the runner's rate (items/s
  * since this process started working on it) and ETA (-1 unknown). */

@@ -91,6 +91,10 @@ static int h_info(imago_http_request *r, imago_http_response *resp)
     imago_index_slot_info(imago_server_index(imago_http_server(r)), index_type, sizeof index_type,
                           &info.index_size, &info.index_seq);
     info.index_type = index_type[0] ? index_type : NULL;
+    imago_whitening_desc wd;
+    char wfp[40];
+    info.whitening = imago_index_slot_whitening(imago_server_index(imago_http_server(r)), &wd, wfp,
+                                                &info.index_dim);
     const imago_model_info *m = imago_engine_slot_model(imago_server_engine(imago_http_server(r)));
     if (m) {
         info.model_name = m->name;
@@ -429,6 +433,23 @@ static int h_reindex(imago_http_request *r, imago_http_response *resp)
     return rc;
 }
 
+static int h_whitening_learn(imago_http_request *r, imago_http_response *resp)
+{
+    if (no_query(r, resp))
+        return IMAGO_HTTP_DONE;
+    size_t len;
+    const uint8_t *body = imago_http_body(r, &len);
+    imago_whitening_request wr;
+    imago_error err;
+    imago_error_clear(&err);
+    if (imago_whitening_request_parse((const char *)body, len, &wr, &err) != 0)
+        return imago_http_fail_code(resp, &err, IMAGO_API_CTX_JSON);
+    return imago_route_whitening_learn(r, resp, &wr);
+}
+
+NO_QUERY_HANDLER(h_whitening_get, imago_route_whitening_get)
+NO_QUERY_HANDLER(h_whitening_remove, imago_route_whitening_remove)
+
 /* ---- the table ----------------------------------------------------------------- */
 
 static const imago_route routes[] = {
@@ -447,6 +468,9 @@ static const imago_route routes[] = {
     {"GET", "/v1/admin/jobs/{id}", IMAGO_AUTH_ADMIN, IMAGO_BODY_NONE, h_job_get},
     {"DELETE", "/v1/admin/jobs/{id}", IMAGO_AUTH_ADMIN, IMAGO_BODY_NONE, h_job_cancel},
     {"POST", "/v1/admin/reindex", IMAGO_AUTH_ADMIN, IMAGO_BODY_JSON, h_reindex},
+    {"POST", "/v1/admin/whitening", IMAGO_AUTH_ADMIN, IMAGO_BODY_JSON, h_whitening_learn},
+    {"GET", "/v1/admin/whitening", IMAGO_AUTH_ADMIN, IMAGO_BODY_NONE, h_whitening_get},
+    {"DELETE", "/v1/admin/whitening", IMAGO_AUTH_ADMIN, IMAGO_BODY_NONE, h_whitening_remove},
     /* the web page (web.c) */
     {"GET", "/", IMAGO_AUTH_OPEN, IMAGO_BODY_NONE, imago_web_handle_index},
     {"GET", "/static/{file}", IMAGO_AUTH_OPEN, IMAGO_BODY_NONE, imago_web_handle_static},

@@ -229,6 +229,11 @@ void imago_index_slot_free(imago_index_slot *slot);
 /* Index type ("" when not ready), live images (-1) and sequence. */
 void imago_index_slot_info(imago_index_slot *slot, char *type, size_t type_cap, int64_t *size,
                            uint64_t *seq);
+/* The collection's learned whitening into *out (its fingerprint copied into
+ * fingerprint) and the index dim (0 when not ready); NULL when it has none. */
+const imago_whitening_desc *imago_index_slot_whitening(imago_index_slot *slot,
+                                                       imago_whitening_desc *out,
+                                                       char fingerprint[40], int *index_dim);
 /* Prometheus text of the index, jobs and search stages (new string; "" when
  * the index is not ready). */
 char *imago_index_slot_metrics(imago_index_slot *slot);
@@ -250,6 +255,14 @@ int imago_route_job_cancel(imago_http_request *r, imago_http_response *resp);
 int imago_route_job_list(imago_http_request *r, imago_http_response *resp);
 int imago_route_reindex(imago_http_request *r, imago_http_response *resp,
                         const imago_reindex_request *rr);
+
+
+/* /v1/admin/whitening (whitening.c): POST learns (202 job), GET describes,
+ * DELETE removes (202 job). */
+int imago_route_whitening_learn(imago_http_request *r, imago_http_response *resp,
+                                const imago_whitening_request *wr);
+int imago_route_whitening_get(imago_http_request *r, imago_http_response *resp);
+int imago_route_whitening_remove(imago_http_request *r, imago_http_response *resp);
 
 /* ---- the server (http.c) ------------------------------------------------------- */
 
