@@ -199,6 +199,52 @@ def jget(srv, path, headers=None):
         return r.status, {}
 
 
+def whiten_ref(X, dim, power):
+    """numpy float64 reference of the collection-learned whitening of the rows
+    of X (the raw descriptors): returns f(V) = L2N((V - m) P^T) with
+    P = diag((lambda + eps)^-power) U_dim^T, eps = 1e-6 lambda_max."""
+    import numpy as np
+    X = np.asarray(X, dtype=np.float64)
+    m = X.mean(axis=0)
+    C = (X - m).T @ (X - m) / (len(X) - 1)
+    lam, U = np.linalg.eigh(C)
+    lam, U = lam[::-1], U[:, ::-1]
+    eps = 1e-6 * lam[0]
+    P = np.diag((np.maximum(lam[:dim], 0) + eps) ** -power) @ U[:, :dim].T
+
+    def f(V):
+        Y = (np.asarray(V, dtype=np.float64) - m) @ P.T
+        return Y / np.linalg.norm(Y, axis=1, keepdims=True)
+    return f
+
+
+def extract(srv, path, headers=None):
+    """The raw descriptor of an image file through POST /v1/extract."""
+    img = open(path, "rb").read()
+    ct = "image/png" if path.endswith(".png") else "image/jpeg"
+    r, data = srv.request("POST", "/v1/extract", img, dict(headers or {}, **{"Content-Type": ct}))
+    return json.loads(data)["descriptor"] if r.status == 200 else None
+
+
+def top_scores(db, q, k):
+    """The k best inner products of q with the rows of db, best first."""
+    import numpy as np
+    s = np.asarray(db) @ np.asarray(q)
+    return sorted(s.tolist(), reverse=True)[:k]
+
+
+def wait_job(srv, jid, headers, timeout=180):
+    """Polls GET /v1/admin/jobs/{jid} until it is done, failed or cancelled."""
+    deadline = time.time() + timeout
+    st = {}
+    while time.time() < deadline:
+        code, st = jget(srv, "/v1/admin/jobs/%d" % jid, headers)
+        if st.get("state") in ("done", "failed", "cancelled"):
+            break
+        time.sleep(0.1)
+    return st
+
+
 def done(tmp):
     """Prints the TAP plan, removes the scratch folder tmp, returns the exit status."""
     print("1..%d" % N)
