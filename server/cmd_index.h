@@ -27,5 +27,6 @@ void imago_stack_close(imago_stack *st);
  * IMAGO_EXIT_* status. */
 int imago_cmd_index(int argc, char **argv);
 int imago_cmd_search(int argc, char **argv);
+int imago_cmd_whiten(int argc, char **argv); /* cmd_whiten.c */
 
 #endif

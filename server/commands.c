@@ -54,6 +54,19 @@ const imago_cli_command imago_cli_commands[] = {
      "  a progress bar (rate, ETA) on a terminal, periodic lines otherwise. Files\n"
      "  already indexed with the same bytes are skipped, so a rerun resumes.",
      imago_cmd_index, 1},
+    {"whiten", "learn (or remove) a collection's PCA whitening offline",
+     "imago whiten DATA_DIR [--dim D] [--power P] [--sample N] [--force] | --remove\n"
+     "             [--SECTION.KEY VALUE]...\n"
+     "\n"
+     "  Learns a PCA whitening from the raw descriptors of the collection in\n"
+     "  DATA_DIR (all, or a uniform sample of --sample rows, default 200000):\n"
+     "  P = diag((lambda + eps)^-power) U_d^T, power default 0.25, d default\n"
+     "  min(D, rows - 1); refused with fewer than 2 x d rows unless --force. The\n"
+     "  index is rebuilt with L2N(P (x - m)) and searches are whitened the same\n"
+     "  way, as POST /v1/admin/whitening does; --remove goes back to the raw\n"
+     "  descriptors. The model (engine.model) must be the collection's. Do not\n"
+     "  run it on a data dir a server has open.",
+     imago_cmd_whiten, 1},
     {"search", "query with an image: a running server or a data dir",
      "imago search IMAGE [--server http://HOST:PORT | --data-dir D] [-k N]\n"
      "                   [--box x1,y1,x2,y2] [--token T]\n"
