@@ -15,7 +15,10 @@
 static const char usage[] =
     "usage: imago eval --gnd GND.json (--ranks RANKS | --db DB.npy --queries Q.npy)\n"
     "                  [--protocol easy|medium|hard|all] [--dba K,BETA] [--qe N,ALPHA]\n"
-    "                  [--json]\n";
+    "                  [--whiten DIM,POWER [--whiten-force]] [--json]\n"
+    "  --whiten learns a PCA whitening from the database descriptors (DIM 0: min(D, N-1);\n"
+    "  as POST /v1/admin/whitening) and applies it to the database and the queries\n"
+    "  before DBA / QE.\n";
 
 /* ---- a minimal .npy reader (v1/v2/v3, C order, 2-D or 1-D) --------------- */
 
@@ -200,11 +203,17 @@ int imago_cmd_eval(int argc, char **argv)
     const char *protocol = "all";
     int json = 0;
     imago_eval_rank_params rp = imago_eval_rank_params_default();
+    imago_whiten_params wp = imago_whiten_params_default();
+    int whiten = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--json") == 0) {
             json = 1;
+            continue;
+        }
+        if (strcmp(a, "--whiten-force") == 0) {
+            wp.force = 1;
             continue;
         }
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -238,6 +247,14 @@ int imago_cmd_eval(int argc, char **argv)
                 return IMAGO_EXIT_USAGE;
             }
             rp.qe = 1;
+        } else if (strcmp(a, "--whiten") == 0) {
+            if (parse_pair(v, &wp.dim, &wp.power) || wp.dim < 0 || !(wp.power >= 0) ||
+                wp.power > 1) {
+                fprintf(stderr, "imago eval: --whiten wants DIM,POWER (e.g. 64,0.25; DIM 0 = "
+                                "all components)\n");
+                return IMAGO_EXIT_USAGE;
+            }
+            whiten = 1;
         } else {
             fprintf(stderr, "imago eval: unknown option %s\n%s", a, usage);
             return IMAGO_EXIT_USAGE;
@@ -257,8 +274,9 @@ int imago_cmd_eval(int argc, char **argv)
         fputs(usage, stderr);
         return IMAGO_EXIT_USAGE;
     }
-    if (ranks_path && (rp.dba || rp.qe)) {
-        fprintf(stderr, "imago eval: --dba / --qe apply to --db/--queries, not to --ranks\n");
+    if (ranks_path && (rp.dba || rp.qe || whiten)) {
+        fprintf(stderr,
+                "imago eval: --dba / --qe / --whiten apply to --db/--queries, not to --ranks\n");
         return IMAGO_EXIT_USAGE;
     }
     imago_error err;
@@ -300,14 +318,39 @@ int imago_cmd_eval(int argc, char **argv)
                                  "--db has %zu rows for %zu images, --queries %zu for %zu "
                                  "queries (rows in imlist / qimlist order)",
                                  db.rows, ni, qs.rows, nq);
+        size_t dim = db.cols;
+        if (rc == 0 && whiten) {
+            imago_whiten *w = NULL;
+            rc = imago_whiten_learn(db.data, ni, (int)db.cols, &wp, &w, &err);
+            imago_whiten_info wi;
+            float *wdb = NULL, *wq = NULL;
+            if (rc == 0) {
+                imago_whiten_get_info(w, &wi);
+                dim = (size_t)wi.dim;
+                wdb = imago_xmalloc((ni ? ni : 1) * dim * sizeof *wdb);
+                wq = imago_xmalloc((nq ? nq : 1) * dim * sizeof *wq);
+                rc = imago_whiten_apply(w, db.data, ni, wdb, &err);
+            }
+            if (rc == 0)
+                rc = imago_whiten_apply(w, qs.data, nq, wq, &err);
+            if (rc == 0 && !json)
+                fprintf(stderr, "whitening learned from the %zu database rows: %d -> %d dims, "
+                                "power %g\n",
+                        ni, wi.dim_in, wi.dim, wi.power);
+            imago_whiten_free(w);
+            free(db.data);
+            free(qs.data);
+            db.data = wdb;
+            qs.data = wq;
+        }
         if (rc == 0) {
             nr = ni;
             ranks = imago_xmalloc((nq * nr + 1) * sizeof *ranks);
             double t0 = imago_now_s();
-            rc = imago_eval_rank(db.data, ni, qs.data, nq, (int)db.cols, nr, &rp, ranks, &err);
+            rc = imago_eval_rank(db.data, ni, qs.data, nq, (int)dim, nr, &rp, ranks, &err);
             if (rc == 0 && !json)
                 fprintf(stderr, "ranked %zu queries over %zu images (dim %zu) in %.2f s\n", nq, ni,
-                        db.cols, imago_now_s() - t0);
+                        dim, imago_now_s() - t0);
         }
         free(db.data);
         free(qs.data);

@@ -44,7 +44,12 @@ const imago_cli_command imago_cli_commands[] = {
      imago_cmd_extract, 0},
     {"eval", "revisited Oxford/Paris mAP, mP@1,5,10 of a ranking or of descriptors",
      "imago eval --gnd GND.json (--ranks RANKS | --db DB.npy --queries Q.npy)\n"
-     "           [--protocol easy|medium|hard|all] [--dba K,BETA] [--qe N,ALPHA] [--json]",
+     "           [--protocol easy|medium|hard|all] [--dba K,BETA] [--qe N,ALPHA]\n"
+     "           [--whiten DIM,POWER [--whiten-force]] [--json]\n"
+     "\n"
+     "  --whiten learns a PCA whitening from the --db descriptors (DIM 0: min(D, N-1)) and\n"
+     "  applies it to the database and the queries before DBA and QE, as a collection's\n"
+     "  learned whitening (POST /v1/admin/whitening) does.",
      imago_cmd_eval, 0},
     {"index", "bulk-index a folder offline into the data dir (resumable)",
      "imago index DIR [--data-dir D] [--SECTION.KEY VALUE]...\n"

@@ -125,6 +125,7 @@
         $('demo-text').textContent = w.charAt(0).toUpperCase() + w.slice(1) +
           (/[.!]$/.test(w) ? '' : '.') + ' Configure a converted model (engine.model) for real retrieval.';
       }
+      showWhitening(ixs);
       if (!d.ready || !m) infoTimer = setTimeout(loadInfo, 2000);
     }).catch(function (e) {
       var line = $('model-line');
@@ -565,6 +566,56 @@
     }).catch(function (err) {
       setStatus(adminStatus, adminError(err), 'error');
     }).then(function () { $('job-start').disabled = false; });
+  });
+
+  /* ---- admin: learned whitening ------------------------------------------ */
+
+  var whitenStatus = $('whiten-status');
+
+  function showWhitening(ix) {
+    var w = ix && ix.whitening;
+    var line = $('whiten-state');
+    if (!w) {
+      line.textContent = ix && ix.dim ? 'No whitening learned: the index holds the model\'s ' +
+        ix.dim + '-d descriptors.' : 'No whitening learned.';
+      line.title = '';
+    } else {
+      var when = new Date(w.created_at * 1000).toLocaleString();
+      line.textContent = 'Version ' + w.version + ': ' + w.dim_in + ' \u2192 ' + w.dim +
+        ' dims, power ' + w.power + ', trained on ' + w.trained_on + ' of ' + w.rows +
+        ' images, ' + when + '.';
+      line.title = 'fingerprint ' + w.fingerprint;
+    }
+    $('whiten-remove').disabled = !w;
+  }
+
+  function startWhitenJob(method, body, what) {
+    if (!mem.admin) {
+      setStatus(whitenStatus, 'Enter the admin token first.', 'error');
+      $('admin-token').focus();
+      return;
+    }
+    setStatus(whitenStatus, 'Starting…', 'busy');
+    api(method, '/v1/admin/whitening', { json: body, token: mem.admin }).then(function (d) {
+      setStatus(whitenStatus, what + ': job #' + d.job_id + ' started.');
+      remember(d.job_id);
+      updateJob({ id: d.job_id, kind: method === 'POST' ? 'whitening' : 'whitening_remove',
+        state: 'queued', total: null, done: 0, failed: 0, errors: [] });
+      poll(d.job_id);
+    }).catch(function (err) {
+      setStatus(whitenStatus, adminError(err), 'error');
+    });
+  }
+
+  $('whiten-form').addEventListener('submit', function (e) {
+    e.preventDefault();
+    var body = { power: Number($('whiten-power').value || 0.25), force: $('whiten-force').checked };
+    var dim = $('whiten-dim').value.trim();
+    if (dim) body.dim = Number(dim);
+    startWhitenJob('POST', body, 'Learning');
+  });
+  $('whiten-remove').addEventListener('click', function () {
+    startWhitenJob('DELETE', undefined, 'Removing');
   });
 
   $('jobs-refresh').addEventListener('click', function () { refreshJobs(); });

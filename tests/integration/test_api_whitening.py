@@ -69,7 +69,7 @@ def main():
         print("1..0 # SKIP usage: test_api_whitening.py IMAGO")
         return 0
     try:
-        import numpy  # noqa: F401
+        import numpy  # noqa: F401 (the references)
     except ImportError:
         print("1..0 # SKIP %s has no numpy" % sys.executable)
         return 0

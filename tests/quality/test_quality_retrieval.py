@@ -312,6 +312,25 @@ def run_collection(imago, label, datadir, engine_args, queries, names, partners,
     return out, pair_ranks
 
 
+def convert_model():
+    """The shared MobileNetV2 converted with tools/convert.py into WORK (kept
+    between runs); its path, or None (a failed test printed) on failure."""
+    os.makedirs(WORK, exist_ok=True)
+    model = os.path.join(WORK, "mnv2-imagenet-tf_same-512.safetensors")
+    if not os.path.exists(model) or os.path.getmtime(model) < os.path.getmtime(PTH):
+        tmp = model + ".tmp"
+        r = subprocess.run([sys.executable, os.path.join(SRC, "tools", "convert.py"), PTH,
+                            "--out", tmp, "--layout", "torchvision-mobilenet_v2",
+                            "--padding", "tf_same", "--mean", "0.5,0.5,0.5", "--std",
+                            "0.5,0.5,0.5", "--max-side", str(MAX_SIDE)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if not tap(r.returncode == 0, "tools/convert.py converted the shared MobileNetV2"):
+            diag(r.stdout)
+            return None
+        os.replace(tmp, model)
+    return model
+
+
 def main():
     if len(sys.argv) != 2:
         print("usage: test_quality_retrieval.py IMAGO", file=sys.stderr)
@@ -329,20 +348,10 @@ def main():
         print("1..0 # SKIP %s has no PIL" % sys.executable)
         return 0
     t_start = time.time()
-    os.makedirs(WORK, exist_ok=True)
-    model = os.path.join(WORK, "mnv2-imagenet-tf_same-512.safetensors")
-    if not os.path.exists(model) or os.path.getmtime(model) < os.path.getmtime(PTH):
-        tmp = model + ".tmp"
-        r = subprocess.run([sys.executable, os.path.join(SRC, "tools", "convert.py"), PTH,
-                            "--out", tmp, "--layout", "torchvision-mobilenet_v2",
-                            "--padding", "tf_same", "--mean", "0.5,0.5,0.5", "--std",
-                            "0.5,0.5,0.5", "--max-side", str(MAX_SIDE)],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if not tap(r.returncode == 0, "tools/convert.py converted the shared MobileNetV2"):
-            diag(r.stdout)
-            print("1..%d" % n_test)
-            return 1
-        os.replace(tmp, model)
+    model = convert_model()
+    if not model:
+        print("1..%d" % n_test)
+        return 1
 
     names = photo_names()
     pairs = known_pairs(names)

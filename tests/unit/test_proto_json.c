@@ -107,6 +107,36 @@ int main(void)
                IMAGO_ERR_INVALID, "reindex %s refused", bad_rb[i]);
     }
 
+    imago_whitening_request wr;
+    imago_error_clear(&err);
+    is_int(imago_whitening_request_parse(" ", 1, &wr, &err), 0, "empty whitening body");
+    ok(wr.dim == 0 && wr.power == 0.25 && wr.sample == 200000 && !wr.force,
+       "whitening defaults (dim 0, power 0.25, sample 200000, no force)");
+    const char *wb = "{\"dim\":64,\"power\":0.5,\"sample\":0,\"force\":true}";
+    imago_error_clear(&err);
+    is_int(imago_whitening_request_parse(wb, strlen(wb), &wr, &err), 0, "whitening body");
+    ok(wr.dim == 64 && wr.power == 0.5 && wr.sample == 0 && wr.force, "whitening fields");
+    char *wj = imago_whitening_request_to_json(&wr);
+    imago_whitening_request wr2;
+    imago_error_clear(&err);
+    is_int(imago_whitening_request_parse(wj, strlen(wj), &wr2, &err), 0, "canonical text parses");
+    ok(wr.dim == wr2.dim && wr.power == wr2.power && wr.sample == wr2.sample &&
+           wr.force == wr2.force,
+       "whitening request round-trips (%s)", wj);
+    free(wj);
+    const char *bad_wb[] = {"{\"dim\":0}",      "{\"dim\":1.5}",    "{\"dim\":70000}",
+                            "{\"power\":-0.1}", "{\"power\":1.01}", "{\"power\":\"a\"}",
+                            "{\"sample\":1}",   "{\"sample\":-1}",  "{\"force\":1}",
+                            "{\"dims\":4}",     "[1]"};
+    for (int i = 0; i < 11; i++) {
+        imago_error_clear(&err);
+        is_int(imago_whitening_request_parse(bad_wb[i], strlen(bad_wb[i]), &wr, &err),
+               IMAGO_ERR_INVALID, "whitening %s refused (%s)", bad_wb[i], err.msg);
+    }
+    imago_error_clear(&err);
+    is_int(imago_whitening_request_parse("{\"dim\"", 6, &wr, &err), IMAGO_ERR_FORMAT,
+           "whitening: not JSON");
+
     /* ---- responses: exact text ---- */
     char *out = NULL;
     imago_search_hit hits[2] = {
@@ -259,9 +289,38 @@ int main(void)
            "{\"version\":\"0.1.0\",\"ready\":true,\"model\":{\"name\":\"demo-resnet101-agem\","
            "\"backbone\":\"resnet101\",\"head\":\"agem\",\"dim\":2048,\"fingerprint\":\"ff\","
            "\"demo\":false},\"backend\":{\"name\":\"cpu\",\"precision\":\"fp32\","
-           "\"device\":\"oneDNN\"},\"index\":{\"type\":\"Flat\",\"size\":12,\"seq\":40}}",
+           "\"device\":\"oneDNN\"},\"index\":{\"type\":\"Flat\",\"size\":12,\"seq\":40,"
+           "\"whitening\":null}}",
            "info text");
     free(out);
+    imago_whitening_desc wd = {.version = 3,
+                               .dim_in = 1280,
+                               .dim = 64,
+                               .rank = 143,
+                               .power = 0.25,
+                               .eps = 0.5,
+                               .trained_on = 144,
+                               .rows = 150,
+                               .created_at = 1700000000,
+                               .fingerprint = "abc"};
+    const char *wtext = "{\"version\":3,\"dim_in\":1280,\"dim\":64,\"rank\":143,\"power\":0.25,"
+                        "\"eps\":0.5,\"trained_on\":144,\"rows\":150,\"created_at\":1700000000,"
+                        "\"fingerprint\":\"abc\"}";
+    info.whitening = &wd;
+    info.index_dim = 64;
+    imago_error_clear(&err);
+    is_int(imago_info_to_json(&info, &out, &err), 0, "info with a whitening");
+    char want[600];
+    snprintf(want, sizeof want, "\"seq\":40,\"dim\":64,\"whitening\":%s}}", wtext);
+    ok(strstr(out, want) != NULL, "index.dim and index.whitening reported (%s)", out);
+    free(out);
+    imago_error_clear(&err);
+    is_int(imago_whitening_to_json(&wd, &out, &err), 0, "whitening description");
+    snprintf(want, sizeof want, "{\"whitening\":%s}", wtext);
+    is_str(out, want, "whitening description text");
+    free(out);
+    info.whitening = NULL;
+    info.index_dim = 0;
     info.trained = 0;
     imago_error_clear(&err);
     is_int(imago_info_to_json(&info, &out, &err), 0, "info demo");
