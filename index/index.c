@@ -793,8 +793,8 @@ int imago_index_add(imago_index *ix, const imago_index_item *items, size_t n, in
         float *aug = imago_xmalloc((size_t)ix->dim * sizeof *aug);
         float *wb = imago_xmalloc((size_t)ix->dim * sizeof *wb);
         for (size_t i = 0; rc == 0 && i < n; i++)
-            rc = apply_add(ix, ix->cur, w, 1, ids[i], items[i].vector, wb, aug,
-                           first + (int64_t)i, err);
+            rc = apply_add(ix, ix->cur, w, 1, ids[i], items[i].vector, wb, aug, first + (int64_t)i,
+                           err);
         free(wb);
         free(aug);
     }
@@ -1067,8 +1067,7 @@ int imago_index_snapshot(imago_index *ix, imago_error *err)
     return rc;
 }
 
-static int reindex_locked(imago_index *ix, const imago_index_reindex_params *rpp,
-                          imago_error *err);
+static int reindex_locked(imago_index *ix, const imago_index_reindex_params *rpp, imago_error *err);
 
 int imago_index_reindex(imago_index *ix, const imago_index_reindex_params *rpp, imago_error *err)
 {
@@ -1247,7 +1246,9 @@ int imago_index_verify(imago_index *ix, imago_error *err)
         }
         if (c->kind == IX_CORE_FLAT && !ix->dba) {
             ix_core_vector(c, pos, v, NULL);
-            double tol = ix->prec == IX_FP32 ? (c->wh ? 1e-5 : 0) : ix->prec == IX_FP16 ? 1e-3 : 1e-2;
+            double tol = ix->prec == IX_FP32   ? (c->wh ? 1e-5 : 0)
+                         : ix->prec == IX_FP16 ? 1e-3
+                                               : 1e-2;
             for (int d = 0; d < vd; d++) {
                 double diff = fabs((double)v[d] - W[i * (size_t)vd + d]);
                 if (diff > tol * (fabs(W[i * (size_t)vd + d]) + 1e-3) && diff > tol) {

@@ -217,7 +217,7 @@ typedef struct imago_index_stats {
     char type[80];     /* factory string (+ " (untrained)") */
     char precision[8]; /* Flat storage precision */
     char fingerprint[72];
-    int index_dim;    /* dim of the indexed vectors: dim, or the whitening's output dim */
+    int index_dim;     /* dim of the indexed vectors: dim, or the whitening's output dim */
     int has_whitening; /* the collection's learned whitening is applied (whitening below) */
     struct {
         int dim_in, dim, rank;
@@ -247,13 +247,13 @@ int imago_index_snapshot_path(const char *data_dir, char *buf, size_t len, imago
 typedef struct imago_whiten imago_whiten;
 
 typedef struct imago_whiten_params {
-    int dim;      /* components kept; 0 = min(D, rows - 1, rank of the data) */
-    double power; /* eigenvalue exponent in [0, 1] (default 0.25; 0.5 = full whitening,
-                     0 = plain PCA rotation) */
-    long sample;  /* learn from at most this many rows, a uniform sample (default
-                     200000); 0 = all rows */
-    int force;    /* learn even from fewer than 2 x dim rows or past the data's rank */
-    double eps;   /* added to the eigenvalues; < 0 (default): 1e-6 x the largest */
+    int dim;       /* components kept; 0 = min(D, rows - 1, rank of the data) */
+    double power;  /* eigenvalue exponent in [0, 1] (default 0.25; 0.5 = full whitening,
+                      0 = plain PCA rotation) */
+    long sample;   /* learn from at most this many rows, a uniform sample (default
+                      200000); 0 = all rows */
+    int force;     /* learn even from fewer than 2 x dim rows or past the data's rank */
+    double eps;    /* added to the eigenvalues; < 0 (default): 1e-6 x the largest */
     uint64_t seed; /* of the sample */
     /* optional progress: stage "covariance" (frac of rows) or
      * "eigendecomposition"; called on the learning thread */
@@ -264,14 +264,14 @@ typedef struct imago_whiten_params {
 imago_whiten_params imago_whiten_params_default(void);
 
 typedef struct imago_whiten_info {
-    int dim_in;         /* D: the model's descriptor dim */
-    int dim;            /* d: the whitened dim */
-    int rank;           /* numerical rank of the training sample */
-    double power, eps;  /* eps as used (absolute) */
-    int64_t n_trained;  /* rows the mean and covariance were computed on */
-    int64_t n_rows;     /* rows of the collection when it was learned */
-    int64_t created_at; /* unix seconds */
-    int64_t version;    /* the store row (0 when not stored) */
+    int dim_in;           /* D: the model's descriptor dim */
+    int dim;              /* d: the whitened dim */
+    int rank;             /* numerical rank of the training sample */
+    double power, eps;    /* eps as used (absolute) */
+    int64_t n_trained;    /* rows the mean and covariance were computed on */
+    int64_t n_rows;       /* rows of the collection when it was learned */
+    int64_t created_at;   /* unix seconds */
+    int64_t version;      /* the store row (0 when not stored) */
     char fingerprint[40]; /* hex; identifies the learned matrix and mean */
 } imago_whiten_info;
 
@@ -295,8 +295,7 @@ const double *imago_whiten_mean(const imago_whiten *w);
 const double *imago_whiten_projection(const imago_whiten *w);
 const double *imago_whiten_eigenvalues(const imago_whiten *w);
 /* Y (n x d) = L2N(P (x_i - m)) for the n rows of X (n x D). Thread-safe. */
-int imago_whiten_apply(const imago_whiten *w, const float *X, size_t n, float *Y,
-                       imago_error *err);
+int imago_whiten_apply(const imago_whiten *w, const float *X, size_t n, float *Y, imago_error *err);
 
 /* ======================================================================
  * Jobs (bulk ingest bookkeeping; the server's jobs runner drives them)

@@ -1133,8 +1133,7 @@ int ix_store_whiten_get(ix_conn *c, imago_whiten **out, imago_error *err)
         (size_t)sqlite3_column_bytes(s, 11) != d * D * sizeof(double) ||
         (size_t)sqlite3_column_bytes(s, 12) != d * sizeof(double) || D == 0 || d == 0) {
         sqlite3_reset(s);
-        return imago_error_set(err, IMAGO_ERR_FORMAT,
-                               "whitening row %lld is malformed (%d x %d)",
+        return imago_error_set(err, IMAGO_ERR_FORMAT, "whitening row %lld is malformed (%d x %d)",
                                (long long)info.version, info.dim, info.dim_in);
     }
     /* the blobs are not necessarily aligned for doubles: copy them */
@@ -1175,8 +1174,7 @@ int ix_store_whiten_put(ix_conn *c, const imago_whiten *w, int64_t *version, ima
     sqlite3_bind_int64(s, 8, info.created_at);
     sqlite3_bind_text(s, 9, info.fingerprint, -1, SQLITE_STATIC);
     sqlite3_bind_blob64(s, 10, imago_whiten_mean(w), D * sizeof(double), SQLITE_STATIC);
-    sqlite3_bind_blob64(s, 11, imago_whiten_projection(w), d * D * sizeof(double),
-                        SQLITE_STATIC);
+    sqlite3_bind_blob64(s, 11, imago_whiten_projection(w), d * D * sizeof(double), SQLITE_STATIC);
     sqlite3_bind_blob64(s, 12, imago_whiten_eigenvalues(w), d * sizeof(double), SQLITE_STATIC);
     rc = step_done(c, s, "store whitening", err);
     sqlite3_clear_bindings(s);

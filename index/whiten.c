@@ -124,8 +124,7 @@ static void finish_floats(imago_whiten *w)
 int ix_whiten_from_parts(const imago_whiten_info *info, const double *mean, const double *P,
                          const double *lambda, imago_whiten **out, imago_error *err)
 {
-    if (info->dim_in < 1 || info->dim_in > MAX_DIM_IN || info->dim < 1 ||
-        info->dim > info->dim_in)
+    if (info->dim_in < 1 || info->dim_in > MAX_DIM_IN || info->dim < 1 || info->dim > info->dim_in)
         return imago_error_set(err, IMAGO_ERR_FORMAT, "stored whitening has bad dims %d x %d",
                                info->dim, info->dim_in);
     imago_whiten *w = whiten_alloc(info->dim_in, info->dim, err);
@@ -329,8 +328,8 @@ int imago_whiten_learn(const float *X, size_t n, int D, const imago_whiten_param
     int *isuppz = imago_xmalloc(2 * (size_t)D * sizeof *isuppz);
     int n_ = D, lda = D, il = 1, iu = D, mfound = 0, info = 0, lwork = -1, liwork = -1, iwq = 0;
     double vl = 0, vu = 0, abstol = 0, wq = 0;
-    dsyevr_("V", "A", "L", &n_, C, &lda, &vl, &vu, &il, &iu, &abstol, &mfound, lam, Z, &lda,
-            isuppz, &wq, &lwork, &iwq, &liwork, &info, 1, 1, 1);
+    dsyevr_("V", "A", "L", &n_, C, &lda, &vl, &vu, &il, &iu, &abstol, &mfound, lam, Z, &lda, isuppz,
+            &wq, &lwork, &iwq, &liwork, &info, 1, 1, 1);
     double *work = NULL;
     int *iwork = NULL;
     if (info == 0) {

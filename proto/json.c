@@ -616,8 +616,8 @@ backend:
     if (rc == 0 && info->index_dim > 0)
         rc = put(index, "dim", json_integer(info->index_dim), err);
     if (rc == 0 && info->index_size >= 0)
-        rc = put(index, "whitening", info->whitening ? whitening_object(info->whitening)
-                                                     : json_null(), err);
+        rc = put(index, "whitening",
+                 info->whitening ? whitening_object(info->whitening) : json_null(), err);
     return finish(root, rc, out, err);
 }
 

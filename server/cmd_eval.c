@@ -334,8 +334,9 @@ int imago_cmd_eval(int argc, char **argv)
             if (rc == 0)
                 rc = imago_whiten_apply(w, qs.data, nq, wq, &err);
             if (rc == 0 && !json)
-                fprintf(stderr, "whitening learned from the %zu database rows: %d -> %d dims, "
-                                "power %g\n",
+                fprintf(stderr,
+                        "whitening learned from the %zu database rows: %d -> %d dims, "
+                        "power %g\n",
                         ni, wi.dim_in, wi.dim, wi.power);
             imago_whiten_free(w);
             free(db.data);

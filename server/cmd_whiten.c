@@ -177,8 +177,7 @@ int imago_cmd_whiten(int argc, char **argv)
                    "fingerprint %s; the index was rebuilt in %.1f s\n",
                    (long long)ist.whitening.version, ist.whitening.dim_in, ist.whitening.dim,
                    ist.whitening.power, (long long)ist.whitening.n_trained,
-                   (long long)ist.whitening.n_rows, ist.whitening.fingerprint,
-                   imago_now_s() - t0);
+                   (long long)ist.whitening.n_rows, ist.whitening.fingerprint, imago_now_s() - t0);
             rc = IMAGO_EXIT_OK;
         } else {
             printf("whitening removed: the index holds the %d-d model descriptors again\n",

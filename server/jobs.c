@@ -853,7 +853,8 @@ int imago_jobs_new(const imago_config *cfg, const imago_config_strlist *roots, i
             continue;
         IMAGO_INFO("jobs", "resuming job %lld (%s, %lld of %lld items left)", (long long)ids[i],
                    info.kind, (long long)(info.pending + info.running), (long long)info.total);
-        enqueue(j, ids[i], strcmp(info.kind, "reindex") == 0 || imago_whitening_job_kind(info.kind));
+        enqueue(j, ids[i],
+                strcmp(info.kind, "reindex") == 0 || imago_whitening_job_kind(info.kind));
         imago_job_info_clear(&info);
     }
     free(ids);

@@ -256,7 +256,6 @@ int imago_route_job_list(imago_http_request *r, imago_http_response *resp);
 int imago_route_reindex(imago_http_request *r, imago_http_response *resp,
                         const imago_reindex_request *rr);
 
-
 /* /v1/admin/whitening (whitening.c): POST learns (202 job), GET describes,
  * DELETE removes (202 job). */
 int imago_route_whitening_learn(imago_http_request *r, imago_http_response *resp,

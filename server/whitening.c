@@ -10,8 +10,8 @@
 
 int imago_whitening_job_kind(const char *kind)
 {
-    return kind && (strcmp(kind, IMAGO_JOB_KIND_WHITEN) == 0 ||
-                    strcmp(kind, IMAGO_JOB_KIND_UNWHITEN) == 0);
+    return kind &&
+           (strcmp(kind, IMAGO_JOB_KIND_WHITEN) == 0 || strcmp(kind, IMAGO_JOB_KIND_UNWHITEN) == 0);
 }
 
 int imago_whitening_job_run(imago_index *ix, const char *kind, const char *params_json,
@@ -69,8 +69,7 @@ int imago_route_whitening_learn(imago_http_request *r, imago_http_response *resp
         return imago_http_fail(resp, IMAGO_API_INTERNAL, err.msg);
     char msg[256];
     if (wr->dim > st.dim) {
-        snprintf(msg, sizeof msg, "dim: %d is over the model's descriptor dim %d", wr->dim,
-                 st.dim);
+        snprintf(msg, sizeof msg, "dim: %d is over the model's descriptor dim %d", wr->dim, st.dim);
         return imago_http_fail(resp, IMAGO_API_INVALID_PARAMETER, msg);
     }
     /* the same row rules as the learner, checked now for a clear 409; the

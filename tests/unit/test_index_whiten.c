@@ -270,13 +270,11 @@ int main(void)
     is_int(learn(Y, N, &p, &w, &err), IMAGO_ERR_FORMAT, "an Inf is refused");
     for (size_t i = 0; i < N; i++)
         memcpy(Y + i * D, X, D * sizeof *X);
-    is_int(learn(Y, N, &p, &w, &err), IMAGO_ERR_UNSUPPORTED,
-           "zero variance is refused");
+    is_int(learn(Y, N, &p, &w, &err), IMAGO_ERR_UNSUPPORTED, "zero variance is refused");
     ok(strstr(err.msg, "zero variance") != NULL, "the message says zero variance: %s", err.msg);
     is_int(learn(X, 1, &p, &w, &err), IMAGO_ERR_CONFLICT, "one row is refused");
     p.dim = 20;
-    is_int(learn(X, 30, &p, &w, &err), IMAGO_ERR_CONFLICT,
-           "30 rows for d = 20 (< 2 x d) refused");
+    is_int(learn(X, 30, &p, &w, &err), IMAGO_ERR_CONFLICT, "30 rows for d = 20 (< 2 x d) refused");
     p.force = 1;
     is_int(learn(X, 30, &p, &w, &err), 0, "... and learned with force");
     imago_whiten_info info;
@@ -300,8 +298,7 @@ int main(void)
     make_data(Y, N, 5);
     p = imago_whiten_params_default();
     p.dim = 10;
-    is_int(learn(Y, N, &p, &w, &err), IMAGO_ERR_UNSUPPORTED,
-           "d = 10 on rank-5 data refused");
+    is_int(learn(Y, N, &p, &w, &err), IMAGO_ERR_UNSUPPORTED, "d = 10 on rank-5 data refused");
     p.dim = 0;
     is_int(learn(Y, N, &p, &w, &err), 0, "default d on rank-5 data");
     if (w) {
@@ -354,12 +351,15 @@ int main(void)
     if (!mkdtemp(dir))
         tap_bail("mkdtemp");
     write_file("X.f32", X, sizeof X);
-    const wcase cases[] = {{"all_p025", 0, 0.25}, {"d10_p0", 10, 0.0},
-                           {"d10_p025", 10, 0.25}, {"d10_p05", 10, 0.5},
+    const wcase cases[] = {{"all_p025", 0, 0.25},
+                           {"d10_p0", 10, 0.0},
+                           {"d10_p025", 10, 0.25},
+                           {"d10_p05", 10, 0.5},
                            {"d16_p05", 16, 0.5}};
     const int nc = (int)(sizeof cases / sizeof cases[0]);
     char json[4096];
-    size_t jl = (size_t)snprintf(json, sizeof json, "{\"n\": %d, \"dim_in\": %d, \"cases\": [", N, D);
+    size_t jl =
+        (size_t)snprintf(json, sizeof json, "{\"n\": %d, \"dim_in\": %d, \"cases\": [", N, D);
     for (int c = 0; c < nc; c++) {
         p = imago_whiten_params_default();
         p.dim = cases[c].dim;
@@ -381,9 +381,10 @@ int main(void)
         snprintf(name, sizeof name, "%s.Y.f32", cases[c].name);
         write_file(name, Z, (size_t)N * info.dim * sizeof *Z);
         free(Z);
-        jl += (size_t)snprintf(json + jl, sizeof json - jl,
-                               "%s{\"name\": \"%s\", \"dim\": %d, \"power\": %.17g, \"eps\": %.17g}",
-                               c ? ", " : "", cases[c].name, info.dim, info.power, info.eps);
+        jl +=
+            (size_t)snprintf(json + jl, sizeof json - jl,
+                             "%s{\"name\": \"%s\", \"dim\": %d, \"power\": %.17g, \"eps\": %.17g}",
+                             c ? ", " : "", cases[c].name, info.dim, info.power, info.eps);
         if (c == 0)
             is_int(info.dim, D, "all components: d = min(D, N-1) = %d", D);
         imago_whiten_free(w);
