@@ -25,6 +25,15 @@ static int load_object(const char *body, size_t len, const char *what, json_t **
     return 0;
 }
 
+/* Whether an optional body is absent (only white space). */
+static int blank(const char *body, size_t len)
+{
+    size_t i = 0;
+    while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
+        i++;
+    return i == len;
+}
+
 /* Fails on keys of obj that are not in allowed (NULL-terminated). */
 static int only_keys(json_t *obj, const char *prefix, const char *const *allowed, imago_error *err)
 {
@@ -188,10 +197,7 @@ int imago_reindex_request_parse(const char *body, size_t len, imago_reindex_requ
                                 imago_error *err)
 {
     imago_reindex_request r = {.dba = -1, .compact = -1, .factory = NULL};
-    size_t i = 0;
-    while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
-        i++;
-    if (i == len) {
+    if (blank(body, len)) {
         *out = r;
         return 0;
     }
@@ -470,10 +476,7 @@ int imago_whitening_request_parse(const char *body, size_t len, imago_whitening_
                                   imago_error *err)
 {
     imago_whitening_request r = imago_whitening_request_default();
-    size_t i = 0;
-    while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
-        i++;
-    if (i == len) {
+    if (blank(body, len)) {
         *out = r;
         return 0;
     }

@@ -670,6 +670,20 @@ static int job_fail(imago_http_response *resp, const imago_error *err)
     return imago_http_fail(resp, code, err->msg);
 }
 
+int imago_route_job_accepted(imago_http_response *resp, int64_t id)
+{
+    char *json = NULL;
+    imago_error err;
+    imago_error_clear(&err);
+    if (imago_job_created_to_json(id, &json, &err) != 0)
+        return imago_http_fail(resp, IMAGO_API_INTERNAL, err.msg);
+    imago_http_json(resp, 202, json);
+    char loc[64];
+    snprintf(loc, sizeof loc, "/v1/admin/jobs/%lld", (long long)id);
+    resp->location = imago_xstrdup(loc);
+    return IMAGO_HTTP_DONE;
+}
+
 int imago_route_job_create(imago_http_request *r, imago_http_response *resp,
                            const imago_job_request *req)
 {
@@ -684,14 +698,7 @@ int imago_route_job_create(imago_http_request *r, imago_http_response *resp,
                                  (const char *const *)req->extensions, req->n_extensions, &id,
                                  &err) != 0)
         return job_fail(resp, &err);
-    char *json = NULL;
-    if (imago_job_created_to_json(id, &json, &err) != 0)
-        return imago_http_fail(resp, IMAGO_API_INTERNAL, err.msg);
-    imago_http_json(resp, 202, json);
-    char loc[64];
-    snprintf(loc, sizeof loc, "/v1/admin/jobs/%lld", (long long)id);
-    resp->location = imago_xstrdup(loc);
-    return IMAGO_HTTP_DONE;
+    return imago_route_job_accepted(resp, id);
 }
 
 int imago_route_reindex(imago_http_request *r, imago_http_response *resp,

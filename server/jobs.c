@@ -344,17 +344,9 @@ int imago_jobs_submit_reindex(imago_jobs *j, const char *factory, int dba, int64
         append(&p, &len, &cap, dba ? "\"dba\":true" : "\"dba\":false");
     }
     append(&p, &len, &cap, "}");
-    int64_t id = 0;
-    int rc = imago_job_create(j->ix, "reindex", p, &id, err);
+    int rc = imago_jobs_submit_pass(j, "reindex", p, job_id, err);
     free(p);
-    if (rc != 0)
-        return rc;
-    pthread_mutex_lock(&j->mu);
-    j->stats.jobs_started++;
-    enqueue(j, id, 1);
-    pthread_mutex_unlock(&j->mu);
-    *job_id = id;
-    return 0;
+    return rc;
 }
 
 int imago_jobs_submit_pass(imago_jobs *j, const char *kind, const char *params_json,

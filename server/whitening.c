@@ -39,20 +39,6 @@ int imago_whitening_job_run(imago_index *ix, const char *kind, const char *param
 
 /* ---- routes ------------------------------------------------------------------------ */
 
-static int created(imago_http_response *resp, int64_t id)
-{
-    char *json = NULL;
-    imago_error err;
-    imago_error_clear(&err);
-    if (imago_job_created_to_json(id, &json, &err) != 0)
-        return imago_http_fail(resp, IMAGO_API_INTERNAL, err.msg);
-    imago_http_json(resp, 202, json);
-    char loc[64];
-    snprintf(loc, sizeof loc, "/v1/admin/jobs/%lld", (long long)id);
-    resp->location = imago_xstrdup(loc);
-    return IMAGO_HTTP_DONE;
-}
-
 int imago_route_whitening_learn(imago_http_request *r, imago_http_response *resp,
                                 const imago_whitening_request *wr)
 {
@@ -95,7 +81,7 @@ int imago_route_whitening_learn(imago_http_request *r, imago_http_response *resp
     free(params);
     if (rc != 0)
         return imago_http_fail_code(resp, &err, IMAGO_API_CTX_GENERIC);
-    return created(resp, id);
+    return imago_route_job_accepted(resp, id);
 }
 
 const imago_whitening_desc *imago_whitening_desc_of(const imago_index_stats *st,
@@ -168,5 +154,5 @@ int imago_route_whitening_remove(imago_http_request *r, imago_http_response *res
     imago_error_clear(&err);
     if (imago_jobs_submit_pass(j, IMAGO_JOB_KIND_UNWHITEN, NULL, &id, &err) != 0)
         return imago_http_fail_code(resp, &err, IMAGO_API_CTX_GENERIC);
-    return created(resp, id);
+    return imago_route_job_accepted(resp, id);
 }
