@@ -401,7 +401,7 @@ typedef struct imago_job_item_error {
 /* GET /v1/admin/jobs/{id}. */
 typedef struct imago_job_status {
     int64_t id;
-    const char *kind; /* "ingest" | "reindex" */
+    const char *kind; /* "ingest" | "reindex" | "whitening" | "whitening_remove" */
     imago_api_job_state state;
     int64_t total; /* -1 = not known yet -> null */
     int64_t done;

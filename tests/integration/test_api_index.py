@@ -97,8 +97,9 @@ def main():
           (200, {"status": "ready", "model": "loaded", "index": "ready"}),
           "readyz: model loaded and index ready")
     code, info = jget(srv, "/v1/info", {})
-    is_eq((code, info.get("index")), (200, {"type": "Flat", "size": 0, "seq": 0}),
-          "info: index type, size and sequence")
+    is_eq((code, info.get("index")),
+          (200, {"type": "Flat", "size": 0, "seq": 0, "dim": 2048, "whitening": None}),
+          "info: index type, size, sequence, dim, no learned whitening")
 
     # ---- job sources: roots, '..', symlinks, types ----
     def job(body, status, code, name):
