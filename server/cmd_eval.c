@@ -248,12 +248,16 @@ int imago_cmd_eval(int argc, char **argv)
             }
             rp.qe = 1;
         } else if (strcmp(a, "--whiten") == 0) {
-            if (parse_pair(v, &wp.dim, &wp.power) || wp.dim < 0 || !(wp.power >= 0) ||
-                wp.power > 1) {
+            char *end;
+            long d = strtol(v, &end, 10);
+            double pw = *end == ',' ? strtod(end + 1, &end) : -1;
+            if (*end || end == v || d < 0 || d > 65536 || !(pw >= 0) || pw > 1) {
                 fprintf(stderr, "imago eval: --whiten wants DIM,POWER (e.g. 64,0.25; DIM 0 = "
                                 "all components)\n");
                 return IMAGO_EXIT_USAGE;
             }
+            wp.dim = (int)d;
+            wp.power = pw;
             whiten = 1;
         } else {
             fprintf(stderr, "imago eval: unknown option %s\n%s", a, usage);

@@ -210,7 +210,49 @@ def main():
                 "after a restart: still removed", headers=A)
     rc, _ = srv.stop()
     is_eq(rc, 0, "clean shutdown")
+    eval_checks(hc_imago, tmp, db, names)
     return hc.done(tmp)
+
+
+def eval_checks(imago, tmp, db, names):
+    """`imago eval --whiten` on the raw descriptors: each photo queries the
+    collection, its own row junk, its known pairs (none for most) ignored:
+    the ranking's top-1 self-match is what the whitening must keep; the too
+    few rows rule and --whiten-force as in the API."""
+    import subprocess
+
+    import numpy as np
+    X = np.asarray(db, dtype=np.float32)
+    np.save(os.path.join(tmp, "db.npy"), X)
+    gnd = {"imlist": names, "qimlist": names,
+           "gnd": [{"easy": [i], "hard": [], "junk": []} for i in range(len(names))]}
+    with open(os.path.join(tmp, "gnd.json"), "w") as f:
+        json.dump(gnd, f)
+    base = [imago, "eval", "--gnd", os.path.join(tmp, "gnd.json"), "--db",
+            os.path.join(tmp, "db.npy"), "--queries", os.path.join(tmp, "db.npy"), "--json",
+            "--protocol", "easy"]
+    for extra, want in ((["--whiten", "8,0.25"], 0), (["--whiten", "8,0.25", "--dba", "2,1",
+                                                       "--qe", "2,0"], 0),
+                        (["--whiten", "0,0.25"], 1), (["--whiten", "0,0.25", "--whiten-force"], 0)):
+        r = subprocess.run(base + extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        res = {}
+        if r.returncode == 0:
+            res = json.loads(r.stdout).get("easy", {})
+        # DBA and QE mix a photo with its neighbours: only the plain runs are
+        # exact self-retrieval
+        exact = "--dba" not in extra
+        good = r.returncode == want and (want != 0 or res.get("map") == 100.0 or
+                                         (not exact and res.get("map", 0) > 50))
+        if want:
+            good = good and "force" in r.stderr
+        ok(good, "imago eval %s -> exit %d%s" % (" ".join(extra), want,
+                                                  " (mAP %s)" % res.get("map") if not want else
+                                                  " (too few rows, says force)"),
+           r.stdout + r.stderr)
+    r = subprocess.run(base + ["--whiten", "8,2"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+    ok(r.returncode == 2 and "--whiten" in r.stderr, "imago eval --whiten 8,2 -> usage error",
+       r.stderr)
 
 
 if __name__ == "__main__":
