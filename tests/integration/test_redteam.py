@@ -54,6 +54,15 @@ def read_until_close(sock, timeout=5):
         return got, True
 
 
+def answers(srv, req):
+    """Sends req on a new connection: (first status, number of answers, closed by the server)."""
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    s.sendall(req)
+    got, closed = read_until_close(s)
+    s.close()
+    return status_of(got), got.count(b"HTTP/1.1 "), closed
+
+
 def main():
     if len(sys.argv) < 2:
         print("1..0 # SKIP usage: test_redteam.py IMAGO")
@@ -142,19 +151,11 @@ def main():
     req = (b"POST /v1/admin/reindex HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
            b"Content-Type: application/json\r\nContent-Length: 2\r\nContent-Length: %d\r\n\r\n"
            % (tok.encode(), len(body))) + body
-    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-    s.sendall(req)
-    got, closed = read_until_close(s)
-    s.close()
-    is_eq((status_of(got), got.count(b"HTTP/1.1 "), closed), (400, 1, True),
+    is_eq(answers(srv, req), (400, 1, True),
           "two Content-Lengths -> one 400 and the connection closes (no smuggled request)")
     req = (b"POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
            b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n") + smuggled
-    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-    s.sendall(req)
-    got, closed = read_until_close(s)
-    s.close()
-    is_eq((status_of(got), got.count(b"HTTP/1.1 "), closed), (400, 1, True),
+    is_eq(answers(srv, req), (400, 1, True),
           "Content-Length with chunked -> one 400 and the connection closes")
     raw = raw_exchange(srv.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n")
     is_eq(status_of(raw), 400, "a Content-Length that is not a number -> 400")
