@@ -235,8 +235,8 @@ static int root_of(const imago_config_strlist *roots, const char *p, char *root_
  * the path as given; inside them, a path that does not exist is
  * missing_code. On success real_out is the real path and root_out the real
  * path of its root. */
-static int confine(const imago_config_strlist *roots, const char *path, int missing_code,
-                   char *real_out, char *root_out, imago_error *err)
+int imago_ingest_confine(const imago_config_strlist *roots, const char *path, int missing_code,
+                         char *real_out, char *root_out, imago_error *err)
 {
     imago_error quiet;
     if (!roots || roots->n == 0)
@@ -262,6 +262,14 @@ static int confine(const imago_config_strlist *roots, const char *path, int miss
         if (realpath(head[0] ? head : "/", real))
             break;
     }
+    /* the first missing component may be a dangling symlink: where it points
+     * is not to be told, so it is outside */
+    char first[PATH_MAX];
+    size_t fl = strcspn(rest, "/");
+    struct stat lst;
+    if (snprintf(first, sizeof first, "%s/%.*s", head, (int)fl, rest) < (int)sizeof first &&
+        lstat(first, &lst) == 0 && S_ISLNK(lst.st_mode))
+        return imago_error_set(err, IMAGO_ERR_AUTH, "%s is outside ingest.roots", path);
     /* the part that does not exist is taken as written: no ".." in it */
     for (const char *c = rest; c && *c;) {
         const char *e = strchr(c, '/');
@@ -282,7 +290,8 @@ static int confine(const imago_config_strlist *roots, const char *path, int miss
  * a FIFO or a device cannot hang the thread, then fstat on the open file
  * (no race with the check) and only a regular file is accepted. Returns the
  * fd (>= 0) or a negative code. */
-static int open_regular(const char *shown, const char *real, struct stat *st, imago_error *err)
+int imago_ingest_open_regular(const char *shown, const char *real, struct stat *st,
+                              imago_error *err)
 {
     int fd = open(real, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
@@ -319,7 +328,7 @@ static int read_all(int fd, uint8_t *buf, size_t n)
 static int resolve_source(const imago_config_strlist *roots, const char *path, int want_dir,
                           char *real_out, char *root_out, imago_error *err)
 {
-    int rc = confine(roots, path, IMAGO_ERR_UNSUPPORTED, real_out, root_out, err);
+    int rc = imago_ingest_confine(roots, path, IMAGO_ERR_UNSUPPORTED, real_out, root_out, err);
     if (rc != 0)
         return rc;
     struct stat st;
@@ -543,7 +552,7 @@ static int list_manifest(imago_jobs *j, const char *manifest, const char *root, 
                          imago_error *err)
 {
     struct stat st;
-    int fd = open_regular(manifest, manifest, &st, err);
+    int fd = imago_ingest_open_regular(manifest, manifest, &st, err);
     if (fd < 0)
         return fd;
     FILE *f = fdopen(fd, "rb");
@@ -708,9 +717,9 @@ static void process_item(imago_jobs *j, const imago_job_item *it)
     /* checked again at read time: the tree may have changed since the listing
      * (and manifest items were never checked): the same answer for a path
      * outside the roots whether or not it exists, and never a blocking open */
-    rc = confine(j->roots, src, IMAGO_ERR_NOT_FOUND, real, root, &err);
+    rc = imago_ingest_confine(j->roots, src, IMAGO_ERR_NOT_FOUND, real, root, &err);
     struct stat st;
-    int fd = rc == 0 ? open_regular(src, real, &st, &err) : rc;
+    int fd = rc == 0 ? imago_ingest_open_regular(src, real, &st, &err) : rc;
     if (fd < 0) {
         rc = fd;
     } else {
