@@ -167,7 +167,7 @@ def main():
     ok(set(ids[:2]) == {names[0], "late-copy"} and sc[1] > 0.9999,
        "the new image is found with its twin at score 1 (%s)" % sc[:2], ids)
     r, data = srv.request("DELETE", "/v1/images/%d" % json.loads(data).get("id", 0), None, A)
-    is_eq(r.status, 200, "deleted it again")
+    is_eq(r.status, 204, "deleted it again (204)")
 
     # restart
     rc, _ = srv.stop()
