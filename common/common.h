@@ -67,6 +67,15 @@ void imago_error_prefix(imago_error *err, const char *fmt, ...)
 /* Stable lower-case name of a code ("invalid", "format", ...); never NULL. */
 const char *imago_error_name(int code);
 
+/* ---- limits of the API ------------------------------------------------- */
+
+/* Each limit is defined here once and used by proto/ (request parsing),
+ * config/ (option bounds), index/ (argument checks) and written in
+ * proto/openapi.yaml (tests/unit/test_server_openapi.c checks they agree). */
+#define IMAGO_SEARCH_K_MAX 1000 /* hits one search may ask for */
+#define IMAGO_QE_K_MAX 100      /* neighbours averaged by query expansion */
+#define IMAGO_DBA_K_MAX 64      /* neighbours added to a vector by DBA */
+
 /* ---- logging ----------------------------------------------------------- */
 
 typedef enum imago_log_level {

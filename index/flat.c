@@ -330,10 +330,20 @@ void ix_scores(const void *rows, int prec, size_t n, int d, const float *q, floa
         scores_f16_avx512(r, n, d, q, scores);
         return;
     }
+    float *qr = NULL;
+    if (prec == IX_BF16) {
+        /* the query is rounded to bf16 as the AVX512-BF16 kernel and the
+         * batched path do, so every path gives the same scores on any CPU */
+        qr = imago_xmalloc((size_t)d * sizeof *qr);
+        for (int i = 0; i < d; i++)
+            qr[i] = bf16_to_f32(f32_to_bf16(q[i]));
+        q = qr;
+    }
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++)
         scores[i] = prec == IX_BF16 ? dot_bf16_scalar(r + i * (size_t)d, q, d)
                                     : dot_f16_scalar(r + i * (size_t)d, q, d);
+    free(qr);
 }
 
 void ix_scores_batch(const void *rows, int prec, size_t n, int d, const float *q, size_t nq,
@@ -529,8 +539,8 @@ int imago_eval_rank(const float *db, size_t n, const float *queries, size_t nq, 
                     const imago_eval_rank_params *pp, int64_t *ranks, imago_error *err)
 {
     imago_eval_rank_params p = pp ? *pp : imago_eval_rank_params_default();
-    if (d <= 0 || n == 0 || k == 0 || k > n || (p.dba && (p.dba_k < 1 || p.dba_k > 64)) ||
-        (p.qe && (p.qe_n < 1 || p.qe_n > 64 || (size_t)p.qe_n > n)))
+    if (d <= 0 || n == 0 || k == 0 || k > n || (p.dba && (p.dba_k < 1 || p.dba_k > IMAGO_DBA_K_MAX)) ||
+        (p.qe && (p.qe_n < 1 || p.qe_n > IMAGO_QE_K_MAX || (size_t)p.qe_n > n)))
         return imago_error_set(err, IMAGO_ERR_INVALID, "eval rank: bad sizes or parameters");
     const float *X = db;
     float *A = NULL;
@@ -565,8 +575,8 @@ int imago_eval_rank(const float *db, size_t n, const float *queries, size_t nq, 
         if (p.qe) {
             for (size_t j = 0; j < m; j++) {
                 ix_topk t;
-                float ts[64];
-                int64_t tk[64];
+                float ts[IMAGO_QE_K_MAX];
+                int64_t tk[IMAGO_QE_K_MAX];
                 ix_topk_init(&t, p.qe_n, ts, tk);
                 for (size_t i = 0; i < n; i++)
                     ix_topk_push(&t, S[i * m + j], (int64_t)i);

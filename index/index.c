@@ -181,8 +181,8 @@ static int dba_online(imago_index *ix, ix_core *c, ix_conn *conn, int64_t id, co
         sim[m++] = (float)s;
     }
     if (rc == 0) {
-        int64_t nb[64];
-        for (int j = 0; j < m && j < 64; j++)
+        int64_t nb[IMAGO_DBA_K_MAX];
+        for (int j = 0; j < m && j < IMAGO_DBA_K_MAX; j++)
             nb[j] = j + 1; /* rows 1..m of [x; nbr] */
         /* ix_dba_apply expects one matrix: x followed by its neighbours */
         float *M = imago_xmalloc((size_t)(m + 1) * ix->dim * sizeof *M);
@@ -358,11 +358,13 @@ static int check_params(const imago_index_params *p, imago_error *err)
         return imago_error_set(err, IMAGO_ERR_INVALID, "index: dim %d out of 1..65536", p->dim);
     if (p->factory && (strlen(p->factory) >= 64 || !*p->factory))
         return imago_error_set(err, IMAGO_ERR_INVALID, "index: bad factory string");
-    if (p->dba_k < 0 || p->dba_k > 64)
-        return imago_error_set(err, IMAGO_ERR_INVALID, "index: dba_k %d out of 0..64", p->dba_k);
-    if (!(p->dba_beta >= 0) || !(p->qe_alpha >= 0) || p->qe_n < 0 || p->qe_n > 64)
+    if (p->dba_k < 0 || p->dba_k > IMAGO_DBA_K_MAX)
+        return imago_error_set(err, IMAGO_ERR_INVALID, "index: dba_k %d out of 0..%d", p->dba_k,
+                               IMAGO_DBA_K_MAX);
+    if (!(p->dba_beta >= 0) || !(p->qe_alpha >= 0) || p->qe_n < 0 || p->qe_n > IMAGO_QE_K_MAX)
         return imago_error_set(err, IMAGO_ERR_INVALID,
-                               "index: dba_beta and qe_alpha must be >= 0, qe_n 0..64");
+                               "index: dba_beta and qe_alpha must be >= 0, qe_n 0..%d",
+                               IMAGO_QE_K_MAX);
     return 0;
 }
 
@@ -849,8 +851,9 @@ int imago_index_search(imago_index *ix, const float *queries, size_t nq,
                        int64_t *seq, imago_error *err)
 {
     imago_index_search_params sp = spp ? *spp : imago_index_search_params_default();
-    if (sp.k < 1 || sp.k > 10000)
-        return imago_error_set(err, IMAGO_ERR_INVALID, "k must be in 1..10000, not %d", sp.k);
+    if (sp.k < 1 || sp.k > IMAGO_SEARCH_K_MAX)
+        return imago_error_set(err, IMAGO_ERR_INVALID, "k must be in 1..%d, not %d",
+                               IMAGO_SEARCH_K_MAX, sp.k);
     if (!queries || !hits || nq == 0)
         return imago_error_set(err, IMAGO_ERR_INVALID, "search: no queries");
     if (nq > 4096)
@@ -858,8 +861,8 @@ int imago_index_search(imago_index *ix, const float *queries, size_t nq,
     int qe = sp.qe < 0 ? ix->qe : sp.qe != 0;
     int qe_n = sp.qe_n > 0 ? sp.qe_n : ix->qe_n;
     double qe_alpha = sp.qe_alpha >= 0 ? sp.qe_alpha : ix->qe_alpha;
-    if (qe_n > 64)
-        return imago_error_set(err, IMAGO_ERR_INVALID, "qe_k must be <= 64");
+    if (qe_n > IMAGO_QE_K_MAX)
+        return imago_error_set(err, IMAGO_ERR_INVALID, "qe_k must be <= %d", IMAGO_QE_K_MAX);
     int nprobe = sp.nprobe > 0 ? sp.nprobe : ix->nprobe;
     int ef = sp.ef_search > 0 ? sp.ef_search : ix->ef;
     for (size_t i = 0; i < nq * (size_t)ix->dim; i++)
@@ -940,8 +943,9 @@ int imago_index_reindex(imago_index *ix, const imago_index_reindex_params *rpp, 
     imago_index_reindex_params rp = rpp ? *rpp : imago_index_reindex_params_default();
     if (rp.factory && (!*rp.factory || strlen(rp.factory) >= 64))
         return imago_error_set(err, IMAGO_ERR_INVALID, "reindex: bad factory string");
-    if (rp.dba_k > 64)
-        return imago_error_set(err, IMAGO_ERR_INVALID, "reindex: dba_k must be <= 64");
+    if (rp.dba_k > IMAGO_DBA_K_MAX)
+        return imago_error_set(err, IMAGO_ERR_INVALID, "reindex: dba_k must be <= %d",
+                               IMAGO_DBA_K_MAX);
     /* Settings for the new index: a copy of ix with the changes. */
     imago_index tmp_settings = *ix;
     if (rp.factory)

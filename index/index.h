@@ -146,7 +146,7 @@ typedef int (*imago_index_id_filter)(int64_t id, void *user);
 typedef int (*imago_index_meta_filter)(int64_t id, const char *metadata_json, void *user);
 
 typedef struct imago_index_search_params {
-    int k;                    /* hits wanted (default 10, 1..10000) */
+    int k;                    /* hits wanted (default 10, 1..IMAGO_SEARCH_K_MAX) */
     int qe;                   /* -1 = collection default, 0 = off, 1 = on */
     int qe_n;                 /* <= 0: collection default */
     double qe_alpha;          /* < 0: collection default */

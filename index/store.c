@@ -845,7 +845,9 @@ int ix_job_add_items(ix_conn *c, int64_t job_id, const char *const *sources,
 static int transition_ok(int from, int to)
 {
     switch (from) {
-    case IMAGO_JOB_PENDING: return to == IMAGO_JOB_RUNNING || to == IMAGO_JOB_CANCELLED;
+    /* pending -> failed: the listing of the source failed (never left queued) */
+    case IMAGO_JOB_PENDING:
+        return to == IMAGO_JOB_RUNNING || to == IMAGO_JOB_CANCELLED || to == IMAGO_JOB_FAILED;
     case IMAGO_JOB_RUNNING:
         return to == IMAGO_JOB_DONE || to == IMAGO_JOB_FAILED || to == IMAGO_JOB_CANCELLED ||
                to == IMAGO_JOB_PENDING;

@@ -430,6 +430,8 @@ int imago_job_status_to_json(const imago_job_status *s, char **out, imago_error 
         rc = put(root, "created_at", json_integer(s->created_at), err);
     if (rc == 0)
         rc = put(root, "updated_at", json_integer(s->updated_at), err);
+    if (rc == 0)
+        rc = put(root, "error", proto_json_str_or_null(s->error), err);
     json_t *arr = json_array();
     if (rc == 0)
         rc = put(root, "errors", arr, err);

@@ -200,8 +200,6 @@ typedef struct imago_filter_term {
     int boolean; /* BOOL */
 } imago_filter_term;
 
-#define IMAGO_SEARCH_K_MAX 1000
-#define IMAGO_QE_K_MAX 100
 #define IMAGO_FILTER_TERMS_MAX 32
 
 /* POST /v1/search and POST /v1/extract parameters. */
@@ -378,6 +376,7 @@ typedef struct imago_job_status {
     double rate;                    /* items per second */
     double eta_s;                   /* < 0 -> null */
     int64_t created_at, updated_at; /* unix seconds */
+    const char *error; /* why the job itself failed, NULL = it did not */
     int n_errors;
     const imago_job_item_error *errors; /* the first errors (server caps the count) */
 } imago_job_status;

@@ -180,11 +180,11 @@ static int ranks_text(const char *path, const imago_gnd *g, int64_t **out, size_
     return 0;
 }
 
-static int parse_pair(const char *s, int *a, double *b)
+static int parse_pair(const char *s, int max, int *a, double *b)
 {
     char *end;
     long v = strtol(s, &end, 10);
-    if (*end != ',' || v < 1 || v > 64)
+    if (*end != ',' || v < 1 || v > max)
         return -1;
     double x = strtod(end + 1, &end);
     if (*end || !(x >= 0))
@@ -227,13 +227,13 @@ int imago_cmd_eval(int argc, char **argv)
         else if (strcmp(a, "--protocol") == 0)
             protocol = v;
         else if (strcmp(a, "--dba") == 0) {
-            if (parse_pair(v, &rp.dba_k, &rp.dba_beta)) {
+            if (parse_pair(v, IMAGO_DBA_K_MAX, &rp.dba_k, &rp.dba_beta)) {
                 fprintf(stderr, "imago eval: --dba wants K,BETA (e.g. 2,1)\n");
                 return IMAGO_EXIT_USAGE;
             }
             rp.dba = 1;
         } else if (strcmp(a, "--qe") == 0) {
-            if (parse_pair(v, &rp.qe_n, &rp.qe_alpha)) {
+            if (parse_pair(v, IMAGO_QE_K_MAX, &rp.qe_n, &rp.qe_alpha)) {
                 fprintf(stderr, "imago eval: --qe wants N,ALPHA (e.g. 2,0)\n");
                 return IMAGO_EXIT_USAGE;
             }

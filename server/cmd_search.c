@@ -246,8 +246,8 @@ int imago_cmd_search(int argc, char **argv)
         } else if (strcmp(a, "--k") == 0 && v) {
             char *end;
             long kk = strtol(v, &end, 10);
-            if (*end || kk < 1 || kk > 1000) {
-                fprintf(stderr, "imago search: -k: 1..1000\n");
+            if (*end || kk < 1 || kk > IMAGO_SEARCH_K_MAX) {
+                fprintf(stderr, "imago search: -k: 1..%d\n", IMAGO_SEARCH_K_MAX);
                 rc = IMAGO_EXIT_USAGE;
                 goto out;
             }

@@ -219,6 +219,8 @@ static enum MHD_Result send_response(imago_http_request *r, imago_http_response 
     }
     if (!cache_set)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (resp->close)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CONNECTION, "close");
     r->status = resp->status;
     r->bytes_out = resp->body_len;
     r->api_error = resp->api_error;
@@ -320,10 +322,121 @@ static int has_body(struct MHD_Connection *c)
     return cl > 0 || (te && strcasecmp(te, "identity") != 0);
 }
 
+/* Per-connection state (MHD's socket context): what the URI log callback
+ * saw in the raw request line of the request being read. Requests on one
+ * connection are read one after the other, so no lock is needed. */
+typedef struct conn_ctx {
+    int bad_path; /* the raw path decodes to a NUL or another control character */
+} conn_ctx;
+
+static void notify_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                              enum MHD_ConnectionNotificationCode toe)
+{
+    (void)cls;
+    (void)c;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        *socket_context = imago_xcalloc(1, sizeof(conn_ctx));
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        free(*socket_context);
+        *socket_context = NULL;
+    }
+}
+
+static conn_ctx *conn_ctx_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* Whether the raw path (up to '?' or the end) holds, raw or %-encoded, a
+ * byte below 0x20 or 0x7f. libmicrohttpd hands the handler the decoded path
+ * as a C string, where a %00 would silently cut it short. */
+int imago_http_raw_path_bad(const char *uri)
+{
+    for (const char *p = uri; *p && *p != '?'; p++) {
+        unsigned v = (unsigned char)*p;
+        if (*p == '%' && hexval(p[1]) >= 0 && hexval(p[2]) >= 0) {
+            v = (unsigned)(hexval(p[1]) * 16 + hexval(p[2]));
+            p += 2;
+        }
+        if (v < 0x20 || v == 0x7f)
+            return 1;
+    }
+    return 0;
+}
+
+/* MHD_OPTION_URI_LOG_CALLBACK: sees the request line's URI before it is
+ * decoded. Returns NULL: the request itself is made at the first access. */
+static void *uri_seen(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    (void)cls;
+    conn_ctx *cc = conn_ctx_of(c);
+    if (cc)
+        cc->bad_path = imago_http_raw_path_bad(uri);
+    return NULL;
+}
+
+/* A framing error (RFC 9112 6.3): answered once, and the connection closed,
+ * since where this request ends and the next begins cannot be known. */
+static enum MHD_Result framing_error(imago_http_request *r, const char *msg)
+{
+    imago_http_response resp;
+    memset(&resp, 0, sizeof resp);
+    imago_http_error(&resp, IMAGO_API_INVALID_REQUEST, msg);
+    resp.close = 1;
+    return send_response(r, &resp);
+}
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    (void)kind;
+    (void)value;
+    if (key && strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+        ++*(int *)cls;
+    return MHD_YES;
+}
+
+/* The framing of the request: one Content-Length, a plain number, and not
+ * together with Transfer-Encoding. NULL when fine, else why not. */
+static const char *framing_problem(struct MHD_Connection *c)
+{
+    int n_cl = 0;
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_header, &n_cl);
+    const char *te =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    if (n_cl > 1)
+        return "more than one Content-Length header";
+    if (n_cl == 1 && te)
+        return "Content-Length together with Transfer-Encoding";
+    if (n_cl == 1 && content_length(c) < 0)
+        return "Content-Length is not a decimal number";
+    return NULL;
+}
+
 /* Checks done on the headers alone. Returns MHD_YES with nothing queued
  * when the request may proceed to its body (r->state = REQ_BODY). */
 static enum MHD_Result first_call(imago_http_request *r, const char *url)
 {
+    const char *framing = framing_problem(r->conn);
+    if (framing)
+        return framing_error(r, framing);
+    conn_ctx *cc = conn_ctx_of(r->conn);
+    if (cc && cc->bad_path) {
+        cc->bad_path = 0;
+        return early_error(r, IMAGO_API_INVALID_REQUEST,
+                           "the request path holds a NUL or control character");
+    }
+
     imago_server *s = r->srv;
     const char *pstart[IMAGO_ROUTE_MAX_PARAMS] = {0};
     size_t plen[IMAGO_ROUTE_MAX_PARAMS] = {0};
@@ -471,6 +584,37 @@ static void append_body(imago_http_request *r, const char *data, size_t n)
     r->body_len += n;
 }
 
+/* Writes a complete 413 answer straight to the socket of r (best effort,
+ * plain HTTP only: under TLS the connection is just closed) and records it
+ * for the access log and metrics. */
+static void overflow_reply(imago_http_request *r, const char *msg)
+{
+    r->status = 413;
+    r->api_error = imago_api_error_name(IMAGO_API_PAYLOAD_TOO_LARGE);
+    atomic_store(&r->state, REQ_SENT);
+    if (r->srv->cfg->server.tls_cert && r->srv->cfg->server.tls_cert[0])
+        return;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return;
+    char *body = imago_api_error_body(IMAGO_API_PAYLOAD_TOO_LARGE, msg);
+    char head[256];
+    int hl = snprintf(head, sizeof head,
+                      "HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
+                      "Content-Length: %zu\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n",
+                      strlen(body));
+    int fd = ci->connect_fd;
+    /* the socket is non-blocking; a short answer fits the send buffer */
+    if (hl > 0 && send(fd, head, (size_t)hl, MSG_NOSIGNAL) == hl)
+        (void)!send(fd, body, strlen(body), MSG_NOSIGNAL);
+    r->bytes_out = strlen(body);
+    free(body);
+    /* FIN before MHD's close: the client can read the answer even though
+     * the rest of its body was never read */
+    shutdown(fd, SHUT_WR);
+}
+
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
                                       const char *method, const char *version,
                                       const char *upload_data, size_t *upload_data_size,
@@ -502,6 +646,17 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     if (*upload_data_size) {
         append_body(r, upload_data, *upload_data_size);
         *upload_data_size = 0;
+        if (r->body_overflow) {
+            /* past the limit (a chunked body: a declared length was refused
+             * at the headers): stop reading now. libmicrohttpd queues no
+             * response in the middle of a body, so the 413 is written to the
+             * socket here (plain HTTP) and the connection is closed. */
+            char msg[96];
+            snprintf(msg, sizeof msg, "request body is over the limit of %zu bytes",
+                     r->body_limit);
+            overflow_reply(r, msg);
+            return MHD_NO;
+        }
         return MHD_YES;
     }
     if (r->body_overflow) {
@@ -537,6 +692,30 @@ static void client_addr(struct MHD_Connection *c, char *buf, size_t cap)
                   (socklen_t)cap);
 }
 
+char *imago_http_log_escape(const char *s, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    if (cap == 0)
+        return out;
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        int esc = *p < 0x20 || *p == 0x7f || *p == '"' || *p == '\\';
+        size_t need = esc ? 4 : 1;
+        if (o + need >= cap)
+            break;
+        if (esc) {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[*p >> 4];
+            out[o++] = hex[*p & 15];
+        } else {
+            out[o++] = (char)*p;
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
 static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                       enum MHD_RequestTerminationCode toe)
 {
@@ -547,10 +726,13 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     double secs = (double)(imago_now_us() - r->t0_us) / 1e6;
     char addr[64];
     client_addr(conn, addr, sizeof addr);
+    char path[1024], method[sizeof r->method * 4];
+    imago_http_log_escape(r->path, path, sizeof path);
+    imago_http_log_escape(r->method, method, sizeof method);
     if (r->status)
         imago_metrics_observe(s->metrics, r->route_name, r->method, r->status, secs);
     imago_log(r->status >= 500 ? IMAGO_LOG_WARN : IMAGO_LOG_INFO, "http",
-              "%s %s %d %s in=%zu out=%zu %.3fms route=%s client=%s%s", r->method, r->path,
+              "%s %s %d %s in=%zu out=%zu %.3fms route=%s client=%s%s", method, path,
               r->status, r->api_error ? r->api_error : "-", r->body_len, r->bytes_out, secs * 1e3,
               r->route_name, addr,
               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK      ? ""
@@ -713,11 +895,14 @@ int imago_server_open(const imago_config *cfg, imago_server **out, imago_error *
     if (threads < 1)
         threads = 1;
 
-    struct MHD_OptionItem opts[12];
+    struct MHD_OptionItem opts[14];
     int o = 0;
     opts[o++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
     opts[o++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss};
     opts[o++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, s};
+    opts[o++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)notify_connection,
+                                        NULL};
+    opts[o++] = (struct MHD_OptionItem){MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)uri_seen, NULL};
     opts[o++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT,
                                         cfg->server.connection_timeout_s, NULL};
     opts[o++] =

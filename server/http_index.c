@@ -559,9 +559,7 @@ int imago_route_image_delete(imago_http_request *r, imago_http_response *resp)
     imago_error_clear(&err);
     if (imago_index_delete(ix, id, &err) != 0)
         return imago_http_fail_code(resp, &err, IMAGO_API_CTX_GENERIC);
-    char buf[64];
-    snprintf(buf, sizeof buf, "{\"id\":%lld,\"deleted\":true}", (long long)id);
-    imago_http_json(resp, 200, imago_xstrdup(buf));
+    resp->status = 204; /* No Content, as the contract says */
     return IMAGO_HTTP_DONE;
 }
 
@@ -588,10 +586,12 @@ static imago_api_job_state api_state(int st)
     }
 }
 
-/* Fills a status (and its errors, owned by *items) for job id. */
+/* Fills a status (and its errors, owned by *items and *req; errs holds
+ * JOB_ERRORS_SHOWN + 1) for job id. The caller clears *req, *items and
+ * pr->info. */
 static int job_status(imago_jobs *j, imago_index *ix, int64_t id, imago_job_status *st,
                       imago_jobs_progress *pr, imago_job_item **items, size_t *n_items,
-                      imago_job_item_error *errs, imago_error *err)
+                      imago_job_item_error *errs, imago_job_request *req, imago_error *err)
 {
     int rc = imago_jobs_progress_get(j, id, pr, err);
     if (rc != 0)
@@ -607,18 +607,37 @@ static int job_status(imago_jobs *j, imago_index *ix, int64_t id, imago_job_stat
     st->eta_s = pr->eta_s;
     st->created_at = pr->info.created_at;
     st->updated_at = pr->info.updated_at;
+    st->error = pr->info.error;
     *items = NULL;
     *n_items = 0;
+    int first = 0;
+    if (errs && pr->info.state == IMAGO_JOB_FAILED && pr->info.error) {
+        /* the job itself failed (its source could not be listed, ...): the
+         * reason is the first of its errors, under the source path */
+        memset(req, 0, sizeof *req);
+        const char *pj = pr->info.params_json ? pr->info.params_json : "";
+        imago_error e2;
+        imago_error_clear(&e2);
+        int parsed = strcmp(pr->info.kind, "ingest") == 0 &&
+                     imago_job_request_parse(pj, strlen(pj), req, &e2) == 0;
+        errs[0].path = parsed && req->path ? req->path : "";
+        errs[0].code = IMAGO_API_UNPROCESSABLE;
+        errs[0].message = pr->info.error;
+        first = 1;
+    }
     if (errs && imago_job_errors(ix, id, JOB_ERRORS_SHOWN, items, n_items, err) == 0) {
         for (size_t i = 0; i < *n_items; i++) {
             char *nl = strchr((*items)[i].source, '\n');
             if (nl)
                 *nl = '\0'; /* manifest metadata is not part of the path */
-            errs[i].path = (*items)[i].source;
-            errs[i].code = imago_api_error_from_code((*items)[i].error_code, IMAGO_API_CTX_IMAGE);
-            errs[i].message = (*items)[i].error;
+            errs[first + i].path = (*items)[i].source;
+            errs[first + i].code =
+                imago_api_error_from_code((*items)[i].error_code, IMAGO_API_CTX_IMAGE);
+            errs[first + i].message = (*items)[i].error;
         }
-        st->n_errors = (int)*n_items;
+    }
+    if (errs) {
+        st->n_errors = first + (int)*n_items;
         st->errors = errs;
     }
     return 0;
@@ -632,13 +651,16 @@ static int job_reply(imago_http_request *r, imago_http_response *resp, int64_t i
     imago_jobs_progress pr;
     imago_job_item *items = NULL;
     size_t n = 0;
-    imago_job_item_error errs[JOB_ERRORS_SHOWN];
+    imago_job_item_error errs[JOB_ERRORS_SHOWN + 1];
+    imago_job_request req;
+    memset(&req, 0, sizeof req);
     imago_error err;
     imago_error_clear(&err);
-    if (job_status(j, ix, id, &st, &pr, &items, &n, errs, &err) != 0)
+    if (job_status(j, ix, id, &st, &pr, &items, &n, errs, &req, &err) != 0)
         return imago_http_fail_code(resp, &err, IMAGO_API_CTX_GENERIC);
     char *json = NULL;
     int rc = imago_job_status_to_json(&st, &json, &err);
+    imago_job_request_clear(&req);
     imago_job_items_free(items, n);
     imago_job_info_clear(&pr.info);
     if (rc != 0)
@@ -741,7 +763,7 @@ int imago_route_job_list(imago_http_request *r, imago_http_response *resp)
     for (size_t i = 0; i < n; i++) {
         imago_job_item *items = NULL;
         size_t ni = 0;
-        if (job_status(j, ix, ids[i], &st[got], &pr[got], &items, &ni, NULL, &err) == 0)
+        if (job_status(j, ix, ids[i], &st[got], &pr[got], &items, &ni, NULL, NULL, &err) == 0)
             got++;
     }
     char *json = NULL;

@@ -26,6 +26,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -40,6 +41,8 @@
 #include "proto.h"
 
 #define MAX_FILE_BYTES_DEFAULT (64u << 20)
+/* one manifest line: a path, an external id and up to 64 KiB of metadata */
+#define MANIFEST_LINE_MAX (128 * 1024)
 
 /* ---- one image ------------------------------------------------------------------ */
 
@@ -224,22 +227,108 @@ static int root_of(const imago_config_strlist *roots, const char *p, char *root_
     return imago_error_set(err, IMAGO_ERR_AUTH, "%s is outside ingest.roots", p);
 }
 
-/* Resolves a source path (symlinks, ..) and checks it against the roots and
+/* Confines an absolute path to the ingest roots without revealing what
+ * exists outside them. The path is resolved as far as it exists (the real
+ * path of its deepest existing ancestor, then the rest as written, which may
+ * not hold a ".." component), and that is checked against the roots. Outside
+ * the roots, existing or not, the answer is the same IMAGO_ERR_AUTH naming
+ * the path as given; inside them, a path that does not exist is
+ * missing_code. On success real_out is the real path and root_out the real
+ * path of its root. */
+int imago_ingest_confine(const imago_config_strlist *roots, const char *path, int missing_code,
+                         char *real_out, char *root_out, imago_error *err)
+{
+    imago_error quiet;
+    if (!roots || roots->n == 0)
+        return root_of(roots, path, root_out, err); /* "no ingest.roots are configured" */
+    if (path[0] != '/' || strlen(path) >= PATH_MAX)
+        return imago_error_set(err, IMAGO_ERR_AUTH, "%s is outside ingest.roots", path);
+    if (realpath(path, real_out)) {
+        if (root_of(roots, real_out, root_out, &quiet) != 0)
+            return imago_error_set(err, IMAGO_ERR_AUTH, "%s is outside ingest.roots", path);
+        return 0;
+    }
+    int why = errno;
+    char head[PATH_MAX];
+    snprintf(head, sizeof head, "%s", path);
+    const char *rest = NULL;
+    char real[PATH_MAX];
+    for (;;) {
+        char *slash = strrchr(head, '/');
+        if (!slash)
+            return imago_error_set(err, IMAGO_ERR_AUTH, "%s is outside ingest.roots", path);
+        *slash = '\0';
+        rest = path + (slash - head) + 1;
+        if (realpath(head[0] ? head : "/", real))
+            break;
+    }
+    /* the first missing component may be a dangling symlink: where it points
+     * is not to be told, so it is outside */
+    char first[PATH_MAX];
+    size_t fl = strcspn(rest, "/");
+    struct stat lst;
+    if (snprintf(first, sizeof first, "%s/%.*s", head, (int)fl, rest) < (int)sizeof first &&
+        lstat(first, &lst) == 0 && S_ISLNK(lst.st_mode))
+        return imago_error_set(err, IMAGO_ERR_AUTH, "%s is outside ingest.roots", path);
+    /* the part that does not exist is taken as written: no ".." in it */
+    for (const char *c = rest; c && *c;) {
+        const char *e = strchr(c, '/');
+        size_t n = e ? (size_t)(e - c) : strlen(c);
+        if (n == 2 && c[0] == '.' && c[1] == '.')
+            return imago_error_set(err, IMAGO_ERR_AUTH, "%s is outside ingest.roots", path);
+        c = e ? e + 1 : c + n;
+    }
+    size_t rl = strlen(real);
+    int pl = snprintf(real_out, PATH_MAX, "%s%s%s", real, rl && real[rl - 1] == '/' ? "" : "/",
+                      rest);
+    if (pl < 0 || pl >= PATH_MAX || root_of(roots, real_out, root_out, &quiet) != 0)
+        return imago_error_set(err, IMAGO_ERR_AUTH, "%s is outside ingest.roots", path);
+    return imago_error_set(err, missing_code, "%s: %s", path, strerror(why));
+}
+
+/* Opens a confined path for reading without ever blocking: O_NONBLOCK, so
+ * a FIFO or a device cannot hang the thread, then fstat on the open file
+ * (no race with the check) and only a regular file is accepted. Returns the
+ * fd (>= 0) or a negative code. */
+int imago_ingest_open_regular(const char *shown, const char *real, struct stat *st,
+                              imago_error *err)
+{
+    int fd = open(real, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return imago_error_set(err, errno == ENOENT ? IMAGO_ERR_NOT_FOUND : IMAGO_ERR_IO,
+                               "%s: %s", shown, strerror(errno));
+    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
+        close(fd);
+        return imago_error_set(err, IMAGO_ERR_UNSUPPORTED, "%s is not a regular file", shown);
+    }
+    /* a regular file: blocking reads from here on */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    return fd;
+}
+
+/* Reads exactly n bytes; 0 or -1. */
+static int read_all(int fd, uint8_t *buf, size_t n)
+{
+    while (n > 0) {
+        ssize_t got = read(fd, buf, n);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return -1;
+        buf += got;
+        n -= (size_t)got;
+    }
+    return 0;
+}
+
+/* Resolves a source path (symlinks, ..), confines it to the roots and checks
  * its type. */
 static int resolve_source(const imago_config_strlist *roots, const char *path, int want_dir,
                           char *real_out, char *root_out, imago_error *err)
 {
-    if (!realpath(path, real_out)) {
-        /* do not reveal what exists outside the roots: a path that does not
-         * resolve is checked lexically first */
-        if (path[0] != '/' || strstr(path, "/../") || strstr(path, "/..\0"))
-            return imago_error_set(err, IMAGO_ERR_AUTH, "%s is outside ingest.roots", path);
-        char tmp[PATH_MAX];
-        if (root_of(roots, path, tmp, err) != 0)
-            return IMAGO_ERR_AUTH;
-        return imago_error_set(err, IMAGO_ERR_UNSUPPORTED, "%s: %s", path, strerror(errno));
-    }
-    int rc = root_of(roots, real_out, root_out, err);
+    int rc = imago_ingest_confine(roots, path, IMAGO_ERR_UNSUPPORTED, real_out, root_out, err);
     if (rc != 0)
         return rc;
     struct stat st;
@@ -431,7 +520,8 @@ static void list_dir(imago_jobs *j, const char *dir, const char *root, const ima
         names[n++] = imago_xstrdup(e->d_name);
     }
     closedir(d);
-    qsort(names, n, sizeof *names, cmp_str);
+    if (n > 1)
+        qsort(names, n, sizeof *names, cmp_str);
     for (size_t i = 0; i < n; i++) {
         char path[PATH_MAX], real[PATH_MAX];
         int pl = snprintf(path, sizeof path, "%s/%s", dir, names[i]);
@@ -461,31 +551,43 @@ static void list_dir(imago_jobs *j, const char *dir, const char *root, const ima
 static int list_manifest(imago_jobs *j, const char *manifest, const char *root, list *l,
                          imago_error *err)
 {
-    FILE *f = fopen(manifest, "rb");
-    if (!f)
-        return imago_error_set(err, IMAGO_ERR_UNSUPPORTED, "%s: %s", manifest, strerror(errno));
+    struct stat st;
+    int fd = imago_ingest_open_regular(manifest, manifest, &st, err);
+    if (fd < 0)
+        return fd;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return imago_error_set(err, IMAGO_ERR_IO, "%s: %s", manifest, strerror(errno));
+    }
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s", manifest);
     char *slash = strrchr(dir, '/');
     if (slash)
         *slash = '\0';
-    char *line = NULL;
-    size_t lcap = 0;
-    ssize_t n;
+    /* lines are read into a bounded buffer: a huge line is an error, not an
+     * allocation of its size */
+    char *line = imago_xmalloc(MANIFEST_LINE_MAX + 2);
     long lineno = 0;
     int rc = 0;
-    while ((n = getline(&line, &lcap, f)) >= 0) {
+    while (fgets(line, MANIFEST_LINE_MAX + 2, f)) {
         lineno++;
+        size_t n = strlen(line);
+        if (n == MANIFEST_LINE_MAX + 1 && line[n - 1] != '\n') {
+            rc = imago_error_set(err, IMAGO_ERR_UNSUPPORTED, "%s line %ld: longer than %d bytes",
+                                 manifest, lineno, MANIFEST_LINE_MAX);
+            break;
+        }
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' '))
             line[--n] = '\0';
         if (n == 0)
             continue;
         char *p = NULL, *e = NULL, *m = NULL;
-        if (imago_manifest_line_parse(line, (size_t)n, &p, &e, &m, err) != 0) {
-            char msg[IMAGO_ERROR_MSG_MAX];
-            snprintf(msg, sizeof msg, "%s", err->msg);
+        imago_error perr;
+        imago_error_clear(&perr);
+        if (imago_manifest_line_parse(line, (size_t)n, &p, &e, &m, &perr) != 0) {
             rc = imago_error_set(err, IMAGO_ERR_UNSUPPORTED, "%s line %ld: %s", manifest, lineno,
-                                 msg);
+                                 perr.msg);
             break;
         }
         char path[PATH_MAX];
@@ -612,35 +714,30 @@ static void process_item(imago_jobs *j, const imago_job_item *it)
     uint8_t *bytes = NULL;
     size_t len = 0;
     int rc = 0;
-    /* checked again at read time: the tree may have changed since the listing */
-    if (!realpath(src, real))
-        rc = imago_error_set(&err, IMAGO_ERR_IO, "%s: %s", src, strerror(errno));
-    else
-        rc = root_of(j->roots, real, root, &err);
-    if (rc == 0) {
-        FILE *f = fopen(real, "rb");
-        if (!f) {
-            rc = imago_error_set(&err, IMAGO_ERR_IO, "%s: %s", src, strerror(errno));
+    /* checked again at read time: the tree may have changed since the listing
+     * (and manifest items were never checked): the same answer for a path
+     * outside the roots whether or not it exists, and never a blocking open */
+    rc = imago_ingest_confine(j->roots, src, IMAGO_ERR_NOT_FOUND, real, root, &err);
+    struct stat st;
+    int fd = rc == 0 ? imago_ingest_open_regular(src, real, &st, &err) : rc;
+    if (fd < 0) {
+        rc = fd;
+    } else {
+        size_t max = j->cfg->engine.max_image_bytes > 0 ? (size_t)j->cfg->engine.max_image_bytes
+                                                        : MAX_FILE_BYTES_DEFAULT;
+        if ((uint64_t)st.st_size > max) {
+            rc = imago_error_set(&err, IMAGO_ERR_TOO_LARGE,
+                                 "%s: %lld bytes is over engine.max_image_bytes", src,
+                                 (long long)st.st_size);
         } else {
-            struct stat st;
-            size_t max = j->cfg->engine.max_image_bytes > 0 ? (size_t)j->cfg->engine.max_image_bytes
-                                                            : MAX_FILE_BYTES_DEFAULT;
-            if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-                rc = imago_error_set(&err, IMAGO_ERR_IO, "%s: not a regular file", src);
-            } else if ((uint64_t)st.st_size > max) {
-                rc = imago_error_set(&err, IMAGO_ERR_TOO_LARGE,
-                                     "%s: %lld bytes is over engine.max_image_bytes", src,
-                                     (long long)st.st_size);
-            } else {
-                len = (size_t)st.st_size;
-                bytes = malloc(len ? len : 1);
-                if (!bytes)
-                    rc = imago_error_set(&err, IMAGO_ERR_NOMEM, "%s: out of memory", src);
-                else if (fread(bytes, 1, len, f) != len)
-                    rc = imago_error_set(&err, IMAGO_ERR_IO, "%s: short read", src);
-            }
-            fclose(f);
+            len = (size_t)st.st_size;
+            bytes = malloc(len ? len : 1);
+            if (!bytes)
+                rc = imago_error_set(&err, IMAGO_ERR_NOMEM, "%s: out of memory", src);
+            else if (read_all(fd, bytes, len) != 0)
+                rc = imago_error_set(&err, IMAGO_ERR_IO, "%s: short read", src);
         }
+        close(fd);
     }
     imago_ingest_result res = {0, 0, 0};
     if (rc == 0) {
@@ -760,8 +857,15 @@ static void *runner_main(void *arg)
                 imago_job_info_clear(&info);
             }
             pthread_mutex_lock(&j->mu);
-            r->base_count = base;
-            r->t0_us = imago_now_us();
+            /* while mu was released another thread may have finished the
+             * job and freed r: look it up again by id */
+            r = find_rt(j, id);
+            if (!r)
+                continue;
+            if (r->base_count < 0) {
+                r->base_count = base;
+                r->t0_us = imago_now_us();
+            }
         }
         r->active++;
         pthread_mutex_unlock(&j->mu);

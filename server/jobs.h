@@ -54,6 +54,28 @@ typedef struct imago_ingest_result {
 int imago_ingest_image(imago_batcher *b, imago_index *ix, const imago_ingest_one *in,
                        imago_ingest_result *out, imago_error *err);
 
+/* ---- ingest confinement -------------------------------------------------------- */
+
+/* Confines path (absolute, as sent) to roots without revealing what exists
+ * outside them: the path is resolved as far as it exists (symlinks, "..";
+ * the missing rest may hold no ".." and must not start at a dangling
+ * symlink), then checked against the real paths of the roots. Outside the
+ * roots, existing or not: IMAGO_ERR_AUTH "PATH is outside ingest.roots"
+ * (PATH as given); inside them but missing: missing_code. No roots:
+ * IMAGO_ERR_AUTH. On success real_out (PATH_MAX bytes) is the real path and
+ * root_out (PATH_MAX) the real path of its root. Thread-safe. */
+int imago_ingest_confine(const imago_config_strlist *roots, const char *path, int missing_code,
+                         char *real_out, char *root_out, imago_error *err);
+
+struct stat;
+/* Opens real for reading without ever blocking (O_NONBLOCK, then fstat on the
+ * open file: a FIFO or device is refused, not waited on); only a regular
+ * file is accepted (else IMAGO_ERR_UNSUPPORTED "SHOWN is not a regular
+ * file"). Returns the fd (>= 0, blocking reads from then on; the caller
+ * closes it) with *st filled, or a negative code. */
+int imago_ingest_open_regular(const char *shown, const char *real, struct stat *st,
+                              imago_error *err);
+
 /* ---- the jobs runner ---------------------------------------------------------- */
 
 typedef struct imago_jobs imago_jobs;

@@ -93,11 +93,22 @@ typedef struct imago_http_response {
     int www_authenticate;  /* adds WWW-Authenticate: Bearer (401) */
     char *location;        /* owned; adds Location (201) */
     const char *api_error; /* static name of the API error, for the access log */
+    int close;             /* adds Connection: close (a framing error: the rest of the
+                              stream cannot be trusted) */
     /* more headers: static name/value pairs (name at 2i, value at 2i + 1,
      * NULL after the last); a Cache-Control here replaces the default
      * no-store (web.c: ETag, Cache-Control, Content-Security-Policy) */
     const char *extra_headers[IMAGO_HTTP_EXTRA_HEADERS_MAX * 2 + 1];
 } imago_http_response;
+
+/* Whether a raw (still %-encoded) request URI's path holds a NUL or another
+ * control character, raw or encoded (such a path is refused with 400). */
+int imago_http_raw_path_bad(const char *uri);
+
+/* Copies s into out (cap bytes, NUL-terminated, cut short if needed) with
+ * control characters, DEL, '"' and '\\' written as \xHH: a request line
+ * cannot forge a log line. Returns out. */
+char *imago_http_log_escape(const char *s, char *out, size_t cap);
 
 /* Accessors for handlers (all strings borrowed for the request's lifetime). */
 const char *imago_http_method(const imago_http_request *r);

@@ -221,9 +221,18 @@ int main(void)
     is_str(out,
            "{\"id\":2,\"kind\":\"ingest\",\"state\":\"running\",\"total\":null,\"done\":10,"
            "\"failed\":1,\"rate\":2.5,\"eta_s\":null,\"created_at\":1,\"updated_at\":2,"
-           "\"errors\":[{\"path\":\"/d/bad.jpg\",\"code\":\"invalid_image\","
+           "\"error\":null,\"errors\":[{\"path\":\"/d/bad.jpg\",\"code\":\"invalid_image\","
            "\"message\":\"truncated\"}]}",
            "job status text");
+    free(out);
+    js.state = IMAGO_API_JOB_FAILED;
+    js.error = "m.jsonl line 1: not JSON";
+    js.n_errors = 0;
+    imago_error_clear(&err);
+    is_int(imago_job_status_to_json(&js, &out, &err), 0, "failed job status");
+    ok(out && strstr(out, "\"state\":\"failed\"") &&
+           strstr(out, "\"error\":\"m.jsonl line 1: not JSON\""),
+       "a failed job's own reason is its error: %s", out ? out : "(null)");
     free(out);
     imago_error_clear(&err);
     is_int(imago_job_created_to_json(17, &out, &err), 0, "job created");

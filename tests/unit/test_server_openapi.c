@@ -32,6 +32,30 @@ static int documented(const char *yaml, const char *path, const char *method)
     return hit && (!end || hit < end);
 }
 
+/* The "maximum:" of query parameter NAME in components/parameters, or -1. */
+static long param_maximum(const char *yaml, const char *name)
+{
+    const char *params = strstr(yaml, "\ncomponents:\n");
+    params = params ? strstr(params, "\n  parameters:\n") : NULL;
+    if (!params)
+        return -1;
+    char key[64];
+    snprintf(key, sizeof key, "\n    %s:\n", name);
+    const char *p = strstr(params, key);
+    if (!p)
+        return -1;
+    p += strlen(key);
+    const char *next = strstr(p, "\n    "), *end = p;
+    /* the block ends at the next parameter key (4-space indent, no space after) */
+    while (next && next[5] == ' ')
+        next = strstr(next + 1, "\n    ");
+    end = next ? next : p + strlen(p);
+    const char *m = strstr(p, "maximum: ");
+    if (!m || m > end)
+        return -1;
+    return strtol(m + 9, NULL, 10);
+}
+
 int main(void)
 {
     const char *root = getenv("IMAGO_SOURCE_ROOT");
@@ -85,6 +109,9 @@ int main(void)
            "error %s (%d) in the ErrorCode schema", name,
            imago_api_error_status((imago_api_error)c));
     }
+    /* the limits of the API are defined once (common.h) and written in the contract */
+    is_int((int)param_maximum(yaml, "k"), IMAGO_SEARCH_K_MAX, "k maximum in the contract");
+    is_int((int)param_maximum(yaml, "qe_k"), IMAGO_QE_K_MAX, "qe_k maximum in the contract");
     free(yaml);
     return tap_done();
 }
