@@ -14,7 +14,8 @@ path template + status, and checked against it (DESIGN.md §7):
 - headers the contract marks `required: true` are present.
 
 The conventions of openapi.yaml's description that are not per operation are
-checked as such: an unknown path is 404 not_found; a known path with an
+checked as such: a path that decodes to a NUL or control character is 400
+invalid_request whatever the route; an unknown path is 404 not_found; a known path with an
 undocumented method is 405 method_not_allowed with Allow, except HEAD (checked
 as GET without a body) and OPTIONS (the CORS preflight: 204, no body).
 
@@ -26,6 +27,7 @@ import copy
 import json
 import os
 import re
+import urllib.parse
 
 try:
     import jsonschema
@@ -43,6 +45,13 @@ def default_path():
     root = os.environ.get("IMAGO_SOURCE_ROOT",
                           os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
     return os.path.join(root, "proto", "openapi.yaml")
+
+
+def body_code(body):
+    try:
+        return json.loads(body)["error"]["code"]
+    except Exception:
+        return None
 
 
 def _ptr(*parts):
@@ -124,6 +133,17 @@ class Contract:
         method = method.upper()
         tmpl, item = self.match(method, path)
         ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        raw_path = path.split("?", 1)[0]
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7f for ch in urllib.parse.unquote(raw_path)):
+            route = "%s %s (NUL or control character in the path)" % (method, raw_path)
+            if status != 400:
+                return ["%s -> %d: such a path is 400 invalid_request on any route "
+                        "(openapi.yaml conventions)" % (route, status)]
+            probs = self._error_body(route, status, ctype, body, _ptr("components", "schemas", "Error"))
+            code = body_code(body)
+            if not probs and code != "invalid_request":
+                probs.append("%s -> 400: code %s, the conventions say invalid_request" % (route, code))
+            return probs
         if tmpl is None:
             route = "%s %s (no documented path)" % (method, path.split("?", 1)[0])
             if status != 404:

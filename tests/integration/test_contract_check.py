@@ -49,6 +49,8 @@ CANNED = {
                               {"Allow": "GET, HEAD, DELETE"}),
     ("PUT", "/v1/images/4"): (405, J, {"error": {"code": "method_not_allowed", "message": "x"}}, {}),
     ("HEAD", "/healthz"): (200, J, b"", {}),
+    ("GET", "/v1/nope%0aX"): (400, J, {"error": {"code": "invalid_request", "message": "x"}}, {}),
+    ("GET", "/v1/images/59%00junk"): (200, J, {"id": 59}, {}),
     ("OPTIONS", "/v1/search"): (204, None, b"", {}),
     ("GET", "/v1/images/3/thumbnail"): (200, "image/jpeg", b"\xff\xd8\xff", {}),
     ("GET", "/readyz"): (503, J, {"error": {"code": "not_ready", "message": "loading"}},
@@ -101,7 +103,7 @@ def main():
 
     good = [("GET", "/v1/info"), ("GET", "/v1/admin/jobs/7"), ("GET", "/v1/images/3"),
             ("DELETE", "/v1/images/3"), ("GET", "/v1/nope"), ("PUT", "/v1/images/3"),
-            ("HEAD", "/healthz"), ("OPTIONS", "/v1/search"), ("GET", "/v1/images/3/thumbnail"),
+            ("HEAD", "/healthz"), ("GET", "/v1/nope%0aX"), ("OPTIONS", "/v1/search"), ("GET", "/v1/images/3/thumbnail"),
             ("GET", "/readyz")]
     for m, p in good:
         is_eq(drift(m, p), "", "conforming: %s %s" % (m, p))
@@ -130,6 +132,8 @@ def main():
         ("GET", "/v1/nope2", "GET /v1/nope2 (no documented path) -> 200: unknown paths are 404",
          "unknown path answering 200"),
         ("PUT", "/v1/images/4", "PUT /v1/images/{id} -> 405: no Allow header", "405 without Allow"),
+        ("GET", "/v1/images/59%00junk", "GET /v1/images/59%00junk (NUL or control character in "
+         "the path) -> 200: such a path is 400 invalid_request on any route", "NUL path truncated"),
         ("GET", "/readyz?noretry", "GET /readyz -> 503: required header Retry-After missing "
          "(#/components/responses/Unavailable/headers/Retry-After)", "503 without Retry-After"),
     ]

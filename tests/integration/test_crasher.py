@@ -26,7 +26,7 @@ After each restart (TAP lines per round):
   I5 the full listing (a search with k above the collection size) has no
      duplicate id or external_id and nothing the oracle does not know;
   I6 index size (/v1/info) = store count (SQLite, live rows) = listing = oracle;
-  I7 a sample of live images found by their latest bytes (score >= 0.999);
+  I7 a sample of live images found by their latest bytes (top 5, score >= 0.999);
   I8 every acknowledged response during the round had its exact status.
 The last round ends with SIGTERM instead: exit 0, and one more start checks
 the same invariants from the shutdown snapshot.
@@ -576,10 +576,13 @@ class Crasher:
             s = w.certain(k)
             r, data = call(port, "POST", "/v1/search?k=5", s["bytes"],
                            dict(A, **{"Content-Type": s["ctype"]}))
-            top = (body_json(data).get("results") or [{}])[0]
-            if r.status != 200 or top.get("id") != s["id"] or top.get("score", 0) < 0.999:
-                miss.append("%s (id %s): %d, top %s" % (k, s["id"], r.status, top))
-        ok(not miss, "%s: I7 latest bytes of %d sampled images find them at rank 1"
+            hits = body_json(data).get("results") or []
+            mine = [h for h in hits if h.get("id") == s["id"]]
+            # top 5, not rank 1: variants of one photo may score within
+            # float noise of each other; >= 0.999 says the vector is the new one
+            if r.status != 200 or not mine or mine[0].get("score", 0) < 0.999:
+                miss.append("%s (id %s): %d, hits %s" % (k, s["id"], r.status, hits))
+        ok(not miss, "%s: I7 latest bytes of %d sampled images find them (top 5, score >= 0.999)"
            % (label, len(sample)), "\n".join(miss))
 
     def store_count(self):
