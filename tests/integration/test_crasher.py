@@ -10,8 +10,9 @@ other bytes and metadata: the API's metadata update), re-add the same bytes
 (200, nothing changes), delete (204) and delete again (404), re-add deleted
 ones, read them back, search (the thread's own deletes absent at once, its
 own latest bytes found), start bulk jobs from fresh folders below
-ingest.roots (some with a corrupt file and an empty folder) and reindex
-(compaction) jobs. When the seeded op number K has been sent, the server
+ingest.roots (some with a corrupt file and an empty folder; in half the
+rounds one of 16..24 images first, so the kill tends to land in it) and
+reindex (compaction) jobs. When the seeded op number K has been sent, the server
 gets SIGKILL (after a seeded delay of 0..30 ms, so some ops die in flight and
 some are applied but never answered: both outcomes are allowed for those, and
 only those). Snapshots run every second, so kills land in them too.
@@ -190,8 +191,16 @@ class Worker:
     def dead_keys(self):
         return sorted(k for k in self.keys if self.certain(k) and self.certain(k)["absent"])
 
-    def run(self, rng, rnd, port):
+    def run(self, rng, rnd, port, big_job=False):
         ops = 0
+        if big_job:  # a job long enough for the kill to land in it, usually
+            try:
+                self.op_job(rng, rnd, port, [], [], n_files=rng.randint(16, 24))
+            except Refused:
+                return
+            except Lost as e:
+                self.lost.append(str(e))
+                return
         while ops < 400:
             ops += 1
             live_k, dead_k = self.live_keys(), self.dead_keys()
@@ -341,13 +350,13 @@ class Worker:
                     ("deleted ids present %s; own hit %s" % (sorted(dead_ids & set(by_id)),
                                                             mine)).encode())
 
-    def op_job(self, rng, rnd, port, live_k, dead_k):
+    def op_job(self, rng, rnd, port, live_k, dead_k, n_files=None):
         self.n += 1
         rel = "jobs/r%dt%dn%d" % (rnd, self.t, self.n)
         folder = os.path.join(self.cr.root, rel)
         os.makedirs(folder)
         files = {}
-        for i in range(rng.randint(1, 8)):
+        for i in range(n_files or rng.randint(1, 8)):
             b, _, ext = self.picture(rng)
             name = "img%d%s" % (i, ext)
             sub = "" if rng.random() < 0.7 else "sub/"
@@ -423,8 +432,10 @@ class Crasher:
         for w in self.workers:
             w.bad, w.lost, w.acked = [], [], 0
         seeds = [rng.randrange(1 << 30) for _ in self.workers]
+        big = rng.random() < 0.5  # thread 1 starts the round with a 16..24-image job
         port = self.srv.port
-        threads = [threading.Thread(target=w.run, args=(random.Random(s), rnd, port))
+        threads = [threading.Thread(target=w.run, args=(random.Random(s), rnd, port,
+                                                        big and w.t == 1))
                    for w, s in zip(self.workers, seeds)]
         for th in threads:
             th.start()
@@ -438,7 +449,7 @@ class Crasher:
         self.srv.proc.wait()
         for th in threads:
             th.join(120)
-        return fired, delay, died_before
+        return fired, delay, died_before, big
 
     # ---- the invariants after a restart -------------------------------------------
     def check(self, rnd, label):
@@ -621,12 +632,13 @@ def main():
     for rnd in range(1, ROUNDS + 1):
         rng = random.Random(master.randrange(1 << 62))
         t1 = time.time()
-        fired, delay, died = cr.workload(rnd, rng)
+        fired, delay, died, big = cr.workload(rnd, rng)
         t2 = time.time()
         ops = sum(w.acked for w in cr.workers)
         lost = [x for w in cr.workers for x in w.lost]
-        print("# round %d: kill -9 after op %d (+%d ms): %d answers as expected, %d in flight "
-              "at the kill%s" % (rnd, cr.kill_at, delay, ops, len(lost),
+        print("# round %d: %skill -9 after op %d (+%d ms): %d answers as expected, %d in flight "
+              "at the kill%s" % (rnd, "a 16..24-image job first, " if big else "",
+                                 cr.kill_at, delay, ops, len(lost),
                                  "".join("\n#   in flight: " + x for x in lost)))
         ok(fired and died is None,
            "round %d: the server was alive until the kill -9 (op %d sent)" % (rnd, cr.kill_at),
