@@ -24,8 +24,10 @@
 #define PRECISION_BITS (32 - 8 - 2)
 #define LANCZOS_SUPPORT 3.0
 
+/* not under ASan or TSan: the ifunc resolver runs before the sanitizer's
+ * runtime is initialised (TSan crashes in it at load time) */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) &&                   \
-    !defined(__SANITIZE_ADDRESS__)
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #define IMAGO_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define IMAGO_CLONES

@@ -46,8 +46,10 @@ struct imago_server {
     int port;
     atomic_long in_flight;
     atomic_int load_failed;
-    imago_engine_slot *slot;
-    imago_index_slot *islot;
+    /* set by the main thread while the HTTP workers already answer /readyz:
+     * atomic, so a worker that sees the pointer sees the slot it points to */
+    _Atomic(imago_engine_slot *) slot;
+    _Atomic(imago_index_slot *) islot;
     atomic_int index_failed;
     int stop_pipe[2];
     char *tls_cert, *tls_key;
@@ -991,9 +993,15 @@ int imago_server_start_engine(imago_server *s, imago_error *err)
 {
     if (s->slot)
         return 0;
-    int rc = imago_engine_slot_start(s->cfg, on_load_failed, s, &s->slot, err);
+    imago_engine_slot *slot = NULL;
+    imago_index_slot *islot = NULL;
+    int rc = imago_engine_slot_start(s->cfg, on_load_failed, s, &slot, err);
+    if (rc != 0)
+        return rc;
+    atomic_store_explicit(&s->slot, slot, memory_order_release);
+    rc = imago_index_slot_start(s->cfg, slot, on_index_failed, s, &islot, err);
     if (rc == 0)
-        rc = imago_index_slot_start(s->cfg, s->slot, on_index_failed, s, &s->islot, err);
+        atomic_store_explicit(&s->islot, islot, memory_order_release);
     return rc;
 }
 

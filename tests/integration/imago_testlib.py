@@ -3,6 +3,13 @@ is_eq, the counters N and FAILED), the real `imago serve` on port 0 (Server;
 every one started is killed at exit by run()), HTTP helpers (jget,
 check_error, multipart, raw_exchange) and the end of a test (done, run).
 Read the counters as imago_testlib.N / .FAILED (they change as tests run).
+
+Every response read through Server.request (so jget and check_error too) is
+checked against proto/openapi.yaml (imago_contract): an undocumented status
+or a body that does not match its schema is a failing test line naming the
+route, the status and the schema path, and done() adds one line summing the
+check up. check_response() does the same for a response read elsewhere.
+raw_exchange is left out: it speaks broken HTTP on purpose.
 """
 import http.client
 import json
@@ -16,6 +23,8 @@ import sys
 import threading
 import time
 
+import imago_contract
+
 N = 0
 FAILED = 0
 SERVERS = []  # every server started, killed at exit whatever happens
@@ -23,17 +32,70 @@ SERVERS = []  # every server started, killed at exit whatever happens
 ENGINE = ["--engine.demo-arch", "resnet50-gem", "--engine.max-side", "128", "--engine.scales", "1"]
 
 
+_LOCK = threading.RLock()  # ok() from the load test's client threads
+
+
 def ok(cond, name, diag=None):
     global N, FAILED
-    N += 1
-    if not cond:
-        FAILED += 1
-    print(("ok" if cond else "not ok") + " %d - %s" % (N, name))
-    if not cond and diag is not None:
-        for line in str(diag).splitlines():
-            print("#   " + line)
-    sys.stdout.flush()
+    with _LOCK:
+        N += 1
+        if not cond:
+            FAILED += 1
+        print(("ok" if cond else "not ok") + " %d - %s" % (N, name))
+        if not cond and diag is not None:
+            for line in str(diag).splitlines():
+                print("#   " + line)
+        sys.stdout.flush()
     return cond
+
+
+class _ContractCheck:
+    """Counts the responses checked; each kind of drift (route, status,
+    problem) fails one test line the first time, and done() sums up."""
+
+    def __init__(self, report=None):
+        self.report = report or ok  # report(False, name, diag) for each new kind
+        self.contract = None
+        self.error = imago_contract.MISSING
+        self.checked = 0
+        self.drift = {}  # problem -> times seen
+
+    def check(self, method, path, status, headers, body):
+        with _LOCK:
+            if self.contract is None and self.error is None:
+                try:
+                    self.contract = imago_contract.Contract()
+                except Exception as e:
+                    self.error = "cannot load %s: %s" % (imago_contract.default_path(), e)
+            if self.error is not None:
+                return
+            probs = self.contract.check(method, path, status, headers, body)
+            self.checked += 1
+            for p in probs:
+                self.drift[p] = self.drift.get(p, 0) + 1
+                if self.drift[p] == 1:
+                    self.report(False, "contract: " + p.split(": ", 1)[0],
+                       "%s\nbody: %r" % (p, body[:300]))
+
+    def summary(self):
+        if self.error is not None:
+            ok(False, "contract check of the responses against proto/openapi.yaml", self.error)
+        elif self.checked or SERVERS:
+            seen = sum(self.drift.values())
+            ok(self.checked > 0 and not self.drift,
+               "contract: %d responses checked against proto/openapi.yaml, %d kinds of drift"
+               % (self.checked, len(self.drift)),
+               "\n".join("%dx %s" % (n, p) for p, n in sorted(self.drift.items()))
+               + "\n(%d drifting responses)" % seen)
+
+
+CONTRACT = _ContractCheck()
+
+
+def check_response(method, path, r, data):
+    """Checks one response (http.client.HTTPResponse r, its body data) of
+    method + path (query included or not) against proto/openapi.yaml."""
+    CONTRACT.check(method, path, r.status, r.msg, data)
 
 
 def is_eq(got, want, name):
@@ -88,6 +150,7 @@ class Server:
         r = c.getresponse()
         data = r.read()
         c.close()
+        check_response(method, path, r, data)
         return r, data
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
@@ -246,7 +309,9 @@ def wait_job(srv, jid, headers, timeout=180):
 
 
 def done(tmp):
-    """Prints the TAP plan, removes the scratch folder tmp, returns the exit status."""
+    """Sums up the contract check, prints the TAP plan, removes the scratch
+    folder tmp, returns the exit status."""
+    CONTRACT.summary()
     print("1..%d" % N)
     shutil.rmtree(tmp, ignore_errors=True)
     return 1 if FAILED else 0

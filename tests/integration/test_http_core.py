@@ -103,9 +103,9 @@ def main():
     # keep-alive survives an error answer on a body-less request
     c = srv.conn()
     c.request("GET", "/v1/nope")
-    r1 = c.getresponse(); r1.read()
+    r1 = c.getresponse(); hc.check_response("GET", "/v1/nope", r1, r1.read())
     c.request("GET", "/healthz")
-    r2 = c.getresponse(); r2.read()
+    r2 = c.getresponse(); hc.check_response("GET", "/healthz", r2, r2.read())
     is_eq((r1.status, r2.status), (404, 200), "404 then 200 on one keep-alive connection")
     c.close()
 
@@ -396,7 +396,9 @@ def main():
         c = http.client.HTTPSConnection("127.0.0.1", srv4.port, timeout=10, context=ctx)
         c.request("GET", "/healthz")
         r = c.getresponse()
-        is_eq((r.status, r.read()), (200, b'{"status":"ok"}'), "GET /healthz over TLS")
+        data = r.read()
+        hc.check_response("GET", "/healthz", r, data)
+        is_eq((r.status, data), (200, b'{"status":"ok"}'), "GET /healthz over TLS")
         c.close()
         srv4.stop()
 

@@ -58,6 +58,7 @@ def run_load(srv, images, per_client):
                 conn.request("POST", "/v1/search?k=5", img, dict(A, **{"Content-Type": ct}))
                 r = conn.getresponse()
                 data = r.read()
+                hc.check_response("POST", "/v1/search?k=5", r, data)
                 st = r.status
                 ra = r.getheader("Retry-After")
                 if r.getheader("Connection", "").lower() == "close":
