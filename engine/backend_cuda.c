@@ -269,6 +269,11 @@ static int cu_load(imago_backend *b, const imago_net *net, const imago_model *m,
 {
     int rc = 0;
     float *w = NULL, *bias = NULL, *krsc = NULL;
+    if (net->head_apgem || net->head_glap)
+        return imago_error_set(err, IMAGO_ERR_UNSUPPORTED,
+                               "the CUDA backend does not run the %s head yet "
+                               "(engine.backend=cpu runs it)",
+                               net->head_apgem ? "apgem" : "glap");
     b->net = net;
     b->layers = imago_xcalloc((size_t)net->n_ops, sizeof *b->layers);
     CU_TRY(cudaSetDevice(b->device), "");

@@ -147,7 +147,7 @@ static void test_agem_structure(void)
     /* X_{5,1} must be read by the attention before block 5.2 overwrites it */
     int idx_a3 = (int)(a3 - net->ops), idx_x52 = (int)(find_op(net, "backbone.layer4.1.conv3") - net->ops);
     ok(idx_a3 < idx_x52, "attention consumes X_{5,1} before block 5.2");
-    is_int(net->whiten, IMAGO_WHITEN_LW, "lw whitening");
+    is_int(net->n_whiten == 1 ? (int)net->whiten[0] : -1, IMAGO_WHITEN_LW, "lw whitening");
     imago_net_free(net);
 }
 
