@@ -50,6 +50,44 @@ void imago_apgem_pool(const float *x, const float *a, int n, int hw, int c, floa
     }
 }
 
+/* sum_k L2N(v_k) (in double, into v: c entries), then the embedding */
+static void finish_one(const float *vk, int k, int c, const float *fc_w, const float *fc_b,
+                       int fc_out, double *v, float *out)
+{
+    memset(v, 0, (size_t)c * sizeof(double));
+    for (int j = 0; j < k; j++) {
+        const float *vj = vk + (size_t)j * c;
+        double nrm = 0;
+        for (int ch = 0; ch < c; ch++)
+            nrm += (double)vj[ch] * vj[ch];
+        double inv = 1.0 / (sqrt(nrm) + 1e-6);
+        for (int ch = 0; ch < c; ch++)
+            v[ch] += vj[ch] * inv;
+    }
+    if (!fc_w) {
+        for (int ch = 0; ch < c; ch++)
+            out[ch] = (float)v[ch];
+        return;
+    }
+    for (int r = 0; r < fc_out; r++) {
+        const float *row = fc_w + (size_t)r * c;
+        double acc = fc_b ? fc_b[r] : 0.0;
+        for (int ch = 0; ch < c; ch++)
+            acc += (double)row[ch] * v[ch];
+        out[r] = (float)acc;
+    }
+}
+
+void imago_glap_finish(const float *vk, int n, int k, int c, const float *fc_w,
+                       const float *fc_b, int fc_out, float *out)
+{
+    double *v = imago_xmalloc((size_t)c * sizeof(double));
+    for (int img = 0; img < n; img++)
+        finish_one(vk + (size_t)img * k * c, k, c, fc_w, fc_b, fc_out, v,
+                   out + (size_t)img * (fc_w ? fc_out : c));
+    free(v);
+}
+
 int imago_glap_pool(const float *x, const float *s, int n, int hw, int c, int k, float p,
                     const float *fc_w, const float *fc_b, int fc_out, int threads, float *out,
                     float *vk, imago_error *err)
@@ -93,35 +131,14 @@ int imago_glap_pool(const float *x, const float *s, int n, int hw, int c, int k,
         /* V = A^T Xp: k x c */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, c, hw, 1.0f, A, k, xp, c, 0.0f,
                     V, c);
-        memset(v, 0, (size_t)c * sizeof(double));
         for (int j = 0; j < k; j++) {
             float *vj = V + (size_t)j * c;
-            double nrm = 0;
-            for (int ch = 0; ch < c; ch++) {
-                double m = vj[ch] > 0.0f ? pow(vj[ch], 1.0 / pp) : 0.0;
-                vj[ch] = (float)m;
-                nrm += m * m;
-            }
+            for (int ch = 0; ch < c; ch++)
+                vj[ch] = vj[ch] > 0.0f ? (float)pow(vj[ch], 1.0 / pp) : 0.0f;
             if (vk)
                 memcpy(vk + ((size_t)img * k + j) * c, vj, (size_t)c * sizeof(float));
-            double inv = 1.0 / (sqrt(nrm) + 1e-6);
-            for (int ch = 0; ch < c; ch++)
-                v[ch] += vj[ch] * inv;
         }
-        if (!fc_w) {
-            for (int ch = 0; ch < c; ch++)
-                out[(size_t)img * c + ch] = (float)v[ch];
-            continue;
-        }
-        float *o = out + (size_t)img * fc_out;
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (int r = 0; r < fc_out; r++) {
-            const float *row = fc_w + (size_t)r * c;
-            double acc = fc_b ? fc_b[r] : 0.0;
-            for (int ch = 0; ch < c; ch++)
-                acc += (double)row[ch] * v[ch];
-            o[r] = (float)acc;
-        }
+        finish_one(V, k, c, fc_w, fc_b, fc_out, v, out + (size_t)img * (fc_w ? fc_out : c));
     }
 done:
     imago_free_aligned(xp);

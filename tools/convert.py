@@ -52,6 +52,7 @@ mean, std}, scales, padding, source).
 
 import argparse
 import os
+import pickle
 import re
 import sys
 
@@ -81,26 +82,20 @@ def _as_tensor(v, what):
     raise ConvertError("%s is a %s, not a tensor/array" % (what, type(v).__name__))
 
 
-class _PickleModule:
-    """A pickle module for torch.load whose Unpickler names the class it could
-    not find (dirtorch checkpoints pickle scikit-learn PCA objects)."""
+class _NamingUnpickler(pickle.Unpickler):
+    """An Unpickler that names the class it could not find (dirtorch
+    checkpoints pickle scikit-learn PCA objects)."""
 
-    import pickle as _p
-
-    class Unpickler(_p.Unpickler):
-        def find_class(self, module, name):
-            try:
-                return super().find_class(module, name)
-            except Exception as e:
-                raise ConvertError("the checkpoint holds a pickled %s.%s that cannot be "
-                                   "loaded here (%s: %s)%s"
-                                   % (module, name, type(e).__name__, e,
-                                      "; install python3-sklearn (deploy/install-deps)"
-                                      if module.startswith("sklearn") and
-                                      "sklearn" not in sys.modules else "")) from None
-
-    load = _p.load
-    loads = _p.loads
+    def find_class(self, module, name):
+        try:
+            return super().find_class(module, name)
+        except Exception as e:
+            raise ConvertError("the checkpoint holds a pickled %s.%s that cannot be loaded "
+                               "here (%s: %s)%s"
+                               % (module, name, type(e).__name__, e,
+                                  "; install python3-sklearn (deploy/install-deps)"
+                                  if module.startswith("sklearn") and "sklearn" not in sys.modules
+                                  else "")) from None
 
 
 def _sklearn_shim():
@@ -114,12 +109,18 @@ def _sklearn_shim():
 
 def load_checkpoint(path):
     _sklearn_shim()
+    # torch.load subclasses pickle.Unpickler at each call (Debian's torch 1.13
+    # ignores pickle_module=): swap in the naming one for this load only
+    saved = pickle.Unpickler
+    pickle.Unpickler = _NamingUnpickler
     try:
-        obj = torch.load(path, map_location="cpu", pickle_module=_PickleModule)
+        obj = torch.load(path, map_location="cpu")
     except ConvertError as e:
         raise ConvertError("%s: %s" % (path, e)) from None
     except Exception as e:
         raise ConvertError("cannot read %s as a PyTorch checkpoint: %s" % (path, e)) from None
+    finally:
+        pickle.Unpickler = saved
     return obj
 
 
