@@ -10,12 +10,12 @@
 #include "attpool.h"
 #include "model.h"
 #include "tap.h"
+#include "testutil.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 static double max_rel(const float *got, const float *want, size_t n)
 {
@@ -196,27 +196,13 @@ static void fixture(const char *py, const char *root, const char *tmp, const cha
 int main(void)
 {
     self_contained();
-    const char *root = getenv("IMAGO_SOURCE_ROOT");
-    const char *py = getenv("IMAGO_PYTHON");
-    if (!py || !py[0])
-        py = "/usr/bin/python3";
-    char cmd[2048];
-    if (!root) {
-        tap_skip(1, "IMAGO_SOURCE_ROOT not set (run through meson test): no numpy fixture");
+    const char *root, *py = testutil_reference_python("torch, numpy", &root);
+    if (!py)
         return tap_done();
-    }
-    snprintf(cmd, sizeof cmd, "'%s' -c 'import torch, numpy' 2>/dev/null", py);
-    if (access(py, X_OK) != 0 || system(cmd) != 0) {
-        tap_skip(1, "the reference Python (numpy, torch) is absent: no numpy fixture");
-        return tap_done();
-    }
-    char tmp[] = "/tmp/imago-attpool-XXXXXX";
-    if (!mkdtemp(tmp))
-        tap_bail("mkdtemp failed");
+    char tmp[64];
+    testutil_mkdtemp("attpool", tmp, sizeof tmp);
     fixture(py, root, tmp, "4x7", 12, 3, 5, 4, 7, 0);
     fixture(py, root, tmp, "9x13", 80, 8, 16, 9, 13, 5);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    if (system(cmd) != 0)
-        tap_diag("could not remove %s", tmp);
+    testutil_rmdir(tmp);
     return tap_done();
 }

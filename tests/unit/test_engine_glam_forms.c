@@ -12,6 +12,7 @@
 #include "glam.h"
 #include "model.h"
 #include "tap.h"
+#include "testutil.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -265,27 +266,13 @@ static void validation(void)
 int main(void)
 {
     validation();
-    const char *root = getenv("IMAGO_SOURCE_ROOT");
-    const char *py = getenv("IMAGO_PYTHON");
-    if (!py || !py[0])
-        py = "/usr/bin/python3";
-    char cmd[2048];
-    if (!root) {
-        tap_skip(1, "IMAGO_SOURCE_ROOT not set (run through meson test)");
+    const char *root, *py = testutil_reference_python("torch", &root);
+    if (!py)
         return tap_done();
-    }
-    snprintf(cmd, sizeof cmd, "'%s' -c 'import torch' 2>/dev/null", py);
-    if (access(py, X_OK) != 0 || system(cmd) != 0) {
-        tap_skip(1, "the reference Python (torch) is absent: no comparison with the reference");
-        return tap_done();
-    }
-    char tmp[] = "/tmp/imago-glam-XXXXXX";
-    if (!mkdtemp(tmp))
-        tap_bail("mkdtemp failed");
+    char tmp[64];
+    testutil_mkdtemp("glam", tmp, sizeof tmp);
     run_case(py, root, tmp, "3x5", 16, 4, 8, 3, 5, 0);
     run_case(py, root, tmp, "17x19", 24, 6, 10, 17, 19, 3);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    if (system(cmd) != 0)
-        tap_diag("could not remove %s", tmp);
+    testutil_rmdir(tmp);
     return tap_done();
 }
