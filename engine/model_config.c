@@ -80,8 +80,8 @@ int imago_model_whitening_stages(const char *w, char stages[][4], int max)
 /* "none", one stage, or distinct stages joined by ',' (from a JSON list). */
 static int check_whitening(const char *w, imago_error *err)
 {
-    if (in_list(w, WHITENINGS))
-        return 0;
+    if (in_list(w, WHITENINGS) || !strchr(w, ','))
+        return check_name("whitening", w, WHITENINGS, err);
     char st[IMAGO_MODEL_MAX_WHITEN][4];
     int n = imago_model_whitening_stages(w, st, IMAGO_MODEL_MAX_WHITEN);
     if (n < 0)
