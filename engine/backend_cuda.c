@@ -502,7 +502,7 @@ static int plan_build(imago_backend *b, cu_ctx *c, int n, int h, int w, cu_plan 
     if ((rc = plan_alloc((void **)&pl->pooled, (size_t)n * net->feat_dim * sizeof(float),
                          "(features)", err)))
         goto fail;
-    if (net->att >= 0) {
+    if (net->head_apgem || net->head_glap) {
         size_t k = (size_t)net->channels[net->att], hw = (size_t)ot->h * ot->w;
         if ((rc = plan_alloc((void **)&pl->att_w, (size_t)n * hw * k * sizeof(float),
                              "(attention weights)", err)))
@@ -739,7 +739,7 @@ static int plan_run(imago_backend *b, cu_ctx *c, cu_plan *pl, const float *nhwc,
                             threads > 0 ? threads : 1, pooled, err);
         return rc;
     }
-    if (net->att >= 0) {
+    if (net->head_apgem || net->head_glap) {
         /* AP-GeM / GLAP: attention weights, then the weighted power means on
          * the device; GLAP's sum of L2N-ed maps and embedding on the host */
         int k = net->channels[net->att];

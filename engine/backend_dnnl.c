@@ -848,7 +848,7 @@ static int plan_build(imago_backend *b, dn_ctx *ctx, int n, int h, int w, dn_pla
                 bs.last_use[op->post[j].value] = i;
     }
     bs.last_use[net->output] = INT_MAX;
-    if (net->att >= 0)
+    if (net->head_apgem || net->head_glap)
         bs.last_use[net->att] = INT_MAX;
     /* bf16: values kept in fp32 (none for now: keeping the residual stream
      * in fp32 was measured not to improve the bf16 descriptors). */
@@ -900,7 +900,7 @@ static int plan_build(imago_backend *b, dn_ctx *ctx, int n, int h, int w, dn_pla
                         "output", err)))
         goto fail;
     pl->att_tensor = -1;
-    if (net->att >= 0) {
+    if (net->head_apgem || net->head_glap) {
         dnnl_memory_desc_t att_md;
         dnnl_dims_t ad = {n, net->channels[net->att], pl->out_h, pl->out_w};
         DN_TRY(dnnl_memory_desc_init_by_tag(&att_md, 4, ad, dnnl_f32, dnnl_nhwc), "descriptor",

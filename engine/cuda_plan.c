@@ -137,7 +137,8 @@ int imago_cuda_plan_build(const imago_net *net, int n, int h, int w, size_t elt,
         p->values[op->out].last = i;
     }
     p->values[net->output].last = no;
-    if (net->att >= 0) /* AP-GeM / GLAP: read by the pooling after the last op */
+    /* AP-GeM / GLAP: the attention is read by the pooling after the last op */
+    if (net->head_apgem || net->head_glap)
         p->values[net->att].last = no;
     if ((rc = imago_net_shapes(net, h, w, hs, ws, err)))
         goto done;

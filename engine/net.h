@@ -108,7 +108,8 @@ typedef struct imago_net {
      * the attention computed by ops of the list (AP-GeM: the sigmoid map, 1
      * channel; GLAP: the K logit maps S before their softmax), read by the
      * backend next to `output` (both kept alive to the end); the backend
-     * pools them with imago_apgem_pool / imago_glap_pool. -1 for other heads.
+     * pools them with imago_apgem_pool / imago_glap_pool. Meaningful only when
+ * head_apgem or head_glap (imago_net_build sets -1 otherwise).
      * GLAP's optional embedding glap.fc (fc_w [fc_out x channels[output]],
      * fc_b) is prepared by imago_net_bind; feat_dim is then fc_out. */
     int head_apgem, head_glap;
