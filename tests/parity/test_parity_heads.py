@@ -16,6 +16,8 @@ $IMAGO_SHARED/data/photos). Cases, each for AP-GeM and GLAP:
   ResNet-101 + lw whitening (GLAP without glap.fc, last_stride 2), fp32,
       3 scales, as above
   MobileNetV2 (+ lw for AP-GeM), fp32 1 and 3 scales, as above
+  MobileNetV2 + AP-GeM with whitening ["fc", "lw"] and "normalize_pooled":
+      false (the converted dirtorch form), fp32 1 and 3 scales, as above
   bf16 (ResNet-50, MobileNetV2), 3 scales: test_parity_resnet's relative
       check (mean 1 - cosine within 3x PyTorch's own autocast bf16 error,
       every cosine >= 0.5), as the other heads
@@ -40,6 +42,9 @@ pr.MODELS.update({
                       "--seed", "32"],
     "mnv2-apgem-lw": ["--backbone", "mobilenet_v2", "--head", "apgem", "--whitening", "lw",
                       "--seed", "33"],
+    "mnv2-apgem-fclw-raw": ["--backbone", "mobilenet_v2", "--head", "apgem", "--apgem-width",
+                            "64", "--whitening", "fc,lw", "--whiten-dim", "256", "--raw-pooled",
+                            "--seed", "37"],
     "r50-glap-s1": ["--backbone", "resnet50", "--head", "glap", "--last-stride", "1",
                     "--seed", "34"],
     "r101-glap-lw": ["--backbone", "resnet101", "--head", "glap", "--glap-dim", "0",
@@ -109,6 +114,16 @@ def main():
                           ["synth_97x203", "apple_320"], S3, "fp32", tmp)
             pr.check_case("%s bf16 3 scales" % name, exe, path, net, inp,
                           ["apple_320", "building_384"], S3, "bf16", tmp, torch_bf16=True)
+
+        # whitening stages fc then lw and "normalize_pooled": false (no L2N of the
+        # pooled vector nor of the multi-scale combination), as converted dirtorch
+        # models have, with 1 and 3 scales
+        path, net, cfg = load("mnv2-apgem-fclw-raw")
+        pr.tap(cfg["whitening"] == ["fc", "lw"] and cfg["normalize_pooled"] is False,
+               "mnv2-apgem-fclw-raw: config whitening [fc, lw], normalize_pooled false")
+        for scales in ([1.0], S3):
+            pr.check_case("mnv2-apgem-fclw-raw fp32 %d scale(s)" % len(scales), exe, path, net,
+                          inp, ["synth_333x517", "parrot_256"], scales, "fp32", tmp)
 
     pr.diag("AP-GeM / GLAP parity suite: %.0f s" % (time.time() - t_start))
     print("1..%d" % pr.n_test)
