@@ -81,3 +81,14 @@ void testutil_rmdir(const char *dir)
     if (system(cmd) != 0)
         tap_diag("could not remove %s", dir);
 }
+
+int testutil_run_fixture(const char *py, const char *root, const char *script, const char *out,
+                         const char *args, const char *label)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "'%s' '%s/tools/%s' '%s' %s", py, root, script, out, args);
+    if (system(cmd) == 0)
+        return 0;
+    ok(0, "%s: tools/%s ran", label, script);
+    return -1;
+}

@@ -145,16 +145,12 @@ static const float *need(const imago_model *m, const char *name, int64_t *numel)
 static void fixture(const char *py, const char *root, const char *tmp, const char *label,
                     int c, int k, int dim, int h, int w, int seed)
 {
-    char path[1024], cmd[3072];
+    char path[1024], args[256];
     snprintf(path, sizeof path, "%s/attpool_%s.safetensors", tmp, label);
-    snprintf(cmd, sizeof cmd,
-             "'%s' '%s/tools/attpool_fixture.py' '%s' --c %d --k %d --dim %d --height %d "
-             "--width %d --seed %d",
-             py, root, path, c, k, dim, h, w, seed);
-    if (system(cmd) != 0) {
-        ok(0, "%s: tools/attpool_fixture.py ran", label);
+    snprintf(args, sizeof args, "--c %d --k %d --dim %d --height %d --width %d --seed %d", c, k,
+             dim, h, w, seed);
+    if (testutil_run_fixture(py, root, "attpool_fixture.py", path, args, label))
         return;
-    }
     imago_model *m = NULL;
     imago_error err = {0};
     if (imago_model_load(path, &m, &err) != 0) {

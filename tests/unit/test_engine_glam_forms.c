@@ -64,16 +64,12 @@ static void cmp(const char *label, const char *what, const float *got, const flo
 static void run_case(const char *py, const char *root, const char *tmp, const char *label,
                      int c, int red, int out_dim, int h, int w, int seed)
 {
-    char path[1024], cmd[3072];
+    char path[1024], args[256];
     snprintf(path, sizeof path, "%s/glam_%s.safetensors", tmp, label);
-    snprintf(cmd, sizeof cmd,
-             "'%s' '%s/tools/glam_fixture.py' '%s' --c %d --reduced %d --out-dim %d "
-             "--height %d --width %d --seed %d",
-             py, root, path, c, red, out_dim, h, w, seed);
-    if (system(cmd) != 0) {
-        ok(0, "%s: tools/glam_fixture.py ran", label);
+    snprintf(args, sizeof args, "--c %d --reduced %d --out-dim %d --height %d --width %d "
+             "--seed %d", c, red, out_dim, h, w, seed);
+    if (testutil_run_fixture(py, root, "glam_fixture.py", path, args, label))
         return;
-    }
     imago_model *m = NULL;
     imago_error err = {0};
     if (imago_model_load(path, &m, &err) != 0) {
