@@ -78,8 +78,8 @@ static void finish_one(const float *vk, int k, int c, const float *fc_w, const f
     }
 }
 
-void imago_glap_finish(const float *vk, int n, int k, int c, const float *fc_w,
-                       const float *fc_b, int fc_out, float *out)
+void imago_glap_finish(const float *vk, int n, int k, int c, const float *fc_w, const float *fc_b,
+                       int fc_out, float *out)
 {
     double *v = imago_xmalloc((size_t)c * sizeof(double));
     for (int img = 0; img < n; img++)
@@ -129,8 +129,8 @@ int imago_glap_pool(const float *x, const float *s, int n, int hw, int c, int k,
                 xp[(size_t)i * c + ch] = (float)powp(t > (float)EPS ? t : EPS, pp);
             }
         /* V = A^T Xp: k x c */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, c, hw, 1.0f, A, k, xp, c, 0.0f,
-                    V, c);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, c, hw, 1.0f, A, k, xp, c, 0.0f, V,
+                    c);
         for (int j = 0; j < k; j++) {
             float *vj = V + (size_t)j * c;
             for (int ch = 0; ch < c; ch++)

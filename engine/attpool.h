@@ -36,7 +36,7 @@ int imago_glap_pool(const float *x, const float *s, int n, int hw, int c, int k,
 /* GLAP after the per-map means: vk (n x k x c, v_k as above; borrowed) ->
  * out as imago_glap_pool's (sum_k L2N(v_k), then W v + b when fc_w). The CUDA
  * backend computes vk on the device. */
-void imago_glap_finish(const float *vk, int n, int k, int c, const float *fc_w,
-                       const float *fc_b, int fc_out, float *out);
+void imago_glap_finish(const float *vk, int n, int k, int c, const float *fc_w, const float *fc_b,
+                       int fc_out, float *out);
 
 #endif

@@ -122,8 +122,8 @@ int imago_model_config_validate(const imago_model_config *c, imago_error *err)
         (rc = check_name("padding", c->padding, PADDINGS, err)))
         return rc;
     if (c->last_stride != 1 && c->last_stride != 2)
-        return imago_error_set(err, IMAGO_ERR_FORMAT,
-                               "imago.config: last_stride %d is not 1 or 2", c->last_stride);
+        return imago_error_set(err, IMAGO_ERR_FORMAT, "imago.config: last_stride %d is not 1 or 2",
+                               c->last_stride);
     if (c->last_stride == 1 && strncmp(c->backbone, "resnet", 6) != 0)
         return imago_error_set(err, IMAGO_ERR_UNSUPPORTED,
                                "imago.config: last_stride 1 needs a ResNet backbone, not '%s'",

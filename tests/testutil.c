@@ -58,8 +58,7 @@ const char *testutil_reference_python(const char *modules, const char **root)
     if (access(py, X_OK) != 0 || system(cmd) != 0) {
         char why[256];
         snprintf(why, sizeof why,
-                 "the reference Python (%s) is absent: no comparison with the reference",
-                 modules);
+                 "the reference Python (%s) is absent: no comparison with the reference", modules);
         tap_skip(1, why);
         return NULL;
     }

@@ -85,8 +85,7 @@ static void self_contained(void)
         float v = x[(size_t)17 * c + ch] > 1e-6f ? x[(size_t)17 * c + ch] : 1e-6f;
         em = fmax(em, fabs(got[ch] - v) / fmax(v, 1e-3));
     }
-    ok(em < 1e-5, "AP-GeM with attention on one location gives its values (max rel err %.3g)",
-       em);
+    ok(em < 1e-5, "AP-GeM with attention on one location gives its values (max rel err %.3g)", em);
 
     /* GLAP: one-hot softmax maps (logit +100 at one location per map) */
     float *s = calloc((size_t)2 * hw * k, sizeof(float));
@@ -117,8 +116,9 @@ static void self_contained(void)
         for (int ch = 0; ch < c; ch++)
             ev = fmax(ev, fabs(v[(size_t)img * c + ch] - sum[ch]));
     }
-    ok(eo < 1e-5, "GLAP: a one-hot softmax map gives that location's values per map (max rel "
-                  "err %.3g)",
+    ok(eo < 1e-5,
+       "GLAP: a one-hot softmax map gives that location's values per map (max rel "
+       "err %.3g)",
        eo);
     ok(ev < 1e-5, "GLAP: v = sum_k L2N(v_k) of those (max abs err %.3g)", ev);
     is_int(imago_glap_pool(x, s, 1, 0, c, k, 3.0f, NULL, NULL, 0, 1, v, NULL, NULL),
@@ -142,8 +142,8 @@ static const float *need(const imago_model *m, const char *name, int64_t *numel)
     return t.data;
 }
 
-static void fixture(const char *py, const char *root, const char *tmp, const char *label,
-                    int c, int k, int dim, int h, int w, int seed)
+static void fixture(const char *py, const char *root, const char *tmp, const char *label, int c,
+                    int k, int dim, int h, int w, int seed)
 {
     char path[1024], args[256];
     snprintf(path, sizeof path, "%s/attpool_%s.safetensors", tmp, label);
@@ -171,8 +171,7 @@ static void fixture(const char *py, const char *root, const char *tmp, const cha
         ones[i] = 1.0f;
     imago_apgem_pool(F, ones, 1, hw, c, p[0], 2, got);
     e = max_rel(got, need(m, "expect.gem", NULL), (size_t)c);
-    ok(e < 2e-6, "%s: AP-GeM with a = 1 matches numpy's plain GeM (max rel err %.3g)", label,
-       e);
+    ok(e < 2e-6, "%s: AP-GeM with a = 1 matches numpy's plain GeM (max rel err %.3g)", label, e);
     int rc = imago_glap_pool(F, S, 1, hw, c, k, p[0], NULL, NULL, 0, 2, got, vk, &err);
     is_int(rc, 0, "%s: GLAP pooling runs", label);
     e = max_rel(vk, need(m, "expect.glap_vk", NULL), (size_t)k * c);
@@ -181,8 +180,8 @@ static void fixture(const char *py, const char *root, const char *tmp, const cha
     ok(e < 1e-5, "%s: GLAP v = sum_k L2N(v_k) matches numpy (max rel err %.3g)", label, e);
     rc = imago_glap_pool(F, S, 1, hw, c, k, p[0], W, b, dim, 2, got, NULL, &err);
     e = max_rel(got, need(m, "expect.glap_e", NULL), (size_t)dim);
-    ok(rc == 0 && e < 1e-5, "%s: GLAP embedding W v + b matches numpy (max rel err %.3g)",
-       label, e);
+    ok(rc == 0 && e < 1e-5, "%s: GLAP embedding W v + b matches numpy (max rel err %.3g)", label,
+       e);
     free(got);
     free(vk);
     free(ones);
