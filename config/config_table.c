@@ -127,7 +127,10 @@ static const char *const log_formats[] = {"text", "json", NULL};
 static const char *const demo_archs[] = {"resnet50-gem",     "resnet101-gem",     "resnet152-gem",
                                          "resnet50-agem",    "resnet101-agem",    "resnet152-agem",
                                          "resnet50-glam",    "resnet101-glam",    "resnet152-glam",
-                                         "mobilenet_v2-gem", "mobilenet_v2-glam", NULL};
+                                         "resnet50-apgem",   "resnet101-apgem",   "resnet152-apgem",
+                                         "resnet50-glap",    "resnet101-glap",    "resnet152-glap",
+                                         "mobilenet_v2-gem", "mobilenet_v2-glam",
+                                         "mobilenet_v2-apgem", "mobilenet_v2-glap", NULL};
 static const char *const backends[] = {"auto", "cpu", "cuda", NULL};
 static const char *const precisions[] = {"fp32", "bf16", "fp16", NULL};
 static const char *const store_precisions[] = {"fp32", "fp16", "bf16", NULL};

@@ -58,7 +58,7 @@ extern const imago_backend_vtable imago_backend_dnnl;
  * type imago_backend_entry_fn that returns the vtable, or NULL when the
  * plugin was built from a different version of these structures (abi and
  * the sizes do not match). */
-#define IMAGO_BACKEND_ABI 1
+#define IMAGO_BACKEND_ABI 2
 #define IMAGO_CUDA_PLUGIN_ENTRY "imago_cuda_backend"
 typedef const imago_backend_vtable *(*imago_backend_entry_fn)(int abi, size_t net_size,
                                                                size_t op_size,

@@ -9,7 +9,10 @@
  * (bias, sigmoid, multiply, ... : engine/cuda_kernels.cu). Max pooling,
  * element-wise ops, TensorFlow-SAME padding and the global pooling are CUDA
  * kernels. The GLAM head runs on the host in fp32 (engine/glam.c) on the
- * layer-4 map copied back.
+ * layer-4 map copied back. The AP-GeM and GLAP attention convolutions are
+ * ops of the list; their pooling runs as two kernels (attention weights,
+ * weighted power means), GLAP's last sum and embedding on the host
+ * (engine/attpool.c).
  *
  * Plans: per input shape (n, h, w) a plan holds the cuDNN descriptors, the
  * algorithm of every convolution (cudnnFindConvolutionForwardAlgorithmEx
@@ -33,6 +36,7 @@
 #include "backend.h"
 #include "cuda_kernels.h"
 #include "cuda_plan.h"
+#include "attpool.h"
 #include "glam.h"
 #include "ctx_pool.h"
 #include "plan_lru.h"
@@ -136,6 +140,8 @@ typedef struct cu_plan {
     float *in_f32;    /* device fp32 input when the working type is not fp32 */
     float *pooled;    /* device n x feat_dim */
     float *map_f32;   /* GLAM: device fp32 copy of the output map */
+    float *att_w;     /* AP-GeM / GLAP: device n x hw x k attention weights */
+    float *att_out;   /* GLAP: device n x k x c per-map means */
     cu_step *steps;   /* per op (conv ops only have descriptors) */
     size_t ws;        /* the largest workspace of its convolutions */
 } cu_plan;
@@ -269,6 +275,11 @@ static int cu_load(imago_backend *b, const imago_net *net, const imago_model *m,
 {
     int rc = 0;
     float *w = NULL, *bias = NULL, *krsc = NULL;
+    if (net->head_glap && net->channels[net->att] > IMAGO_CU_WPOOL_MAX_K)
+        return imago_error_set(err, IMAGO_ERR_UNSUPPORTED,
+                               "the CUDA backend runs GLAP heads of at most %d maps, not %d "
+                               "(tensor 'glap.att.weight'; engine.backend=cpu runs it)",
+                               IMAGO_CU_WPOOL_MAX_K, net->channels[net->att]);
     b->net = net;
     b->layers = imago_xcalloc((size_t)net->n_ops, sizeof *b->layers);
     CU_TRY(cudaSetDevice(b->device), "");
@@ -356,6 +367,8 @@ static void plan_free(const imago_net *net, cu_plan *pl)
     cudaFree(pl->in_f32);
     cudaFree(pl->pooled);
     cudaFree(pl->map_f32);
+    cudaFree(pl->att_w);
+    cudaFree(pl->att_out);
     imago_cuda_plan_free(pl->mem);
     free(pl);
 }
@@ -489,6 +502,16 @@ static int plan_build(imago_backend *b, cu_ctx *c, int n, int h, int w, cu_plan 
     if ((rc = plan_alloc((void **)&pl->pooled, (size_t)n * net->feat_dim * sizeof(float),
                          "(features)", err)))
         goto fail;
+    if (net->head_apgem || net->head_glap) {
+        size_t k = (size_t)net->channels[net->att], hw = (size_t)ot->h * ot->w;
+        if ((rc = plan_alloc((void **)&pl->att_w, (size_t)n * hw * k * sizeof(float),
+                             "(attention weights)", err)))
+            goto fail;
+        if (net->head_glap &&
+            (rc = plan_alloc((void **)&pl->att_out, (size_t)n * k * ot->c * sizeof(float),
+                             "(GLAP means)", err)))
+            goto fail;
+    }
     if (net->glam && b->dt != IMAGO_CU_F32 &&
         (rc = plan_alloc((void **)&pl->map_f32, (size_t)n * ot->h * ot->w * ot->c * sizeof(float),
                          "(GLAM map)", err)))
@@ -559,6 +582,8 @@ static int plan_build(imago_backend *b, cu_ctx *c, int n, int h, int w, cu_plan 
         c->ws_cap = pl->ws;
     }
     size_t out_floats = net->glam ? (size_t)n * ot->h * ot->w * ot->c : (size_t)n * net->feat_dim;
+    if (net->head_glap)
+        out_floats = (size_t)n * net->channels[net->att] * ot->c;
     if (out_floats * sizeof(float) > c->out_cap) {
         cudaFreeHost(c->out_host);
         c->out_host = NULL;
@@ -713,6 +738,29 @@ static int plan_run(imago_backend *b, cu_ctx *c, cu_plan *pl, const float *nhwc,
         rc = imago_glam_run(net->glam, c->out_host, pl->n, ot->h, ot->w, net->gem_p,
                             threads > 0 ? threads : 1, pooled, err);
         return rc;
+    }
+    if (net->head_apgem || net->head_glap) {
+        /* AP-GeM / GLAP: attention weights, then the weighted power means on
+         * the device; GLAP's sum of L2N-ed maps and embedding on the host */
+        int k = net->channels[net->att];
+        K_TRY(imago_cu_att_weights(value_ptr(pl, net->att), b->dt, pl->n, (int)hw, k,
+                                   net->head_glap ? IMAGO_CU_ATT_SOFTMAX : IMAGO_CU_ATT_NORMALIZE,
+                                   1e-6f, pl->att_w, c->stream),
+              "(attention weights)");
+        float *dst = net->head_glap ? pl->att_out : pl->pooled;
+        K_TRY(imago_cu_wpool(value_ptr(pl, net->output), b->dt, pl->n, (int)hw, ot->c, k,
+                             pl->att_w, net->gem_p, 1e-6f, dst, c->stream),
+              "(attention pooling)");
+        size_t bytes = (size_t)pl->n * k * ot->c * sizeof(float);
+        CU_TRY(cudaMemcpyAsync(c->out_host, dst, bytes, cudaMemcpyDeviceToHost, c->stream),
+               "(features)");
+        CU_TRY(cudaStreamSynchronize(c->stream), "(network)");
+        if (net->head_glap)
+            imago_glap_finish(c->out_host, pl->n, k, ot->c, net->glap_fc_w, net->glap_fc_b,
+                              net->glap_fc_out, pooled);
+        else
+            memcpy(pooled, c->out_host, bytes);
+        return 0;
     }
     int kind = net->pool == IMAGO_POOL_MAC    ? IMAGO_CU_POOL_MAC
                : net->pool == IMAGO_POOL_SPOC ? IMAGO_CU_POOL_SPOC

@@ -15,6 +15,7 @@
  * cache. oneDNN runs on OpenMP: each run sets its team size to p.threads.
  */
 #include "backend.h"
+#include "attpool.h"
 #include "glam.h"
 #include "ctx_pool.h"
 #include "plan_lru.h"
@@ -83,6 +84,7 @@ typedef struct dn_plan {
     int n_slots, cap_slots;
     void *scratch;
     int input_tensor, output_tensor;
+    int att_tensor; /* AP-GeM / GLAP attention (plain nhwc fp32), -1 without */
     int out_h, out_w;
 } dn_plan;
 
@@ -846,6 +848,8 @@ static int plan_build(imago_backend *b, dn_ctx *ctx, int n, int h, int w, dn_pla
                 bs.last_use[op->post[j].value] = i;
     }
     bs.last_use[net->output] = INT_MAX;
+    if (net->head_apgem || net->head_glap)
+        bs.last_use[net->att] = INT_MAX;
     /* bf16: values kept in fp32 (none for now: keeping the residual stream
      * in fp32 was measured not to improve the bf16 descriptors). */
     bs.keep_f32 = imago_xcalloc((size_t)nv, 1);
@@ -895,6 +899,16 @@ static int plan_build(imago_backend *b, dn_ctx *ctx, int n, int h, int w, dn_pla
     if ((rc = ensure_md(b, pl, bs.vt[net->output], &out_md, &pl->output_tensor, NULL, NULL,
                         "output", err)))
         goto fail;
+    pl->att_tensor = -1;
+    if (net->head_apgem || net->head_glap) {
+        dnnl_memory_desc_t att_md;
+        dnnl_dims_t ad = {n, net->channels[net->att], pl->out_h, pl->out_w};
+        DN_TRY(dnnl_memory_desc_init_by_tag(&att_md, 4, ad, dnnl_f32, dnnl_nhwc), "descriptor",
+               "attention");
+        if ((rc = ensure_md(b, pl, bs.vt[net->att], &att_md, &pl->att_tensor, NULL, NULL,
+                            "attention", err)))
+            goto fail;
+    }
     if ((rc = plan_finalize(b, pl, err)))
         goto fail;
     free(bs.vt);
@@ -1032,9 +1046,19 @@ static int dn_run(imago_backend *b, const float *nhwc, int n, int h, int w, floa
     DN_TRY(dnnl_stream_wait(c->stream), "execution", "");
     {
         const float *fm = pl->slots[pl->tensors[pl->output_tensor].slot].ptr;
-        if (b->net->glam) /* the GLAM head pools itself, in fp32 (engine/glam.c) */
-            rc = imago_glam_run(b->net->glam, fm, n, pl->out_h, pl->out_w, b->net->gem_p,
-                                threads, pooled, err);
+        const imago_net *net = b->net;
+        int hw = pl->out_h * pl->out_w, ch = net->channels[net->output];
+        const float *att =
+            pl->att_tensor >= 0 ? pl->slots[pl->tensors[pl->att_tensor].slot].ptr : NULL;
+        if (net->glam) /* the GLAM head pools itself, in fp32 (engine/glam.c) */
+            rc = imago_glam_run(net->glam, fm, n, pl->out_h, pl->out_w, net->gem_p, threads,
+                                pooled, err);
+        else if (net->head_apgem)
+            imago_apgem_pool(fm, att, n, hw, ch, net->gem_p, threads, pooled);
+        else if (net->head_glap)
+            rc = imago_glap_pool(fm, att, n, hw, ch, net->channels[net->att], net->gem_p,
+                                 net->glap_fc_w, net->glap_fc_b, net->glap_fc_out, threads,
+                                 pooled, NULL, err);
         else
             pool_features(b->net, fm, n, pl->out_h * pl->out_w, threads, pooled);
     }

@@ -426,6 +426,79 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
+/* ---- attention pooling (AP-GeM, GLAP) ----------------------------------- */
+
+/* One block per (map j, image): the hw logits of map j are reduced in
+ * shared memory (max, then the sum of exp or of the values), then written
+ * as weights. */
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    att_weights_kernel(const T *__restrict__ s, int hw, int k, int mode, float eps,
+                       float *__restrict__ w)
+{
+    __shared__ float s_red[kThreads];
+    const int j = blockIdx.x, img = blockIdx.y, tid = threadIdx.x;
+    const T *si = s + (size_t)img * hw * k + j;
+    float *wi = w + (size_t)img * hw * k + j;
+    float mx = -INFINITY;
+    if (mode == IMAGO_CU_ATT_SOFTMAX) {
+        for (int i = tid; i < hw; i += kThreads)
+            mx = fmaxf(mx, to_f(si[(size_t)i * k]));
+        s_red[tid] = mx;
+        __syncthreads();
+        for (int st = kThreads / 2; st > 0; st >>= 1) {
+            if (tid < st)
+                s_red[tid] = fmaxf(s_red[tid], s_red[tid + st]);
+            __syncthreads();
+        }
+        mx = s_red[0];
+        __syncthreads();
+    }
+    float sum = 0.0f;
+    for (int i = tid; i < hw; i += kThreads) {
+        const float v = to_f(si[(size_t)i * k]);
+        sum += mode == IMAGO_CU_ATT_SOFTMAX ? expf(v - mx) : v;
+    }
+    s_red[tid] = sum;
+    __syncthreads();
+    for (int st = kThreads / 2; st > 0; st >>= 1) {
+        if (tid < st)
+            s_red[tid] += s_red[tid + st];
+        __syncthreads();
+    }
+    const float inv = mode == IMAGO_CU_ATT_SOFTMAX ? 1.0f / s_red[0] : 1.0f / fmaxf(s_red[0], eps);
+    for (int i = tid; i < hw; i += kThreads) {
+        const float v = to_f(si[(size_t)i * k]);
+        wi[(size_t)i * k] = (mode == IMAGO_CU_ATT_SOFTMAX ? expf(v - mx) : v) * inv;
+    }
+}
+
+/* A thread per (channel, image) over all hw positions, kThreads channels per
+ * block (coalesced rows), the k weighted sums in registers. */
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    wpool_kernel(const T *__restrict__ x, int hw, int c, int k, const float *__restrict__ w,
+                 float p, float eps, float *__restrict__ out)
+{
+    const int ch = blockIdx.x * kThreads + threadIdx.x, img = blockIdx.y;
+    if (ch >= c)
+        return;
+    float acc[IMAGO_CU_WPOOL_MAX_K];
+    for (int j = 0; j < k; j++)
+        acc[j] = 0.0f;
+    const T *xi = x + (size_t)img * hw * c + ch;
+    const float *wi = w + (size_t)img * hw * k;
+    const bool cube = p == 3.0f;
+    for (int i = 0; i < hw; i++) {
+        const float t = fmaxf(to_f(xi[(size_t)i * c]), eps);
+        const float q = cube ? t * t * t : powf(t, p);
+        for (int j = 0; j < k; j++)
+            acc[j] = fmaf(wi[(size_t)i * k + j], q, acc[j]);
+    }
+    for (int j = 0; j < k; j++)
+        out[((size_t)img * k + j) * c + ch] = powf(acc[j], 1.0f / p);
+}
+
 /* ---- launch helpers ----------------------------------------------------- */
 
 /* Launch errors only: a failed call earlier on this thread (a cudaMalloc the
@@ -750,6 +823,62 @@ int imago_cu_pool(const void *x, imago_cu_dtype t, int n, int hw, int c, int kin
     case IMAGO_CU_BF16: return launch_pool<__nv_bfloat16>(x, n, hw, c, kind, p, eps, out, s);
     }
     return kInvalid;
+}
+
+int imago_cu_att_weights(const void *s, imago_cu_dtype t, int n, int hw, int k, int mode,
+                         float eps, float *w, void *stream)
+{
+    if (imago_cu_dtype_size(t) == 0 || n < 0 || hw < 0 || k < 0 || n > 65535 ||
+        (mode != IMAGO_CU_ATT_NORMALIZE && mode != IMAGO_CU_ATT_SOFTMAX) || !(eps > 0.0f))
+        return kInvalid;
+    if (n == 0 || hw == 0 || k == 0)
+        return 0;
+    cudaStream_t st = as_stream(stream);
+    dim3 grid((unsigned)k, (unsigned)n);
+    clear_error();
+    switch (t) {
+    case IMAGO_CU_F32:
+        att_weights_kernel<float><<<grid, kThreads, 0, st>>>(static_cast<const float *>(s), hw, k,
+                                                             mode, eps, w);
+        break;
+    case IMAGO_CU_F16:
+        att_weights_kernel<__half><<<grid, kThreads, 0, st>>>(static_cast<const __half *>(s), hw,
+                                                              k, mode, eps, w);
+        break;
+    case IMAGO_CU_BF16:
+        att_weights_kernel<__nv_bfloat16><<<grid, kThreads, 0, st>>>(
+            static_cast<const __nv_bfloat16 *>(s), hw, k, mode, eps, w);
+        break;
+    }
+    return (int)cudaGetLastError();
+}
+
+int imago_cu_wpool(const void *x, imago_cu_dtype t, int n, int hw, int c, int k, const float *w,
+                   float p, float eps, float *out, void *stream)
+{
+    if (imago_cu_dtype_size(t) == 0 || n < 0 || hw < 0 || c < 0 || k < 0 || n > 65535 ||
+        k > IMAGO_CU_WPOOL_MAX_K || !(p > 0.0f) || !(eps > 0.0f))
+        return kInvalid;
+    if (n == 0 || hw == 0 || c == 0 || k == 0)
+        return 0;
+    cudaStream_t st = as_stream(stream);
+    dim3 grid((unsigned)((c + kThreads - 1) / kThreads), (unsigned)n);
+    clear_error();
+    switch (t) {
+    case IMAGO_CU_F32:
+        wpool_kernel<float><<<grid, kThreads, 0, st>>>(static_cast<const float *>(x), hw, c, k, w,
+                                                       p, eps, out);
+        break;
+    case IMAGO_CU_F16:
+        wpool_kernel<__half><<<grid, kThreads, 0, st>>>(static_cast<const __half *>(x), hw, c, k,
+                                                        w, p, eps, out);
+        break;
+    case IMAGO_CU_BF16:
+        wpool_kernel<__nv_bfloat16><<<grid, kThreads, 0, st>>>(
+            static_cast<const __nv_bfloat16 *>(x), hw, c, k, w, p, eps, out);
+        break;
+    }
+    return (int)cudaGetLastError();
 }
 
 const char *imago_cu_error_string(int code)

@@ -95,6 +95,22 @@ enum { IMAGO_CU_POOL_GEM = 0, IMAGO_CU_POOL_SPOC = 1, IMAGO_CU_POOL_MAC = 2 };
 int imago_cu_pool(const void *x, imago_cu_dtype t, int n, int hw, int c, int kind, float p,
                   float eps, float *out, void *stream);
 
+/* Attention pooling of the AP-GeM and GLAP heads (engine/attpool.h), in two
+ * steps.
+ * imago_cu_att_weights: s is the attention value (n x hw x k, type t) and w
+ * (device, n x hw x k fp32) receives the weights of each of the k maps:
+ *   IMAGO_CU_ATT_NORMALIZE (AP-GeM): w = s / max(sum over hw of s, eps)
+ *   IMAGO_CU_ATT_SOFTMAX (GLAP): w = softmax of s over the hw positions.
+ * imago_cu_wpool: out (device, n x k x c fp32) = (sum over hw of
+ *   w[i][j] max(x[i][ch], eps)^p)^(1/p) for x n x hw x c of type t (p == 3
+ *   an exact cube); k <= IMAGO_CU_WPOOL_MAX_K. */
+enum { IMAGO_CU_ATT_NORMALIZE = 0, IMAGO_CU_ATT_SOFTMAX = 1 };
+#define IMAGO_CU_WPOOL_MAX_K 32
+int imago_cu_att_weights(const void *s, imago_cu_dtype t, int n, int hw, int k, int mode,
+                         float eps, float *w, void *stream);
+int imago_cu_wpool(const void *x, imago_cu_dtype t, int n, int hw, int c, int k, const float *w,
+                   float p, float eps, float *out, void *stream);
+
 /* cudaGetErrorString of a launcher's return code. */
 const char *imago_cu_error_string(int code);
 

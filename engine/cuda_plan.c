@@ -137,6 +137,9 @@ int imago_cuda_plan_build(const imago_net *net, int n, int h, int w, size_t elt,
         p->values[op->out].last = i;
     }
     p->values[net->output].last = no;
+    /* AP-GeM / GLAP: the attention is read by the pooling after the last op */
+    if (net->head_apgem || net->head_glap)
+        p->values[net->att].last = no;
     if ((rc = imago_net_shapes(net, h, w, hs, ws, err)))
         goto done;
     for (int i = 0; i < no; i++) {

@@ -36,7 +36,8 @@ struct imago_engine {
     int max_side;
     int n_scales;
     float scales[IMAGO_MODEL_MAX_SCALES];
-    float *wP, *wm; /* whitening: P (dim x feat) and m (feat), or W and b */
+    /* whitening stage i: P (out x in) and m (in), or W (out x in) and b (out) */
+    float *wP[IMAGO_MODEL_MAX_WHITEN], *wm[IMAGO_MODEL_MAX_WHITEN];
     imago_model_info info;
 };
 
@@ -76,6 +77,9 @@ static int demo_config(const char *arch, imago_model_config *cfg, imago_error *e
     snprintf(cfg->source, sizeof cfg->source, "built-in demo model (seeded random weights)");
     cfg->dim = 0;
     cfg->trained = 0;
+    /* GLAP on a ResNet: output stride 16, the resolution the head is meant for */
+    if (strcmp(cfg->head, "glap") == 0 && strncmp(cfg->backbone, "resnet", 6) == 0)
+        cfg->last_stride = 1;
     return 0;
 }
 
@@ -93,22 +97,62 @@ static int parse_precision(const char *s, imago_precision *out, imago_error *err
     return 0;
 }
 
+static void l2n(float *x, int d)
+{
+    double s = 0;
+    for (int i = 0; i < d; i++)
+        s += (double)x[i] * x[i];
+    float inv = (float)(1.0 / (sqrt(s) + 1e-6));
+    for (int i = 0; i < d; i++)
+        x[i] *= inv;
+}
+
 static int copy_whitening(imago_engine *e, const imago_model *m, imago_error *err)
 {
     const imago_net *net = e->net;
-    if (net->whiten == IMAGO_WHITEN_NONE)
-        return 0;
-    const char *pn = net->whiten == IMAGO_WHITEN_LW ? "whiten.P" : "whiten.weight";
-    const char *mn = net->whiten == IMAGO_WHITEN_LW ? "whiten.m" : "whiten.bias";
-    imago_tensor P, mv;
-    int rc;
-    if ((rc = imago_model_tensor(m, pn, &P, err)) || (rc = imago_model_tensor(m, mn, &mv, err)))
-        return rc;
-    e->wP = imago_xmalloc((size_t)P.numel * sizeof(float));
-    e->wm = imago_xmalloc((size_t)mv.numel * sizeof(float));
-    memcpy(e->wP, P.data, (size_t)P.numel * sizeof(float));
-    memcpy(e->wm, mv.data, (size_t)mv.numel * sizeof(float));
+    for (int i = 0; i < net->n_whiten; i++) {
+        int lw = net->whiten[i] == IMAGO_WHITEN_LW;
+        imago_tensor P, mv;
+        int rc;
+        if ((rc = imago_model_tensor(m, lw ? "whiten.P" : "whiten.weight", &P, err)) ||
+            (rc = imago_model_tensor(m, lw ? "whiten.m" : "whiten.bias", &mv, err)))
+            return rc;
+        e->wP[i] = imago_xmalloc((size_t)P.numel * sizeof(float));
+        e->wm[i] = imago_xmalloc((size_t)mv.numel * sizeof(float));
+        memcpy(e->wP[i], P.data, (size_t)P.numel * sizeof(float));
+        memcpy(e->wm[i], mv.data, (size_t)mv.numel * sizeof(float));
+    }
     return 0;
+}
+
+/* The whitening stages on v (feat_dim values; overwritten), each followed by
+ * L2N; the result (dim values) goes to out. */
+static void apply_whitening(const imago_engine *e, float *v, float *tmp, float *out)
+{
+    const imago_net *net = e->net;
+    int C = net->feat_dim;
+    if (net->n_whiten == 0) {
+        memcpy(out, v, (size_t)C * sizeof(float));
+        return;
+    }
+    float *src = v;
+    for (int i = 0; i < net->n_whiten; i++) {
+        int D = net->whiten_dim[i], lw = net->whiten[i] == IMAGO_WHITEN_LW;
+        float *dst = i == net->n_whiten - 1 ? out : (src == v ? tmp : v);
+        if (lw)
+            for (int c = 0; c < C; c++)
+                src[c] -= e->wm[i][c];
+        for (int r = 0; r < D; r++) {
+            const float *row = e->wP[i] + (size_t)r * C;
+            double s = lw ? 0.0 : e->wm[i][r];
+            for (int c = 0; c < C; c++)
+                s += (double)row[c] * src[c];
+            dst[r] = (float)s;
+        }
+        l2n(dst, D);
+        src = dst;
+        C = D;
+    }
 }
 
 /* ---- the CUDA backend plugin (engine/meson.build) ------------------------ */
@@ -334,8 +378,10 @@ void imago_engine_free(imago_engine *e)
     if (e->backend)
         imago_backend_destroy(e->vt, e->backend);
     imago_net_free(e->net);
-    free(e->wP);
-    free(e->wm);
+    for (int i = 0; i < IMAGO_MODEL_MAX_WHITEN; i++) {
+        free(e->wP[i]);
+        free(e->wm[i]);
+    }
     free(e);
 }
 
@@ -347,16 +393,6 @@ void imago_engine_describe(const imago_engine *e, imago_model_info *out)
 int imago_engine_feat_dim(const imago_engine *e)
 {
     return e->net->feat_dim;
-}
-
-static void l2n(float *x, int d)
-{
-    double s = 0;
-    for (int i = 0; i < d; i++)
-        s += (double)x[i] * x[i];
-    float inv = (float)(1.0 / (sqrt(s) + 1e-6));
-    for (int i = 0; i < d; i++)
-        x[i] *= inv;
 }
 
 /* Bilinear resize of an NHWC image batch, PyTorch interpolate(bilinear,
@@ -443,7 +479,11 @@ int imago_engine_embed_nhwc(imago_engine *e, const float *nhwc, int n, int h, in
     if (imago_size_mul3((size_t)n, (size_t)h * (size_t)w, 3, &count))
         return imago_error_set(err, IMAGO_ERR_TOO_LARGE, "batch of %d %dx%d images is too large",
                                n, w, h);
+    int wmax = C; /* the widest whitening stage */
+    for (int i = 0; i < net->n_whiten; i++)
+        wmax = net->whiten_dim[i] > wmax ? net->whiten_dim[i] : wmax;
     float *scaled = NULL, *pooled = imago_xmalloc((size_t)n * C * sizeof(float));
+    float *wbuf = imago_xmalloc((size_t)2 * wmax * sizeof(float));
     double *acc = imago_xcalloc((size_t)n * C, sizeof(double));
     double p = net->ms_p;
     for (int si = 0; si < e->n_scales; si++) {
@@ -469,38 +509,27 @@ int imago_engine_embed_nhwc(imago_engine *e, const float *nhwc, int n, int h, in
             goto done;
         for (int b = 0; b < n; b++) {
             float *d = pooled + (size_t)b * C;
-            l2n(d, C);
+            if (net->normalize_pooled)
+                l2n(d, C);
             for (int c = 0; c < C; c++)
                 acc[(size_t)b * C + c] += p == 1.0 ? (double)d[c] : pow((double)d[c], p);
         }
     }
     for (int b = 0; b < n; b++) {
-        float *v = pooled + (size_t)b * C; /* one scale: still d_s, already L2N'd */
+        float *v = wbuf; /* one scale: still d_s (L2N'd unless !normalize_pooled) */
+        memcpy(v, pooled + (size_t)b * C, (size_t)C * sizeof(float));
         if (e->n_scales > 1) {
             for (int c = 0; c < C; c++) {
                 double a = acc[(size_t)b * C + c] / e->n_scales;
                 v[c] = (float)(p == 1.0 ? a : pow(a, 1.0 / p));
             }
-            l2n(v, C);
+            if (net->normalize_pooled)
+                l2n(v, C);
         }
-        float *o = out + (size_t)b * D;
-        if (net->whiten == IMAGO_WHITEN_NONE) {
-            memcpy(o, v, (size_t)C * sizeof(float));
-            continue;
-        }
-        if (net->whiten == IMAGO_WHITEN_LW)
-            for (int c = 0; c < C; c++)
-                v[c] -= e->wm[c];
-        for (int r = 0; r < D; r++) {
-            const float *row = e->wP + (size_t)r * C;
-            double s = net->whiten == IMAGO_WHITEN_FC ? e->wm[r] : 0.0;
-            for (int c = 0; c < C; c++)
-                s += (double)row[c] * v[c];
-            o[r] = (float)s;
-        }
-        l2n(o, D);
+        apply_whitening(e, v, wbuf + wmax, out + (size_t)b * D);
     }
 done:
+    free(wbuf);
     imago_free_aligned(scaled);
     free(pooled);
     free(acc);

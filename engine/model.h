@@ -17,15 +17,21 @@
 
 #define IMAGO_MODEL_MAX_SCALES 8
 #define IMAGO_TENSOR_MAX_DIMS 4
+#define IMAGO_MODEL_MAX_WHITEN 2 /* whitening stages: lw and fc, each at most once */
 
 typedef struct imago_model_config {
     int format;          /* 1 */
     char name[128];
     char backbone[32];   /* resnet50 | resnet101 | resnet152 | mobilenet_v2 */
-    char head[16];       /* gem | agem | glam */
+    char head[16];       /* gem | agem | glam | apgem | glap */
     char pooling[8];     /* gem | spoc | mac */
     int dim;             /* output descriptor dimension */
-    char whitening[8];   /* none | lw | fc */
+    char whitening[8];   /* none, or the stages in order joined by ',': lw | fc | fc,lw |
+                          * lw,fc (the JSON list ["fc", "lw"]); each stage at most once */
+    int last_stride;     /* ResNet layer4 stride: 2 (default) or 1 (output stride 16) */
+    int normalize_pooled;/* 1 (default): L2N of each scale's pooled vector; 0: the pooled
+                          * vector goes to the whitening as it is (dirtorch without
+                          * norm_features: GeM -> fc) */
     char padding[16];    /* torch | tf_same */
     int max_side;        /* default 1024 */
     float mean[3], std[3];
@@ -43,14 +49,16 @@ typedef struct imago_model_config {
 
 /* Fills the defaults of DESIGN §3 (max_side 1024, ImageNet mean/std, scales
  * [1, 1/sqrt 2, 1/2], pooling gem with p from tensor pool.p, padding torch,
- * whitening none, trained 1). backbone, head and name are "" and dim is 0:
+ * whitening none, last_stride 2, normalize_pooled 1, trained 1). backbone, head and name are "" and dim is 0:
  * a config must name them. */
 void imago_model_config_default(imago_model_config *cfg);
 
 /* Parses an imago.config JSON string (DESIGN §3) into *cfg: starts from the
  * defaults, then reads format (must be 1), backbone, head, dim (required),
  * pooling ({"type": gem|spoc|mac, "p": number | "from tensor NAME"} or just
- * the type string), whitening, padding, input {max_side, mean[3], std[3]},
+ * the type string), whitening ("none", "lw", "fc" or a list of 1..2 distinct
+ * stages such as ["fc", "lw"], stored joined by ','), last_stride (1 | 2,
+ * ResNet only), normalize_pooled (bool), padding, input {max_side, mean[3], std[3]},
  * scales (1..8 values in (0, 4]), name, source (truncated to fit at a UTF-8
  * boundary), trained (bool). Bounds: dim 1..65536, max_side 1..16384, std > 0,
  * numeric p in (0, 64]. Unknown keys are ignored. Errors: IMAGO_ERR_FORMAT (not JSON, wrong
@@ -59,6 +67,11 @@ void imago_model_config_default(imago_model_config *cfg);
  * message naming the key. *cfg is written only on success (fingerprint "").
  * Thread-safe. */
 int imago_model_config_parse(const char *json, imago_model_config *cfg, imago_error *err);
+
+/* Splits a config's whitening string ("fc,lw") into at most max stage names
+ * (each < 4 chars) and returns their count: 0 for "none" or "", -1 when it
+ * does not split into at most max names. Thread-safe. */
+int imago_model_whitening_stages(const char *whitening, char stages[][4], int max);
 
 /* Checks the values of a filled config (the rules of imago_model_config_parse);
  * used for configs built in code (the demo model). Thread-safe. */

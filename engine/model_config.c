@@ -10,9 +10,10 @@
 #define P_FROM_TENSOR "from tensor "
 
 static const char *const BACKBONES[] = {"resnet50", "resnet101", "resnet152", "mobilenet_v2", NULL};
-static const char *const HEADS[] = {"gem", "agem", "glam", NULL};
+static const char *const HEADS[] = {"gem", "agem", "glam", "apgem", "glap", NULL};
 static const char *const POOLINGS[] = {"gem", "spoc", "mac", NULL};
 static const char *const WHITENINGS[] = {"none", "lw", "fc", NULL};
+static const char *const STAGES[] = {"lw", "fc", NULL};
 static const char *const PADDINGS[] = {"torch", "tf_same", NULL};
 
 void imago_model_config_default(imago_model_config *cfg)
@@ -31,6 +32,8 @@ void imago_model_config_default(imago_model_config *cfg)
     cfg->scales[1] = 0.70710678f;
     cfg->scales[2] = 0.5f;
     cfg->trained = 1;
+    cfg->last_stride = 2;
+    cfg->normalize_pooled = 1;
     cfg->gem_p = 3.0f;
     snprintf(cfg->p_tensor, sizeof cfg->p_tensor, "pool.p");
 }
@@ -55,6 +58,51 @@ static int check_name(const char *key, const char *val, const char *const *list,
                            allowed);
 }
 
+int imago_model_whitening_stages(const char *w, char stages[][4], int max)
+{
+    if (!w[0] || strcmp(w, "none") == 0)
+        return 0;
+    int n = 0;
+    for (const char *s = w;;) {
+        const char *e = strchr(s, ',');
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        if (n == max || len == 0 || len > 3)
+            return -1;
+        memcpy(stages[n], s, len);
+        stages[n][len] = '\0';
+        n++;
+        if (!e)
+            return n;
+        s = e + 1;
+    }
+}
+
+/* "none", one stage, or distinct stages joined by ',' (from a JSON list). */
+static int check_whitening(const char *w, imago_error *err)
+{
+    if (in_list(w, WHITENINGS) || !strchr(w, ','))
+        return check_name("whitening", w, WHITENINGS, err);
+    char st[IMAGO_MODEL_MAX_WHITEN][4];
+    int n = imago_model_whitening_stages(w, st, IMAGO_MODEL_MAX_WHITEN);
+    if (n < 0)
+        return imago_error_set(err, IMAGO_ERR_UNSUPPORTED,
+                               "imago.config: whitening '%.64s' is not supported (\"none\", "
+                               "\"lw\", \"fc\" or a list of at most %d distinct stages)",
+                               w, IMAGO_MODEL_MAX_WHITEN);
+    for (int i = 0; i < n; i++) {
+        int rc = check_name("whitening stage", st[i], STAGES, err);
+        if (rc)
+            return rc;
+        for (int j = 0; j < i; j++)
+            if (strcmp(st[i], st[j]) == 0)
+                return imago_error_set(err, IMAGO_ERR_UNSUPPORTED,
+                                       "imago.config: whitening stage '%s' appears twice (its "
+                                       "tensors whiten.* exist once)",
+                                       st[i]);
+    }
+    return 0;
+}
+
 int imago_model_config_validate(const imago_model_config *c, imago_error *err)
 {
     int rc;
@@ -70,9 +118,16 @@ int imago_model_config_validate(const imago_model_config *c, imago_error *err)
     if ((rc = check_name("backbone", c->backbone, BACKBONES, err)) ||
         (rc = check_name("head", c->head, HEADS, err)) ||
         (rc = check_name("pooling.type", c->pooling, POOLINGS, err)) ||
-        (rc = check_name("whitening", c->whitening, WHITENINGS, err)) ||
+        (rc = check_whitening(c->whitening, err)) ||
         (rc = check_name("padding", c->padding, PADDINGS, err)))
         return rc;
+    if (c->last_stride != 1 && c->last_stride != 2)
+        return imago_error_set(err, IMAGO_ERR_FORMAT, "imago.config: last_stride %d is not 1 or 2",
+                               c->last_stride);
+    if (c->last_stride == 1 && strncmp(c->backbone, "resnet", 6) != 0)
+        return imago_error_set(err, IMAGO_ERR_UNSUPPORTED,
+                               "imago.config: last_stride 1 needs a ResNet backbone, not '%s'",
+                               c->backbone);
     if (strcmp(c->head, "agem") == 0 && strncmp(c->backbone, "resnet", 6) != 0)
         return imago_error_set(err, IMAGO_ERR_UNSUPPORTED,
                                "imago.config: head 'agem' needs a ResNet backbone, not '%s'",
@@ -186,6 +241,49 @@ static int get_floats(json_t *obj, const char *key, const char *path, float *dst
     return 0;
 }
 
+static int get_bool(json_t *obj, const char *key, const char *path, int *dst, imago_error *err)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v)
+        return 0;
+    if (!json_is_boolean(v))
+        return imago_error_set(err, IMAGO_ERR_FORMAT, "imago.config: %s must be true or false",
+                               path);
+    *dst = json_is_true(v);
+    return 0;
+}
+
+/* "whitening": a string, or a list of stage strings stored joined by ','. */
+static int parse_whitening(json_t *root, imago_model_config *c, imago_error *err)
+{
+    json_t *v = json_object_get(root, "whitening");
+    if (!v || json_is_string(v))
+        return get_string(root, "whitening", "whitening", c->whitening, sizeof c->whitening, 0,
+                          err);
+    if (!json_is_array(v))
+        return imago_error_set(err, IMAGO_ERR_FORMAT,
+                               "imago.config: whitening must be a string or a list of stages");
+    size_t n = json_array_size(v);
+    if (n < 1 || n > IMAGO_MODEL_MAX_WHITEN)
+        return imago_error_set(err, IMAGO_ERR_FORMAT,
+                               "imago.config: whitening has %zu stages (want 1..%d)", n,
+                               IMAGO_MODEL_MAX_WHITEN);
+    char buf[sizeof c->whitening] = "";
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(v, i);
+        if (!json_is_string(e))
+            return imago_error_set(err, IMAGO_ERR_FORMAT,
+                                   "imago.config: whitening[%zu] must be a string", i);
+        const char *s = json_string_value(e);
+        if (!in_list(s, STAGES))
+            return check_name("whitening stage", s, STAGES, err);
+        size_t len = strlen(buf);
+        snprintf(buf + len, sizeof buf - len, "%s%s", i ? "," : "", s);
+    }
+    memcpy(c->whitening, buf, sizeof buf);
+    return 0;
+}
+
 static int parse_pooling(json_t *root, imago_model_config *c, imago_error *err)
 {
     json_t *v = json_object_get(root, "pooling");
@@ -290,8 +388,9 @@ int imago_model_config_parse(const char *text, imago_model_config *out, imago_er
     if ((rc = get_string(root, "name", "name", c.name, sizeof c.name, 0, err)) ||
         (rc = get_string(root, "backbone", "backbone", c.backbone, sizeof c.backbone, 0, err)) ||
         (rc = get_string(root, "head", "head", c.head, sizeof c.head, 0, err)) ||
-        (rc =
-             get_string(root, "whitening", "whitening", c.whitening, sizeof c.whitening, 0, err)) ||
+        (rc = parse_whitening(root, &c, err)) ||
+        (rc = get_int(root, "last_stride", "last_stride", &c.last_stride, err)) ||
+        (rc = get_bool(root, "normalize_pooled", "normalize_pooled", &c.normalize_pooled, err)) ||
         (rc = get_string(root, "padding", "padding", c.padding, sizeof c.padding, 0, err)) ||
         (rc = get_string(root, "source", "source", c.source, sizeof c.source, 1, err)) ||
         (rc = get_int(root, "dim", "dim", &c.dim, err)) || (rc = parse_pooling(root, &c, err)))

@@ -1,7 +1,8 @@
 /* Network descriptions: the ResNet backbones and the GeM / AGeM heads as op
- * lists (engine/net.h), the model-file validation they drive, and the tensor
- * specs of synthetic (demo) models. MobileNetV2 and GLAM slot in as further
- * builders next to build_resnet / build_agem.
+ * lists (engine/net.h), the attention convolutions of the AP-GeM and GLAP
+ * heads, the model-file validation they drive, and the tensor specs of
+ * synthetic (demo) models. MobileNetV2 and GLAM slot in as further builders
+ * next to build_resnet / build_agem.
  */
 #include "net.h"
 
@@ -125,7 +126,8 @@ typedef struct resnet_outputs {
 
 /* The ResNet stem and stages. When `stop_layer4` >= 0 the layer4 blocks from
  * that index on are not emitted (the AGeM builder interleaves them). */
-static int build_resnet(builder *b, const int blocks[4], int x, resnet_outputs *o, int stop_layer4)
+static int build_resnet(builder *b, const int blocks[4], int x, resnet_outputs *o, int stop_layer4,
+                        int last_stride)
 {
     imago_net_op *op = conv(b, x, "backbone.conv1", "backbone.bn1", 64, 7, 2, 3, 0);
     post_act(op, IMAGO_ACT_RELU, 0, 0);
@@ -144,7 +146,8 @@ static int build_resnet(builder *b, const int blocks[4], int x, resnet_outputs *
                 return y;
             char prefix[IMAGO_NET_NAME_MAX];
             snprintf(prefix, sizeof prefix, "backbone.layer%d.%d", s + 1, i);
-            y = bottleneck(b, y, prefix, planes[s], (i == 0 && s > 0) ? 2 : 1, i == 0);
+            int st = i > 0 || s == 0 ? 1 : s == 3 ? last_stride : 2;
+            y = bottleneck(b, y, prefix, planes[s], st, i == 0);
             if (s == 2)
                 o->layer3 = y;
             if (s == 3)
@@ -161,7 +164,7 @@ static int build_resnet(builder *b, const int blocks[4], int x, resnet_outputs *
 static int build_agem(builder *b, const int blocks[4], int x)
 {
     resnet_outputs o = {0};
-    int y = build_resnet(b, blocks, x, &o, 1); /* up to and including layer4.0 */
+    int y = build_resnet(b, blocks, x, &o, 1, 2); /* up to and including layer4.0 */
     int x51 = y;
     imago_net_op *op = conv(b, o.layer3, "agem.att1.0", "agem.att1_bn.0", 1024, 3, 2, 1, 0);
     post_act(op, IMAGO_ACT_RELU, 0, 0);
@@ -192,6 +195,29 @@ static int build_agem(builder *b, const int blocks[4], int x)
     return x53;
 }
 
+/* The AP-GeM attention on the backbone map F: conv1x1 (c -> c') + BN + ReLU,
+ * conv1x1 (c' -> 1, bias) + sigmoid. c' is the demo width here; imago_net_bind
+ * sets the model's from apgem.att.0.weight. Returns the attention value. */
+#define APGEM_DEMO_WIDTH 512
+#define GLAP_DEMO_MAPS 8
+#define GLAP_DEMO_DIM 512
+
+static int build_apgem(builder *b, int feat)
+{
+    imago_net_op *op =
+        conv(b, feat, "apgem.att.0", "apgem.att_bn.0", APGEM_DEMO_WIDTH, 1, 1, 0, 0);
+    post_act(op, IMAGO_ACT_RELU, 0, 0);
+    op = conv(b, op->out, "apgem.att.1", NULL, 1, 1, 1, 0, 1);
+    post_act(op, IMAGO_ACT_SIGMOID, 0, 0);
+    return op->out;
+}
+
+/* The GLAP logits S = conv1x1 (c -> K, bias) of F (softmax in the pooling). */
+static int build_glap(builder *b, int feat)
+{
+    return conv(b, feat, "glap.att", NULL, GLAP_DEMO_MAPS, 1, 1, 0, 1)->out;
+}
+
 int imago_net_build(const imago_model_config *cfg, imago_net **out, imago_error *err)
 {
     static const int r50[4] = {3, 4, 6, 3}, r101[4] = {3, 4, 23, 3}, r152[4] = {3, 8, 36, 3};
@@ -213,21 +239,32 @@ int imago_net_build(const imago_model_config *cfg, imago_net **out, imago_error 
     net->input = new_value(&b, 3, 1);
     int feat;
     int glam = strcmp(cfg->head, "glam") == 0; /* on either backbone (engine/glam.c) */
-    if (!blocks && (strcmp(cfg->head, "gem") == 0 || glam)) {
+    int apgem = strcmp(cfg->head, "apgem") == 0, glap = strcmp(cfg->head, "glap") == 0;
+    int plain = strcmp(cfg->head, "gem") == 0 || glam || apgem || glap;
+    int last_stride = cfg->last_stride == 1 ? 1 : 2;
+    net->att = -1;
+    if (last_stride != 2 && (!blocks || strcmp(cfg->head, "agem") == 0)) {
+        imago_net_free(net);
+        return imago_error_set(err, IMAGO_ERR_UNSUPPORTED,
+                               "last_stride 1 is for ResNet backbones with head gem, glam, "
+                               "apgem or glap (not %s + %s)",
+                               cfg->backbone, cfg->head);
+    }
+    if (!blocks && plain) {
         imago_net_build_mobilenet_v2(net, net->input, strcmp(cfg->padding, "tf_same") == 0,
                                      &feat, err);
         b.cap_ops = net->n_ops; /* it grows the arrays to their exact sizes */
         b.cap_values = net->n_values;
-    } else if (blocks && (strcmp(cfg->head, "gem") == 0 || glam)) {
+    } else if (blocks && plain) {
         resnet_outputs o = {0};
-        feat = build_resnet(&b, blocks, net->input, &o, -1);
+        feat = build_resnet(&b, blocks, net->input, &o, -1, last_stride);
     } else if (blocks && strcmp(cfg->head, "agem") == 0) {
         feat = build_agem(&b, blocks, net->input);
     } else {
         imago_net_free(net);
         return imago_error_set(err, IMAGO_ERR_UNSUPPORTED,
                                "head '%s' is not supported for backbone %s "
-                               "(supported: gem, agem, glam)",
+                               "(supported: gem, agem, glam, apgem, glap)",
                                cfg->head, cfg->backbone);
     }
     net->output = feat;
@@ -236,8 +273,21 @@ int imago_net_build(const imago_model_config *cfg, imago_net **out, imago_error 
         net->head_glam = 1;
         net->feat_dim = strcmp(cfg->whitening, "none") == 0 && cfg->dim > 0 ? cfg->dim : 512;
     }
+    if (apgem) {
+        net->head_apgem = 1;
+        net->att = build_apgem(&b, feat);
+    }
+    if (glap) { /* with glap.fc of the demo width; imago_net_bind reads the model's */
+        net->head_glap = 1;
+        net->att = build_glap(&b, feat);
+        int d = strcmp(cfg->whitening, "none") == 0 && cfg->dim > 0 ? cfg->dim : GLAP_DEMO_DIM;
+        net->glap_fc_out = d == net->channels[feat] ? 0 : d;
+        net->feat_dim = d;
+    }
+    net->normalize_pooled = cfg->normalize_pooled;
 
-    if (glam || strcmp(cfg->pooling, "gem") == 0 || cfg->pooling[0] == 0) /* GLAM: GeM */
+    /* GLAM, AP-GeM and GLAP pool with GeM */
+    if (glam || apgem || glap || strcmp(cfg->pooling, "gem") == 0 || cfg->pooling[0] == 0)
         net->pool = IMAGO_POOL_GEM;
     else if (strcmp(cfg->pooling, "spoc") == 0)
         net->pool = IMAGO_POOL_SPOC;
@@ -251,18 +301,24 @@ int imago_net_build(const imago_model_config *cfg, imago_net **out, imago_error 
     net->gem_p = 3.0f;
     net->ms_p = 1.0f;
 
-    if (strcmp(cfg->whitening, "none") == 0 || cfg->whitening[0] == 0) {
-        net->whiten = IMAGO_WHITEN_NONE;
-        net->dim = net->feat_dim;
-    } else if (strcmp(cfg->whitening, "lw") == 0 || strcmp(cfg->whitening, "fc") == 0) {
-        net->whiten = cfg->whitening[0] == 'l' ? IMAGO_WHITEN_LW : IMAGO_WHITEN_FC;
-        net->dim = cfg->dim > 0 ? cfg->dim : net->feat_dim;
-    } else {
+    char st[IMAGO_MODEL_MAX_WHITEN][4];
+    int ns = imago_model_whitening_stages(cfg->whitening, st, IMAGO_MODEL_MAX_WHITEN);
+    for (int i = 0; i < ns; i++) {
+        if (strcmp(st[i], "lw") != 0 && strcmp(st[i], "fc") != 0)
+            ns = -1;
+        else
+            net->whiten[i] = st[i][0] == 'l' ? IMAGO_WHITEN_LW : IMAGO_WHITEN_FC;
+    }
+    if (ns < 0) {
         imago_net_free(net);
         return imago_error_set(err, IMAGO_ERR_UNSUPPORTED, "whitening '%s' is not supported",
                                cfg->whitening);
     }
-    if (net->whiten == IMAGO_WHITEN_NONE && cfg->dim > 0 && cfg->dim != net->feat_dim) {
+    net->n_whiten = ns;
+    net->dim = ns > 0 && cfg->dim > 0 ? cfg->dim : net->feat_dim;
+    for (int i = 0; i < ns; i++) /* inner widths: read from the tensors at bind */
+        net->whiten_dim[i] = i == ns - 1 ? net->dim : net->feat_dim;
+    if (ns == 0 && cfg->dim > 0 && cfg->dim != net->feat_dim) {
         int d = net->feat_dim;
         imago_net_free(net);
         return imago_error_set(err, IMAGO_ERR_FORMAT,
@@ -282,6 +338,8 @@ void imago_net_free(imago_net *net)
     free(net->channels);
     free(net->stride);
     imago_glam_free(net->glam);
+    free(net->glap_fc_w);
+    free(net->glap_fc_b);
     free(net);
 }
 
@@ -294,9 +352,69 @@ static int check(const imago_model *m, const char *prefix, const char *suffix, i
     return imago_model_tensor_shape(m, name, ndim, dims, t ? t : &tmp, err);
 }
 
+/* The widths the AP-GeM (c') and GLAP (K) attention convolutions take from
+ * the model's weight shapes. */
+static int bind_att_widths(imago_net *net, const imago_model *m, imago_error *err)
+{
+    const char *name = net->head_apgem ? "apgem.att.0.weight" : "glap.att.weight";
+    int c = net->channels[net->output], rc;
+    int64_t wd[4] = {-1, c, 1, 1};
+    imago_tensor t;
+    if ((rc = imago_model_tensor_shape(m, name, 4, wd, &t, err)))
+        return rc;
+    if (t.dims[0] < 1 || t.dims[0] > 65536)
+        return imago_error_set(err, IMAGO_ERR_FORMAT, "tensor '%s': %lld output channels", name,
+                               (long long)t.dims[0]);
+    int w = (int)t.dims[0];
+    for (int i = 0; i < net->n_ops; i++) {
+        imago_net_op *op = &net->ops[i];
+        if (op->kind != IMAGO_NET_CONV)
+            continue;
+        if (strcmp(op->weight, net->head_apgem ? "apgem.att.0" : "glap.att") == 0) {
+            op->cout = w;
+            net->channels[op->out] = w;
+        } else if (strcmp(op->weight, "apgem.att.1") == 0) {
+            op->cin = w;
+        }
+    }
+    return 0;
+}
+
+/* GLAP's optional embedding glap.fc [D, c] + bias [D]. */
+static int bind_glap_fc(imago_net *net, const imago_model *m, imago_error *err)
+{
+    int c = net->channels[net->output], rc;
+    free(net->glap_fc_w);
+    free(net->glap_fc_b);
+    net->glap_fc_w = net->glap_fc_b = NULL;
+    net->glap_fc_out = 0;
+    net->feat_dim = c;
+    if (!imago_model_has_tensor(m, "glap.fc.weight"))
+        return 0;
+    imago_tensor w, b;
+    int64_t wd[2] = {-1, c};
+    if ((rc = imago_model_tensor_shape(m, "glap.fc.weight", 2, wd, &w, err)))
+        return rc;
+    int64_t bd[1] = {w.dims[0]};
+    if ((rc = imago_model_tensor_shape(m, "glap.fc.bias", 1, bd, &b, err)))
+        return rc;
+    if (w.dims[0] < 1 || w.dims[0] > 65536)
+        return imago_error_set(err, IMAGO_ERR_FORMAT, "tensor 'glap.fc.weight': %lld outputs",
+                               (long long)w.dims[0]);
+    net->glap_fc_out = (int)w.dims[0];
+    net->glap_fc_w = imago_xmalloc((size_t)w.numel * sizeof(float));
+    net->glap_fc_b = imago_xmalloc((size_t)b.numel * sizeof(float));
+    memcpy(net->glap_fc_w, w.data, (size_t)w.numel * sizeof(float));
+    memcpy(net->glap_fc_b, b.data, (size_t)b.numel * sizeof(float));
+    net->feat_dim = net->glap_fc_out;
+    return 0;
+}
+
 int imago_net_bind(imago_net *net, const imago_model *m, imago_error *err)
 {
     int rc;
+    if ((net->head_apgem || net->head_glap) && (rc = bind_att_widths(net, m, err)))
+        return rc;
     for (int i = 0; i < net->n_ops; i++) {
         const imago_net_op *op = &net->ops[i];
         if (op->kind != IMAGO_NET_CONV)
@@ -321,12 +439,21 @@ int imago_net_bind(imago_net *net, const imago_model *m, imago_error *err)
         if ((rc = imago_glam_new(m, net->channels[net->output], &net->glam, err)))
             return rc;
         int od = imago_glam_out_dim(net->glam);
-        if (net->whiten == IMAGO_WHITEN_NONE && od != net->dim)
+        if (net->n_whiten == 0 && od != net->dim)
             return imago_error_set(err, IMAGO_ERR_FORMAT,
                                    "config dim %d does not match the GLAM head's FC width %d "
                                    "(tensor 'glam.fc.weight')",
                                    net->dim, od);
         net->feat_dim = od;
+    }
+    if (net->head_glap) {
+        if ((rc = bind_glap_fc(net, m, err)))
+            return rc;
+        if (net->n_whiten == 0 && net->feat_dim != net->dim)
+            return imago_error_set(err, IMAGO_ERR_FORMAT,
+                                   "config dim %d does not match the GLAP head's width %d "
+                                   "(tensor 'glap.fc.weight', or the %d channels without it)",
+                                   net->dim, net->feat_dim, net->channels[net->output]);
     }
     if (net->pool == IMAGO_POOL_GEM) {
         imago_tensor p;
@@ -338,23 +465,29 @@ int imago_net_bind(imago_net *net, const imago_model *m, imago_error *err)
                                    "tensor 'pool.p' = %g is outside [1, 64]", p.data[0]);
         net->gem_p = p.data[0];
     }
-    int64_t D = net->feat_dim, Dp = net->dim;
-    if (net->whiten == IMAGO_WHITEN_LW) {
-        int64_t pd[2] = {Dp, D}, md[1] = {D};
-        if ((rc = check(m, "whiten.P", "", 2, pd, NULL, err)) ||
-            (rc = check(m, "whiten.m", "", 1, md, NULL, err)))
+    /* each stage's output width from its matrix; the last one must be dim */
+    int has_fc = 0;
+    for (int i = 0; i < net->n_whiten; i++) {
+        int lw = net->whiten[i] == IMAGO_WHITEN_LW;
+        int64_t D = i ? net->whiten_dim[i - 1] : net->feat_dim;
+        int64_t pd[2] = {i == net->n_whiten - 1 ? net->dim : -1, D};
+        imago_tensor P;
+        if ((rc = check(m, lw ? "whiten.P" : "whiten.weight", "", 2, pd, &P, err)))
             return rc;
-    } else if (net->whiten == IMAGO_WHITEN_FC) {
-        int64_t wd[2] = {Dp, D}, bd[1] = {Dp};
-        if ((rc = check(m, "whiten.weight", "", 2, wd, NULL, err)) ||
-            (rc = check(m, "whiten.bias", "", 1, bd, NULL, err)))
+        if (P.dims[0] < 1 || P.dims[0] > 65536)
+            return imago_error_set(err, IMAGO_ERR_FORMAT, "tensor '%s': %lld rows",
+                                   lw ? "whiten.P" : "whiten.weight", (long long)P.dims[0]);
+        int64_t vd[1] = {lw ? D : P.dims[0]};
+        if ((rc = check(m, lw ? "whiten.m" : "whiten.bias", "", 1, vd, NULL, err)))
             return rc;
+        net->whiten_dim[i] = (int)P.dims[0];
+        has_fc |= !lw;
     }
-    /* DESIGN §4: multi-scale uses the learned p for GeM, 1 with an FC head or
-     * other poolings. */
-    net->ms_p = (net->pool == IMAGO_POOL_GEM && net->whiten != IMAGO_WHITEN_FC) ? net->gem_p
-                                                                              : 1.0f;
-    if (net->head_glam)
+    /* multi-scale uses the learned p for GeM, 1 with an FC (an FC whitening
+     * stage, the GLAM and GLAP heads) or other poolings (tools/reference.py,
+     * multiscale_p) */
+    net->ms_p = (net->pool == IMAGO_POOL_GEM && !has_fc) ? net->gem_p : 1.0f;
+    if (net->head_glam || net->head_glap)
         net->ms_p = 1.0f;
     return 0;
 }
@@ -412,17 +545,24 @@ static void write_specs(const imago_net *net, spec_writer *w)
         for (int i = 0; i < ng; i++)
             add_spec(w, gs[i].name, "", gs[i].ndim, gs[i].dims, gs[i].init, gs[i].gain);
     }
+    if (net->head_glap && net->glap_fc_out > 0) {
+        int64_t fd[2] = {net->glap_fc_out, net->channels[net->output]}, fb[1] = {fd[0]};
+        add_spec(w, "glap.fc.weight", "", 2, fd, IMAGO_INIT_CONV_HE, 1.0f);
+        add_spec(w, "glap.fc.bias", "", 1, fb, IMAGO_INIT_ZEROS, 0);
+    }
     int64_t one[1] = {1};
     if (net->pool == IMAGO_POOL_GEM)
         add_spec(w, "pool.p", "", 1, one, IMAGO_INIT_CONST, 3.0f);
-    int64_t D = net->feat_dim, Dp = net->dim;
-    int64_t md[2] = {Dp, D}, vd[1] = {D}, bd[1] = {Dp};
-    if (net->whiten == IMAGO_WHITEN_LW) {
-        add_spec(w, "whiten.P", "", 2, md, IMAGO_INIT_IDENTITY, 1.0f);
-        add_spec(w, "whiten.m", "", 1, vd, IMAGO_INIT_ZEROS, 0);
-    } else if (net->whiten == IMAGO_WHITEN_FC) {
-        add_spec(w, "whiten.weight", "", 2, md, IMAGO_INIT_IDENTITY, 1.0f);
-        add_spec(w, "whiten.bias", "", 1, bd, IMAGO_INIT_ZEROS, 0);
+    for (int i = 0; i < net->n_whiten; i++) {
+        int64_t D = i ? net->whiten_dim[i - 1] : net->feat_dim, Dp = net->whiten_dim[i];
+        int64_t md[2] = {Dp, D}, vd[1] = {D}, bd[1] = {Dp};
+        if (net->whiten[i] == IMAGO_WHITEN_LW) {
+            add_spec(w, "whiten.P", "", 2, md, IMAGO_INIT_IDENTITY, 1.0f);
+            add_spec(w, "whiten.m", "", 1, vd, IMAGO_INIT_ZEROS, 0);
+        } else {
+            add_spec(w, "whiten.weight", "", 2, md, IMAGO_INIT_IDENTITY, 1.0f);
+            add_spec(w, "whiten.bias", "", 1, bd, IMAGO_INIT_ZEROS, 0);
+        }
     }
 }
 

@@ -90,7 +90,13 @@ typedef struct imago_net {
     imago_net_pool pool;
     float gem_p;     /* from pool.p (set by imago_net_bind), 3 before */
     float ms_p;      /* exponent of the multi-scale combination */
-    imago_net_whiten whiten;
+    /* whitening stages in order, each followed by L2N (engine.c applies
+     * them): stage i maps whiten_dim[i-1] (feat_dim for i = 0) values to
+     * whiten_dim[i]; imago_net_bind reads the widths from the tensors */
+    int n_whiten;
+    imago_net_whiten whiten[IMAGO_MODEL_MAX_WHITEN];
+    int whiten_dim[IMAGO_MODEL_MAX_WHITEN];
+    int normalize_pooled; /* L2N of each scale's pooled vector (cfg.normalize_pooled) */
     int dim;         /* descriptor dimension after whitening */
     /* GLAM head (engine/glam.c): when head_glam, `output` is the backbone map
      * (channels[output] wide), feat_dim is the FC width of the head (512) and
@@ -98,10 +104,23 @@ typedef struct imago_net {
      * glam holds the prepared weights (set by imago_net_bind). */
     int head_glam;
     struct imago_glam *glam;
+    /* AP-GeM and GLAP heads (engine/attpool.c): `att` is the value holding
+     * the attention computed by ops of the list (AP-GeM: the sigmoid map, 1
+     * channel; GLAP: the K logit maps S before their softmax), read by the
+     * backend next to `output` (both kept alive to the end); the backend
+     * pools them with imago_apgem_pool / imago_glap_pool. Meaningful only when
+ * head_apgem or head_glap (imago_net_build sets -1 otherwise).
+     * GLAP's optional embedding glap.fc (fc_w [fc_out x channels[output]],
+     * fc_b) is prepared by imago_net_bind; feat_dim is then fc_out. */
+    int head_apgem, head_glap;
+    int att;
+    float *glap_fc_w, *glap_fc_b;
+    int glap_fc_out; /* 0 without glap.fc */
 } imago_net;
 
-/* Builds the op list for cfg (backbone resnet50|resnet101|resnet152, head
- * gem|agem; pooling gem|spoc|mac; whitening none|lw|fc). cfg->dim is the
+/* Builds the op list for cfg (backbone resnet50|resnet101|resnet152 (with
+ * last_stride 2 or 1) | mobilenet_v2, head gem|agem|glam|apgem|glap; pooling
+ * gem|spoc|mac; whitening none or stages lw / fc). cfg->dim is the
  * whitened dimension (ignored and set to the feature width without
  * whitening). IMAGO_ERR_UNSUPPORTED names what is not supported. *out is
  * owned by the caller (imago_net_free). */

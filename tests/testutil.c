@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "tap.h"
 
@@ -40,4 +41,53 @@ unsigned char *testutil_read_fixture(const char *name, size_t *len)
     if (!buf)
         tap_bail(path);
     return buf;
+}
+
+const char *testutil_reference_python(const char *modules, const char **root)
+{
+    const char *r = getenv("IMAGO_SOURCE_ROOT");
+    const char *py = getenv("IMAGO_PYTHON");
+    if (!py || !py[0])
+        py = "/usr/bin/python3";
+    if (!r) {
+        tap_skip(1, "IMAGO_SOURCE_ROOT not set (run through meson test): no reference fixture");
+        return NULL;
+    }
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s' -c 'import %s' 2>/dev/null", py, modules);
+    if (access(py, X_OK) != 0 || system(cmd) != 0) {
+        char why[256];
+        snprintf(why, sizeof why,
+                 "the reference Python (%s) is absent: no comparison with the reference", modules);
+        tap_skip(1, why);
+        return NULL;
+    }
+    *root = r;
+    return py;
+}
+
+void testutil_mkdtemp(const char *tag, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "/tmp/imago-%s-XXXXXX", tag);
+    if (!mkdtemp(buf))
+        tap_bail("mkdtemp failed");
+}
+
+void testutil_rmdir(const char *dir)
+{
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        tap_diag("could not remove %s", dir);
+}
+
+int testutil_run_fixture(const char *py, const char *root, const char *script, const char *out,
+                         const char *args, const char *label)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "'%s' '%s/tools/%s' '%s' %s", py, root, script, out, args);
+    if (system(cmd) == 0)
+        return 0;
+    ok(0, "%s: tools/%s ran", label, script);
+    return -1;
 }

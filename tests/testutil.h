@@ -18,4 +18,22 @@ char *testutil_read_file(const char *path, size_t *len);
  * "Bail out!") when it cannot. The caller frees the buffer. */
 unsigned char *testutil_read_fixture(const char *name, size_t *len);
 
+/* The reference Python of the fixture scripts: $IMAGO_PYTHON or
+ * /usr/bin/python3, when it runs and imports `modules` (a Python import list,
+ * "torch, numpy"), and the source root (*root, from $IMAGO_SOURCE_ROOT).
+ * Returns NULL after printing a TAP skip that says why (no source root, no
+ * such Python): the caller then ends with tap_done(). Borrowed strings. */
+const char *testutil_reference_python(const char *modules, const char **root);
+
+/* Runs the fixture writer `py root/tools/<script> '<out>' <args>` (args
+ * already quoted as needed); 0 on success, else a failed TAP test naming the
+ * script ("<label>: tools/<script> ran") and -1. */
+int testutil_run_fixture(const char *py, const char *root, const char *script, const char *out,
+                         const char *args, const char *label);
+
+/* A fresh temporary folder /tmp/imago-<tag>-XXXXXX in buf (bails on failure);
+ * testutil_rmdir removes it and everything in it. */
+void testutil_mkdtemp(const char *tag, char *buf, size_t cap);
+void testutil_rmdir(const char *dir);
+
 #endif

@@ -21,9 +21,27 @@ Supported inputs (the layout is detected from the state dict's keys):
                        classifier.* dropped); use --mean/--std, --padding
                        torch|tf_same, --max-side.
   imago-reference      the state dict of tools/reference.py's ImagoNet (the
-                       project's AGeM / GLAM reference checkpoints): keys
-                       backbone.*, agem.* or glam.*, pool.p, whiten.*; optionally
-                       wrapped as {'state_dict': ..., 'config': {...}}.
+                       project's AGeM / GLAM / AP-GeM / GLAP reference
+                       checkpoints): keys backbone.*, agem.*, glam.*, apgem.* or
+                       glap.*, pool.p, whiten.*; optionally wrapped as
+                       {'state_dict': ..., 'config': {...}}.
+  dirtorch             a naver deep-image-retrieval AP-GeM checkpoint
+                       (Resnet101-AP-GeM.pt, Resnet-101-AP-GeM-LM18.pt,
+                       Resnet50-AP-GeM.pt): {'state_dict': torchvision ResNet
+                       keys (maybe under module.), adpool.p, fc.weight, fc.bias;
+                       'model_options': {'arch': 'resnet101_rmac', maybe
+                       'norm_features'}; optional 'preprocess' {mean, std};
+                       'pca': {set: pickled scikit-learn PCA}}.  Written as head
+                       gem, whitening ["fc", "lw"]: whiten.weight/bias = fc,
+                       whiten.P = diag(explained_variance_^-WHITENP) components_
+                       (without the ev factor when the PCA has whiten False),
+                       whiten.m = mean_; "normalize_pooled": false unless
+                       norm_features (dirtorch runs GeM -> fc without an L2N),
+                       scales [1] (its README's numbers are single-scale).
+                       --pca-set (default Landmarks_clean), --whitenp (default
+                       0.25, the README's; its extract_features.py uses 0.5).
+                       Needs python3-sklearn to unpickle the PCA (old pickles
+                       name sklearn.decomposition.pca, mapped to ._pca here).
 
 Wrappers {'state_dict': ...} / {'model': ...} and DataParallel's 'module.'
 prefixes are removed.  Unknown layouts fail with the keys that were missing
@@ -34,6 +52,7 @@ mean, std}, scales, padding, source).
 
 import argparse
 import os
+import pickle
 import re
 import sys
 
@@ -63,12 +82,140 @@ def _as_tensor(v, what):
     raise ConvertError("%s is a %s, not a tensor/array" % (what, type(v).__name__))
 
 
+class _NamingUnpickler(pickle.Unpickler):
+    """An Unpickler that names the class it could not find (dirtorch
+    checkpoints pickle scikit-learn PCA objects)."""
+
+    def find_class(self, module, name):
+        try:
+            return super().find_class(module, name)
+        except Exception as e:
+            raise ConvertError("the checkpoint holds a pickled %s.%s that cannot be loaded "
+                               "here (%s: %s)%s"
+                               % (module, name, type(e).__name__, e,
+                                  "; install python3-sklearn (deploy/install-deps)"
+                                  if module.startswith("sklearn") and "sklearn" not in sys.modules
+                                  else "")) from None
+
+
+def _sklearn_shim():
+    """Old scikit-learn pickles name sklearn.decomposition.pca (now ._pca)."""
+    try:
+        import sklearn.decomposition._pca as pca_mod
+    except ImportError:
+        return
+    sys.modules.setdefault("sklearn.decomposition.pca", pca_mod)
+
+
 def load_checkpoint(path):
+    _sklearn_shim()
+    # torch.load subclasses pickle.Unpickler at each call (Debian's torch 1.13
+    # ignores pickle_module=): swap in the naming one for this load only
+    saved = pickle.Unpickler
+    pickle.Unpickler = _NamingUnpickler
     try:
         obj = torch.load(path, map_location="cpu")
+    except ConvertError as e:
+        raise ConvertError("%s: %s" % (path, e)) from None
     except Exception as e:
         raise ConvertError("cannot read %s as a PyTorch checkpoint: %s" % (path, e)) from None
+    finally:
+        pickle.Unpickler = saved
     return obj
+
+
+def is_dirtorch(obj):
+    if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
+        return False
+    keys = {k[len("module."):] if k.startswith("module.") else k for k in obj["state_dict"]}
+    return "model_options" in obj or ("adpool.p" in keys and "fc.weight" in keys)
+
+
+def _pca_matrix(pca, whitenp, what):
+    """(P, m) of a scikit-learn PCA: P = diag(ev^-whitenp) components_ when the
+    PCA whitens, else components_; m = mean_."""
+    try:
+        comp = np.asarray(pca.components_, dtype=np.float64)
+        mean = np.asarray(pca.mean_, dtype=np.float64).reshape(-1)
+        ev = np.asarray(pca.explained_variance_, dtype=np.float64).reshape(-1)
+        whiten = bool(getattr(pca, "whiten", False))
+    except AttributeError as e:
+        raise ConvertError("%s is a %s, not a fitted scikit-learn PCA (%s)"
+                           % (what, type(pca).__name__, e)) from None
+    if comp.ndim != 2 or comp.shape[1] != mean.shape[0] or ev.shape[0] != comp.shape[0]:
+        raise ConvertError("%s: inconsistent shapes components_ %s, mean_ %s, "
+                           "explained_variance_ %s" % (what, comp.shape, mean.shape, ev.shape))
+    if whiten:
+        if not (ev > 0).all():
+            raise ConvertError("%s: explained_variance_ has values <= 0" % what)
+        comp = comp * (ev ** -whitenp)[:, None]
+    return torch.from_numpy(comp).float(), torch.from_numpy(mean).float(), whiten
+
+
+def convert_dirtorch(obj, args):
+    """A dirtorch AP-GeM checkpoint -> (tensors, info) (see the module docstring)."""
+    opts = obj.get("model_options") or {}
+    if not isinstance(opts, dict):
+        raise ConvertError("dirtorch checkpoint: model_options is a %s, not a dict"
+                           % type(opts).__name__)
+    sd = {(k[len("module."):] if k.startswith("module.") else k): v
+          for k, v in obj["state_dict"].items()}
+    tensors, unexpected = {}, []
+    for k, v in sd.items():
+        if k.endswith("num_batches_tracked"):
+            continue
+        if k == "adpool.p":
+            tensors["pool.p"] = _as_tensor(v, k).reshape(-1)[:1].float()
+        elif k in ("fc.weight", "fc.bias"):
+            tensors["whiten." + k[3:]] = _as_tensor(v, k).float()
+        elif re.match(r"^(conv1|bn1|layer[1-4])\.", k):
+            tensors["backbone." + k] = _as_tensor(v, k)
+        else:
+            unexpected.append(k)
+    if unexpected:
+        raise ConvertError("dirtorch checkpoint: unexpected keys %s (only the AP-GeM "
+                           "ResNet + GeM + fc networks are supported)"
+                           % reference._abbrev(unexpected))
+    for need in ("pool.p", "whiten.weight", "whiten.bias"):
+        if need not in tensors:
+            raise ConvertError("dirtorch checkpoint: state_dict has no %s"
+                               % {"pool.p": "adpool.p"}.get(need, need.replace("whiten.",
+                                                                               "fc.")))
+    arch_opt = str(opts.get("arch", ""))
+    arch = re.sub(r"_(rmac|gem)$", "", arch_opt)
+    if arch not in reference.RESNET_BLOCKS:
+        raise ConvertError("dirtorch arch %r is not supported (resnet50_rmac, resnet101_rmac, "
+                           "resnet152_rmac)" % (arch_opt or None,))
+    got = resnet_arch(tensors, "backbone.")
+    if got != arch:
+        raise ConvertError("model_options arch %r but the state dict is a %s" % (arch_opt, got))
+    pca_sets = obj.get("pca")
+    if not pca_sets:
+        raise ConvertError("dirtorch checkpoint has no 'pca' (the PCA whitening its "
+                           "descriptors are defined with); this converter needs one")
+    if not isinstance(pca_sets, dict) or args.pca_set not in pca_sets:
+        have = sorted(pca_sets) if isinstance(pca_sets, dict) else type(pca_sets).__name__
+        raise ConvertError("dirtorch checkpoint: pca has no set %r (has %s; choose with "
+                           "--pca-set)" % (args.pca_set, have))
+    P, m, whiten = _pca_matrix(pca_sets[args.pca_set], args.whitenp,
+                               "pca[%r]" % args.pca_set)
+    d_fc = tensors["whiten.weight"].shape[0]
+    if P.shape[1] != d_fc:
+        raise ConvertError("pca[%r] works on %d values but fc gives %d"
+                           % (args.pca_set, P.shape[1], d_fc))
+    tensors["whiten.P"] = P
+    tensors["whiten.m"] = m
+    info = {"layout": "dirtorch", "backbone": arch, "head": "gem", "pooling": "gem",
+            "whitening": ["fc", "lw"], "normalize_pooled": bool(opts.get("norm_features")),
+            "scales": [1.0],
+            "lw": "pca %s, whitenp %g%s" % (args.pca_set, args.whitenp,
+                                            "" if whiten else " (PCA without whiten)")}
+    pre = obj.get("preprocess")
+    if isinstance(pre, dict):
+        for key in ("mean", "std"):
+            if pre.get(key) is not None and getattr(args, key) is None:
+                info[key] = [float(v) for v in pre[key]]
+    return tensors, info
 
 
 def unwrap(obj):
@@ -246,15 +393,25 @@ def convert_state(sd, meta, config_in, args):
             head = "agem"
         elif any(k.startswith("glam.") for k in tensors):
             head = "glam"
+        elif any(k.startswith("apgem.") for k in tensors):
+            head = "apgem"
+        elif any(k.startswith("glap.") for k in tensors):
+            head = "glap"
         pooling = args.pooling or (imago_model.pooling_type(cfg) if cfg else "gem")
-        if head == "glam":
+        if head in ("glam", "apgem", "glap"):
             pooling = "gem"
+        if cfg.get("last_stride"):
+            info["last_stride"] = int(cfg["last_stride"])
+        if "normalize_pooled" in cfg:
+            info["normalize_pooled"] = bool(cfg["normalize_pooled"])
         info.update(backbone=cfg.get("backbone", arch), head=cfg.get("head", head),
                     pooling=pooling)
         if info["backbone"] != arch or info["head"] != head:
             raise ConvertError("the embedded config says %s/%s but the tensors are %s/%s"
                                % (info["backbone"], info["head"], arch, head))
-        if "whiten.P" in tensors:
+        if cfg.get("whitening") not in (None, "none"):
+            whitening = cfg["whitening"]
+        elif "whiten.P" in tensors:
             whitening = "lw"
         elif "whiten.weight" in tensors:
             whitening = "fc"
@@ -275,9 +432,9 @@ def convert_state(sd, meta, config_in, args):
     if info["head"] == "agem" and layout != "imago-reference":
         raise ConvertError("--head agem needs attention weights: only the imago reference "
                            "checkpoints carry them")
-    if info["head"] == "glam" and layout != "imago-reference":
-        raise ConvertError("--head glam needs attention weights: only the imago reference "
-                           "checkpoints carry them")
+    if info["head"] in ("glam", "apgem", "glap") and layout != "imago-reference":
+        raise ConvertError("--head %s needs attention weights: only the imago reference "
+                           "checkpoints carry them" % info["head"])
     info["whitening"] = whitening
     return tensors, info
 
@@ -285,14 +442,16 @@ def convert_state(sd, meta, config_in, args):
 def build_config(tensors, info, args, source_path):
     backbone = info["backbone"]
     head = info["head"]
-    if info["whitening"] == "lw":
-        dim = tensors["whiten.P"].shape[0]
-    elif info["whitening"] == "fc":
-        dim = tensors["whiten.weight"].shape[0]
+    stages = imago_model.whitening_stages(info["whitening"])
+    c = 1280 if backbone == "mobilenet_v2" else 2048
+    if stages:
+        dim = tensors["whiten.P" if stages[-1] == "lw" else "whiten.weight"].shape[0]
     elif head == "glam":
         dim = tensors["glam.fc.weight"].shape[0]
+    elif head == "glap":
+        dim = tensors["glap.fc.weight"].shape[0] if "glap.fc.weight" in tensors else c
     else:
-        dim = 1280 if backbone == "mobilenet_v2" else 2048
+        dim = c
     padding = args.padding or info.get("padding") or "torch"
     mean = args.mean or info.get("mean") or imago_model.IMAGENET_MEAN
     std = args.std or info.get("std") or imago_model.IMAGENET_STD
@@ -302,14 +461,22 @@ def build_config(tensors, info, args, source_path):
         ", whitening %s" % info["lw"] if "lw" in info else "")
     return imago_model.make_config(
         name, backbone, head, info["pooling"], dim, info["whitening"], max_side=args.max_side,
-        mean=mean, std=std, scales=args.scales, padding=padding, source=args.source or src,
-        trained=not args.untrained)
+        mean=mean, std=std, scales=args.scales or info.get("scales"), padding=padding,
+        source=args.source or src, trained=not args.untrained,
+        last_stride=info.get("last_stride", 2),
+        normalize_pooled=info.get("normalize_pooled", True))
 
 
 def convert(args):
     obj = load_checkpoint(args.input)
-    sd, meta, config_in = unwrap(obj)
-    tensors, info = convert_state(sd, meta, config_in, args)
+    if (args.layout or ("dirtorch" if is_dirtorch(obj) else None)) == "dirtorch":
+        if not is_dirtorch(obj):
+            raise ConvertError("%s is not a dirtorch checkpoint (a dict with state_dict "
+                               "holding adpool.p and fc.*, and model_options)" % args.input)
+        tensors, info = convert_dirtorch(obj, args)
+    else:
+        sd, meta, config_in = unwrap(obj)
+        tensors, info = convert_state(sd, meta, config_in, args)
     config = build_config(tensors, info, args, args.input)
     # Validate against the reference architecture: every tensor it needs, no
     # more, with the right shapes.
@@ -332,8 +499,14 @@ def parse_args(argv=None):
     ap.add_argument("input", help="checkpoint (.pth / .pt)")
     ap.add_argument("--out", "-o", required=True, help="output .safetensors")
     ap.add_argument("--layout", choices=("torchvision-resnet", "cirtorch",
-                                         "torchvision-mobilenet_v2", "imago-reference"),
+                                         "torchvision-mobilenet_v2", "imago-reference",
+                                         "dirtorch"),
                     help="skip detection")
+    ap.add_argument("--pca-set", default="Landmarks_clean",
+                    help="dirtorch: the checkpoint's pca[SET] (default Landmarks_clean)")
+    ap.add_argument("--whitenp", type=float, default=0.25,
+                    help="dirtorch: PCA whitening power, P = diag(ev^-WHITENP) components_ "
+                         "(default 0.25, the README's numbers; 0.5 = full whitening)")
     ap.add_argument("--head", choices=imago_model.HEADS, default=None,
                     help="gem for plain backbones (agem/glam only from imago reference "
                          "checkpoints)")
@@ -368,9 +541,10 @@ def main(argv=None):
     except ConvertError as e:
         print("convert.py: error: %s" % e, file=sys.stderr)
         return 2
+    w = config["whitening"]
     print("wrote %s: %s, %s head, %s pooling, whitening %s, dim %d, padding %s (%d bytes)"
           % (args.out, config["backbone"], config["head"], config["pooling"]["type"],
-             config["whitening"], config["dim"], config["padding"], n))
+             ",".join(w) if isinstance(w, list) else w, config["dim"], config["padding"], n))
     return 0
 
 

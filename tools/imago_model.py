@@ -249,16 +249,33 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 DEFAULT_SCALES = [1.0, 0.70710678, 0.5]
 BACKBONES = ("resnet50", "resnet101", "resnet152", "mobilenet_v2")
-HEADS = ("gem", "agem", "glam")
+HEADS = ("gem", "agem", "glam", "apgem", "glap")
 POOLINGS = ("gem", "spoc", "mac")
 WHITENINGS = ("none", "lw", "fc")
 PADDINGS = ("torch", "tf_same")
 
 
+def whitening_stages(whitening):
+    """"none" | "lw" | "fc" | ["fc", "lw"] (or "fc,lw") -> the list of stages."""
+    if isinstance(whitening, (list, tuple)):
+        stages = list(whitening)
+    elif whitening in ("none", "", None):
+        stages = []
+    else:
+        stages = whitening.split(",")
+    for s in stages:
+        if s not in ("lw", "fc"):
+            raise ValueError("whitening stage %r not in ('lw', 'fc')" % (s,))
+    if len(set(stages)) != len(stages):
+        raise ValueError("whitening %r repeats a stage" % (whitening,))
+    return stages
+
+
 def make_config(name, backbone, head, pooling, dim, whitening, max_side=1024,
                 mean=None, std=None, scales=None, padding="torch", source="",
-                trained=True):
-    """The imago.config dict (DESIGN section 3), validated."""
+                trained=True, last_stride=2, normalize_pooled=True):
+    """The imago.config dict (DESIGN section 3), validated.  whitening: "none",
+    "lw", "fc" or a list of stages such as ["fc", "lw"]."""
     if backbone not in BACKBONES:
         raise ValueError("backbone %r not in %s" % (backbone, BACKBONES))
     if head not in HEADS:
@@ -267,14 +284,19 @@ def make_config(name, backbone, head, pooling, dim, whitening, max_side=1024,
         raise ValueError("the agem head needs a ResNet backbone")
     if pooling not in POOLINGS:
         raise ValueError("pooling %r not in %s" % (pooling, POOLINGS))
-    if whitening not in WHITENINGS:
-        raise ValueError("whitening %r not in %s" % (whitening, WHITENINGS))
+    stages = whitening_stages(whitening)
+    # one stage as its name, several as the JSON list
+    whitening = stages if len(stages) > 1 else (stages[0] if stages else "none")
+    if last_stride not in (1, 2):
+        raise ValueError("last_stride %r is not 1 or 2" % (last_stride,))
+    if last_stride == 1 and not backbone.startswith("resnet"):
+        raise ValueError("last_stride 1 needs a ResNet backbone")
     if padding not in PADDINGS:
         raise ValueError("padding %r not in %s" % (padding, PADDINGS))
     pool = {"type": pooling}
     if pooling == "gem":
         pool["p"] = "from tensor pool.p"
-    return {
+    cfg = {
         "format": 1,
         "name": name,
         "backbone": backbone,
@@ -290,6 +312,11 @@ def make_config(name, backbone, head, pooling, dim, whitening, max_side=1024,
         "trained": bool(trained),
         "source": source,
     }
+    if last_stride != 2:
+        cfg["last_stride"] = last_stride
+    if not normalize_pooled:
+        cfg["normalize_pooled"] = False
+    return cfg
 
 
 def pooling_type(config):

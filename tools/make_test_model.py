@@ -137,6 +137,14 @@ def randomize(net, gen, verbose=False):
                 c.weight.copy_(torch.randn(c.weight.shape, generator=gen) * 2.0)
             g.ls_out.weight.mul_(5.0)   # a spatial map s of O(0.5), not O(0.05)
             g.fusion.copy_(torch.randn(3, generator=gen))
+        if hasattr(net, "apgem"):
+            # attention that varies over the map (sigmoid logits of std ~1), not 0.5 everywhere
+            net.apgem.att[1].weight.mul_(3.0)
+            net.apgem.att[1].bias.copy_(torch.randn(1, generator=gen) * 0.5)
+        if hasattr(net, "glap"):
+            # softmax maps between uniform and one-hot (logits of std ~2)
+            net.glap.att.weight.mul_(8.0)
+            net.glap.att.bias.copy_(torch.randn(net.glap.att.bias.shape, generator=gen))
         if hasattr(net, "pool"):
             net.pool.p.fill_(3.0 + (float(torch.rand(1, generator=gen)) - 0.5) * 0.5)
 
@@ -189,23 +197,30 @@ def build(args):
     name = args.name or "test-%s-%s-%s-%s-seed%d" % (args.backbone, args.head, args.pooling,
                                                      args.whitening, args.seed)
     c = 1280 if args.backbone == "mobilenet_v2" else 2048
-    base_dim = 512 if args.head == "glam" else c
+    base_dim = {"glam": 512, "glap": args.glap_dim or c}.get(args.head, c)
+    stages = imago_model.whitening_stages(args.whitening)
     wdim = args.whiten_dim or base_dim
-    dim = base_dim if args.whitening == "none" else wdim
-    pooling = "gem" if args.head == "glam" else args.pooling
+    dim = wdim if stages else base_dim
+    attn = args.head in ("glam", "apgem", "glap")
+    pooling = "gem" if attn else args.pooling
     config = imago_model.make_config(
-        name, args.backbone, args.head, pooling, dim, args.whitening, max_side=args.max_side,
+        name, args.backbone, args.head, pooling, dim, stages or "none", max_side=args.max_side,
         mean=mean, std=std, scales=args.scales, padding=padding,
         source="tools/make_test_model.py --seed %d (random weights, BN statistics from "
-               "calibration photos)" % args.seed, trained=False)
+               "calibration photos)" % args.seed, trained=False,
+        last_stride=args.last_stride, normalize_pooled=not args.raw_pooled)
     shapes = {}
     if args.head == "glam":
         shapes = {"glam.ls_reduce.weight": [args.glam_width], "glam.gs_q.weight": [args.glam_width]}
-    if args.whitening == "lw":
-        shapes["whiten.P"] = [wdim, base_dim]
-    elif args.whitening == "fc":
-        shapes["whiten.weight"] = [wdim, base_dim]
-    if args.head == "glam" or pooling == "gem":
+    if args.head == "apgem":
+        shapes["apgem.att.0.weight"] = [args.apgem_width]
+    if args.head == "glap":
+        shapes["glap.att.weight"] = [args.glap_maps]
+        shapes["glap.fc.weight"] = [args.glap_dim]
+    for i, st in enumerate(stages):  # inner stages keep the width, the last has wdim
+        d = wdim if i == len(stages) - 1 else base_dim
+        shapes["whiten.P" if st == "lw" else "whiten.weight"] = [d]
+    if attn or pooling == "gem":
         shapes["pool.p"] = [1]
     net = reference.ImagoNet(config, shapes)
     randomize(net, gen)
@@ -220,17 +235,23 @@ def build(args):
         print("calibrated BN statistics on %d images (%dx%d) in %.1f s: %s"
               % (x.shape[0], args.calib_side, args.calib_side, time.time() - t0,
                  ", ".join(os.path.basename(f) for f in files)), file=sys.stderr)
-    if args.whitening != "none":
+    if stages:
         with torch.no_grad():
             v = net.descriptor_at_scale(x, 1.0)
-            m = round_mantissa(v.mean(dim=0))
-            P = round_mantissa(random_whitening(wdim, base_dim, gen))
-            if args.whitening == "lw":
-                net.whiten.P.copy_(P)
-                net.whiten.m.copy_(m)
-            else:
-                net.whiten.weight.copy_(P)
-                net.whiten.bias.copy_(round_mantissa(-(P @ m)))
+            d_in = base_dim
+            for i, st in enumerate(stages):
+                d = wdim if i == len(stages) - 1 else base_dim
+                m = round_mantissa(v.mean(dim=0))
+                P = round_mantissa(random_whitening(d, d_in, gen))
+                if st == "lw":
+                    net.whiten.P.copy_(P)
+                    net.whiten.m.copy_(m)
+                    v = reference.l2n((v - net.whiten.m) @ net.whiten.P.t())
+                else:
+                    net.whiten.weight.copy_(P)
+                    net.whiten.bias.copy_(round_mantissa(-(P @ m)))
+                    v = reference.l2n(v @ net.whiten.weight.t() + net.whiten.bias)
+                d_in = d
     torch.set_num_threads(threads)
     if args.verbose:
         print("activation scales (first calibration image, eval mode):\n" + stage_report(net, x),
@@ -242,7 +263,16 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--backbone", default="resnet50", choices=imago_model.BACKBONES)
     ap.add_argument("--head", default="gem", choices=imago_model.HEADS)
-    ap.add_argument("--whitening", default="none", choices=imago_model.WHITENINGS)
+    ap.add_argument("--whitening", default="none",
+                    help="none, lw, fc, or stages joined by ',' (fc,lw)")
+    ap.add_argument("--last-stride", type=int, default=2, choices=(1, 2),
+                    help="ResNet layer4 stride (1: output stride 16)")
+    ap.add_argument("--raw-pooled", action="store_true",
+                    help='config "normalize_pooled": false (no L2N before the whitening)')
+    ap.add_argument("--apgem-width", type=int, default=512, help="AP-GeM attention width c'")
+    ap.add_argument("--glap-maps", type=int, default=8, help="GLAP attention maps K")
+    ap.add_argument("--glap-dim", type=int, default=512,
+                    help="GLAP embedding width (0: no glap.fc, D = c)")
     ap.add_argument("--whiten-dim", type=int, default=0, help="whitening output dim (default: input)")
     ap.add_argument("--pooling", default="gem", choices=imago_model.POOLINGS,
                     help="gem/agem heads (GLAM always uses GeM)")
@@ -266,6 +296,12 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     if args.head == "agem" and args.backbone == "mobilenet_v2":
         ap.error("the agem head needs a ResNet backbone")
+    try:
+        imago_model.whitening_stages(args.whitening)
+    except ValueError as e:
+        ap.error(str(e))
+    if args.last_stride == 1 and args.backbone == "mobilenet_v2":
+        ap.error("--last-stride 1 is for ResNet backbones")
     if args.padding != "torch" and args.backbone != "mobilenet_v2":
         ap.error("--padding tf_same is only for mobilenet_v2")
     if args.calib is None:

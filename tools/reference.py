@@ -20,6 +20,12 @@ Per scale s (descriptor_at_scale):
           glam: see below; the GLAM head ends in FC + BatchNorm1d
     d_s   = L2N(pool(X))                        gem / agem heads (pool = gem|spoc|mac)
           = L2N(bn(fc(GeM_p(F_gl))))            glam head (always GeM with pool.p)
+          = L2N(apgem_pool(F, a, p))            apgem: a = sigmoid(att.1(ReLU(BN(att.0 F))))
+          = L2N(fc(sum_k L2N(v_k)))             glap: v_k the softmax-weighted power means
+                                                (fc optional); see apgem_pool, glap_pool
+    (config "normalize_pooled": false drops this L2N and the one after the
+    multi-scale combination: the pooled vector goes to the whitening as it is,
+    dirtorch's GeM -> fc without norm_features)
 
 Single scale (len(scales) == 1):
     v = d_s                                      (already L2N'd; no re-normalisation)
@@ -30,16 +36,17 @@ Multi-scale (len(scales) > 1):
     v = L2N(v)
     descriptor = whiten(v)
     q is the learned GeM p (tensor pool.p) when the pooling type is gem, the head is
-    gem or agem, and the whitening is not fc; otherwise q = 1 (heads with an FC:
-    the FC whitening layer or the GLAM head's FC).  This is also the choice of
+    gem, agem or apgem, and no whitening stage is fc; otherwise q = 1 (heads with
+    an FC: the FC whitening layer, the GLAM head's FC, the GLAP head).  This is also the choice of
     cnnimageretrieval-pytorch (msp = pool.p only for gem without a whitening
     layer).  Note that whitening (lw or fc) is applied ONCE, after combining the
     scales, never per scale.
 
-Whitening:
+Whitening (config "whitening": "none", "lw", "fc", or a list of stages such
+as ["fc", "lw"], applied in order, each followed by L2N):
     none: descriptor = v
-    lw  : descriptor = L2N(P (v - m))            whiten.P [D' x D], whiten.m [D]
-    fc  : descriptor = L2N(W v + b)              whiten.weight [D' x D], whiten.bias [D']
+    lw  : v' = L2N(P (v - m))                    whiten.P [D' x D], whiten.m [D]
+    fc  : v' = L2N(W v + b)                      whiten.weight [D' x D], whiten.bias [D']
 
 Pooling (per channel over y, x):
     gem : (mean max(F, 1e-6) ** p) ** (1 / p)    p = pool.p (a 1-element tensor)
@@ -273,11 +280,19 @@ RESNET_BLOCKS = {"resnet50": [3, 4, 6, 3], "resnet101": [3, 4, 23, 3],
                  "resnet152": [3, 8, 36, 3]}
 
 
-def make_resnet(name):
+def make_resnet(name, last_stride=2):
+    """torchvision ResNet without fc/avgpool; last_stride 1 makes layer4's first
+    block stride 1 in its 3x3 conv and its downsample (output stride 16)."""
     import torchvision
     net = getattr(torchvision.models, name)(weights=None)
     del net.fc
     del net.avgpool
+    if last_stride == 1:
+        blk = net.layer4[0]
+        blk.conv2.stride = (1, 1)
+        blk.downsample[0].stride = (1, 1)
+    elif last_stride != 2:
+        raise ValueError("last_stride %r is not 1 or 2" % (last_stride,))
     return net
 
 
@@ -361,6 +376,67 @@ class AGeMHead(nn.Module):
         if trace is not None:
             trace.update({"agem.A4": a4, "agem.A51": a51, "agem.A52": a52, "agem.X": x})
         return x
+
+
+# ---------------------------------------------------------------------------
+# AP-GeM head (imago's definition; tools/reference.py is its oracle)
+
+
+def apgem_pool(f, a, p):
+    """Attention-weighted GeM: f N x C x H x W, a N x 1 x H x W (weights) ->
+    (sum a max(f, eps)^p / max(sum a, eps))^(1/p), N x C.  a = 1 is GeM."""
+    f = f.float()
+    a = a.float()
+    num = (a * f.clamp(min=EPS_GEM).pow(p)).sum(dim=(2, 3))
+    den = a.sum(dim=(2, 3)).clamp(min=EPS_GEM)
+    return (num / den).pow(1.0 / p)
+
+
+class APGeMHead(nn.Module):
+    """a = sigmoid(conv1x1_{c'->1}(ReLU(BN(conv1x1_{c->c'}(F)))))."""
+
+    def __init__(self, c=2048, width=512):
+        super().__init__()
+        self.att = nn.ModuleList([nn.Conv2d(c, width, 1, bias=False),
+                                  nn.Conv2d(width, 1, 1, bias=True)])
+        self.att_bn = nn.ModuleList([nn.BatchNorm2d(width)])
+
+    def attention(self, f):
+        return torch.sigmoid(self.att[1](F.relu(self.att_bn[0](self.att[0](f)))))
+
+
+# ---------------------------------------------------------------------------
+# GLAP head (imago's reading of Roig et al. 2020's poster)
+
+
+def glap_maps(s):
+    """S N x K x H x W logits -> A: softmax of each map over its H*W locations."""
+    n, k, h, w = s.shape
+    return torch.softmax(s.float().flatten(2), dim=2).view(n, k, h, w)
+
+
+def glap_means(f, a, p):
+    """v[n, k, c] = (sum_yx A_k(y,x) max(F_c(y,x), eps)^p)^(1/p)."""
+    fp = f.float().clamp(min=EPS_GEM).pow(p).flatten(2)          # n x c x hw
+    return torch.bmm(a.float().flatten(2), fp.transpose(1, 2)).pow(1.0 / p)  # n x k x c
+
+
+def glap_pool(f, s, p):
+    """v = sum_k L2N(v_k) (N x C)."""
+    return l2n(glap_means(f, glap_maps(s), p), dim=2).sum(dim=1)
+
+
+class GLAPHead(nn.Module):
+    def __init__(self, c=2048, k=8, out_dim=0):
+        super().__init__()
+        self.att = nn.Conv2d(c, k, 1, bias=True)
+        if out_dim:
+            self.fc = nn.Linear(c, out_dim)
+
+    def embed(self, f, p):
+        s = self.att(f)
+        v = glap_pool(f, s, p)
+        return self.fc(v) if hasattr(self, "fc") else v
 
 
 # ---------------------------------------------------------------------------
@@ -477,30 +553,38 @@ class GeMParam(nn.Module):
         self.p = nn.Parameter(torch.tensor([float(p)]))
 
 
-class LWhiten(nn.Module):
-    def __init__(self, d_out, d_in):
+class Whiten(nn.Module):
+    """The whitening stages in order, each followed by L2N: lw = L2N(P (x - m))
+    (tensors whiten.P, whiten.m), fc = L2N(W x + b) (whiten.weight, whiten.bias).
+    dims: the output width of each stage."""
+
+    def __init__(self, stages, dims, d_in):
         super().__init__()
-        self.P = nn.Parameter(torch.eye(d_out, d_in))
-        self.m = nn.Parameter(torch.zeros(d_in))
+        self.stages = list(stages)
+        for st, d in zip(self.stages, dims):
+            if st == "lw":
+                self.P = nn.Parameter(torch.eye(d, d_in))
+                self.m = nn.Parameter(torch.zeros(d_in))
+            else:
+                self.weight = nn.Parameter(torch.eye(d, d_in))
+                self.bias = nn.Parameter(torch.zeros(d))
+            d_in = d
+        self.out_dim = d_in
 
     def forward(self, v):
-        return l2n(F.linear(v - self.m, self.P))
-
-
-class FCWhiten(nn.Module):
-    def __init__(self, d_out, d_in):
-        super().__init__()
-        self.weight = nn.Parameter(torch.eye(d_out, d_in))
-        self.bias = nn.Parameter(torch.zeros(d_out))
-
-    def forward(self, v):
-        return l2n(F.linear(v, self.weight, self.bias))
+        for st in self.stages:
+            if st == "lw":
+                v = l2n(F.linear(v - self.m, self.P))
+            else:
+                v = l2n(F.linear(v, self.weight, self.bias))
+        return v
 
 
 def multiscale_p(config, p_tensor):
     """The exponent combining the per-scale descriptors (see the docstring)."""
-    if (imago_model.pooling_type(config) == "gem" and config["head"] in ("gem", "agem")
-            and config.get("whitening", "none") != "fc" and p_tensor is not None):
+    if (imago_model.pooling_type(config) == "gem" and config["head"] in ("gem", "agem", "apgem")
+            and "fc" not in imago_model.whitening_stages(config.get("whitening", "none"))
+            and p_tensor is not None):
         return p_tensor
     return 1.0
 
@@ -520,12 +604,17 @@ class ImagoNet(nn.Module):
         self.head_kind = config["head"]
         self.pooling = imago_model.pooling_type(config)
         self.whitening = config.get("whitening", "none")
+        self.stages = imago_model.whitening_stages(self.whitening)
+        self.normalize_pooled = bool(config.get("normalize_pooled", True))
+        last_stride = int(config.get("last_stride", 2))
         if bb in RESNET_BLOCKS:
-            self.backbone = make_resnet(bb)
+            self.backbone = make_resnet(bb, last_stride)
             c = 2048
             if config.get("padding", "torch") != "torch":
                 raise ValueError("padding %r is only for mobilenet_v2" % config["padding"])
         elif bb == "mobilenet_v2":
+            if last_stride != 2:
+                raise ValueError("last_stride 1 needs a ResNet backbone")
             self.backbone = MobileNetV2Backbone(config.get("padding", "torch"))
             c = 1280
         else:
@@ -541,19 +630,28 @@ class ImagoNet(nn.Module):
             od = shapes.get("glam.fc.weight", [512])[0]
             k = shapes.get("glam.lc_conv.weight", [1, 1, 3])[-1]
             self.glam = GLAMHead(c, cl, cg, od, k)
+        elif self.head_kind == "apgem":
+            self.apgem = APGeMHead(c, shapes.get("apgem.att.0.weight", [512])[0])
+        elif self.head_kind == "glap":
+            od = shapes.get("glap.fc.weight", [0])[0] if shapes else 512
+            self.glap = GLAPHead(c, shapes.get("glap.att.weight", [8])[0], od)
         elif self.head_kind != "gem":
             raise ValueError("unknown head %r" % self.head_kind)
-        if self.pooling == "gem" or self.head_kind == "glam" or "pool.p" in shapes:
+        attn = self.head_kind in ("glam", "apgem", "glap")   # always GeM with pool.p
+        if self.pooling == "gem" or attn or "pool.p" in shapes:
             self.pool = GeMParam(3.0)
-        dim_in = self.glam.fc.out_features if self.head_kind == "glam" else c
-        if self.whitening == "lw":
-            dout = shapes.get("whiten.P", [dim_in])[0]
-            self.whiten = LWhiten(dout, dim_in)
-        elif self.whitening == "fc":
-            dout = shapes.get("whiten.weight", [dim_in])[0]
-            self.whiten = FCWhiten(dout, dim_in)
-        elif self.whitening != "none":
-            raise ValueError("unknown whitening %r" % self.whitening)
+        if self.head_kind == "glam":
+            dim_in = self.glam.fc.out_features
+        elif self.head_kind == "glap" and hasattr(self.glap, "fc"):
+            dim_in = self.glap.fc.out_features
+        else:
+            dim_in = c
+        if self.stages:
+            dims, d = [], dim_in
+            for st in self.stages:
+                d = shapes.get("whiten.P" if st == "lw" else "whiten.weight", [d])[0]
+                dims.append(d)
+            self.whiten = Whiten(self.stages, dims, dim_in)
         self.pre_dim = dim_in
         self.eval()
 
@@ -605,18 +703,30 @@ class ImagoNet(nn.Module):
         xs = resize_bilinear(x, s)
         if trace is not None:
             trace["input"] = xs
-        if autocast is not None:
-            with torch.autocast("cpu", dtype=autocast):
-                f = self.features(xs, trace)
-        else:
+        with torch.autocast("cpu", dtype=autocast or torch.bfloat16,
+                            enabled=autocast is not None):
             f = self.features(xs, trace)
+            if self.head_kind == "apgem":
+                a = self.apgem.attention(f)
+            elif self.head_kind == "glap":
+                logits = self.glap.att(f)
         f = f.float()
         if self.head_kind == "glam":
             return self.glam.embed(f, self.p, trace)
-        g = pool(f, self.pooling, self.p)
+        if self.head_kind == "apgem":
+            g = apgem_pool(f, a, self.p)
+            if trace is not None:
+                trace["apgem.a"] = a
+        elif self.head_kind == "glap":
+            v = glap_pool(f, logits, self.p)
+            g = self.glap.fc(v) if hasattr(self.glap, "fc") else v
+            if trace is not None:
+                trace.update({"glap.S": logits, "glap.v": v})
+        else:
+            g = pool(f, self.pooling, self.p)
         if trace is not None:
             trace["pooled"] = g
-        return l2n(g)
+        return l2n(g) if self.normalize_pooled else g
 
     def combine(self, ds):
         """Multi-scale combination of per-scale descriptors (before whitening)."""
@@ -624,10 +734,10 @@ class ImagoNet(nn.Module):
             return ds[0]
         q = multiscale_p(self.config, self.p)
         v = torch.stack([d.pow(q) for d in ds]).mean(dim=0).pow(1.0 / q)
-        return l2n(v)
+        return l2n(v) if self.normalize_pooled else v
 
     def apply_whitening(self, v):
-        if self.whitening == "none":
+        if not self.stages:
             return v
         return self.whiten(v)
 

@@ -23,8 +23,14 @@
  *         path) and a ResNet-50; both with BatchNorm statistics of their
  *         own, since the demos' identity BN folds to zero biases and a
  *         dropped bias would go unseen;
+ *   fp32 also for the AP-GeM and GLAP heads (resnet50-apgem, resnet50-glap at
+ *         last_stride 1, mobilenet_v2-apgem, mobilenet_v2-glap: attention
+ *         convolutions, the attention-weight and power-mean kernels, GLAP's
+ *         host finish), the fake's counters showing those kernels ran;
  *   fp16, bf16: cosine >= 0.999 for resnet50-gem and mobilenet_v2-gem (and
- *         one of the model files each), and resnet101-glam at fp16 (its map
+ *         one of the model files each), resnet50-apgem (bf16),
+ *         mobilenet_v2-apgem (fp16), mobilenet_v2-glap (bf16), and
+ *         resnet101-glam at fp16 (its map
  *         converted to fp32 on the device for the host head). The fake
  *         accumulates in fp32 and only stores in fp16/bf16, so these bars
  *         check the wiring of the low-precision paths, not GPU rounding.
@@ -550,6 +556,17 @@ int main(int argc, char **argv)
     check_counters("resnet50-gem fp32", fused0, sum0);
     run_model("resnet101-agem", "resnet101-agem", NULL, "fp32", r101, n101, 0.99999, 1e-4);
     run_model("resnet101-glam", "resnet101-glam", NULL, "fp32", r101, n101, 0.99999, 1e-4);
+    /* AP-GeM and GLAP: attention convolutions in the plan, the weighting and
+     * power-mean kernels, GLAP's host finish; GLAP on ResNet-50 at last_stride 1 */
+    uint64_t aw0 = g_stats->att_weights_calls, wp0 = g_stats->wpool_calls;
+    run_model("resnet50-apgem", "resnet50-apgem", NULL, "fp32", shapes, 2, 0.99999, 1e-4);
+    run_model("resnet50-glap", "resnet50-glap", NULL, "fp32", shapes, 2, 0.99999, 1e-4);
+    run_model("mobilenet_v2-apgem", "mobilenet_v2-apgem", NULL, "fp32", shapes, 2, 0.99999, 1e-4);
+    run_model("mobilenet_v2-glap", "mobilenet_v2-glap", NULL, "fp32", shapes, 2, 0.99999, 1e-4);
+    ok(g_stats->att_weights_calls > aw0 && g_stats->wpool_calls > wp0,
+       "AP-GeM / GLAP pooled on the device (%llu attention-weight, %llu power-mean kernels)",
+       (unsigned long long)(g_stats->att_weights_calls - aw0),
+       (unsigned long long)(g_stats->wpool_calls - wp0));
     uint64_t pad0 = g_stats->pad_calls;
     run_model("mobilenet_v2-gem", "mobilenet_v2-gem", NULL, "fp32", shapes, 2, 0.99999, 1e-4);
     is_int(g_stats->pad_calls, pad0, "torch padding: no explicit padding copy");
@@ -591,6 +608,9 @@ int main(int argc, char **argv)
         run_model("mobilenet_v2-gem tf_same+BN", NULL, path, "fp16", shapes, 1, 0.999, 0);
     if (rc2 == 0)
         run_model("resnet50-gem+BN", NULL, path2, "bf16", shapes, 1, 0.999, 0);
+    run_model("resnet50-apgem", "resnet50-apgem", NULL, "bf16", shapes, 1, 0.999, 0);
+    run_model("mobilenet_v2-apgem", "mobilenet_v2-apgem", NULL, "fp16", shapes, 1, 0.999, 0);
+    run_model("mobilenet_v2-glap", "mobilenet_v2-glap", NULL, "bf16", shapes, 1, 0.999, 0);
     /* the GLAM map converted to fp32 on the device before the host head */
     static const shape glam_low[] = {{75, 53, 2}};
     run_model("resnet101-glam", "resnet101-glam", NULL, "fp16", glam_low, 1, 0.999, 0);

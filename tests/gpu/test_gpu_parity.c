@@ -42,7 +42,8 @@
  *   IMAGO_SHARED                 photos in $IMAGO_SHARED/data/photos (required)
  *   IMAGO_GPU_MODEL              optional real model (.safetensors): "abs" bars
  *   IMAGO_GPU_PARITY_MODELS      demo archs, comma-separated (default
- *                                resnet50-gem,resnet101-agem,resnet101-glam,mobilenet_v2-gem;
+ *                                resnet50-gem,resnet101-agem,resnet101-glam,mobilenet_v2-gem,
+ *                                resnet50-apgem,resnet50-glap;
  *                                "none" for the real model only)
  *   IMAGO_GPU_PARITY_SIZES       WxH,... (default 1024x768,517x333)
  *   IMAGO_GPU_PARITY_BATCH       batch size of the batched check (default 8)
@@ -695,7 +696,8 @@ int main(void)
     int require = env_int("IMAGO_GPU_REQUIRE", 0);
     const char *precisions = env_str("IMAGO_GPU_PARITY_PRECISIONS", "fp32,fp16,bf16");
     const char *demos = env_str("IMAGO_GPU_PARITY_MODELS",
-                                "resnet50-gem,resnet101-agem,resnet101-glam,mobilenet_v2-gem");
+                                "resnet50-gem,resnet101-agem,resnet101-glam,mobilenet_v2-gem,"
+                                "resnet50-apgem,resnet50-glap");
     const char *model_file = getenv("IMAGO_GPU_MODEL");
     if (model_file && !*model_file)
         model_file = NULL;

@@ -33,7 +33,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import test_parity_resnet as pr  # noqa: E402
 
-import torch  # noqa: E402
 import reference  # noqa: E402
 
 pr.MODELS.update({
@@ -44,18 +43,7 @@ pr.MODELS.update({
 
 
 def main():
-    if len(sys.argv) != 2:
-        print("usage: test_parity_glam.py ENGINE_EXTRACT", file=sys.stderr)
-        return 2
-    exe = sys.argv[1]
-    torch.set_num_threads(pr.THREADS)
-    photos = os.path.join(pr.shared_dir(), "data", "photos")
-    if not os.path.isdir(photos):
-        print("1..0 # SKIP no photos at %s" % photos)
-        return 77
-    build = os.environ.get("IMAGO_BUILD_ROOT", tempfile.gettempdir())
-    cache = os.path.join(build, "parity-models")
-    os.makedirs(cache, exist_ok=True)
+    exe, photos, cache = pr.setup("test_parity_glam.py")
     t_start = time.time()
     S3 = pr.DEFAULT_SCALES
 

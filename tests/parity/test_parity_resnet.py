@@ -88,6 +88,24 @@ def model_path(cache, name):
     return path
 
 
+def setup(script):
+    """The common start of a parity driver: (ENGINE_EXTRACT from argv, the
+    photos folder, the model cache folder); exits with the usage (2) or a TAP
+    skip (77, no photos)."""
+    if len(sys.argv) != 2:
+        print("usage: %s ENGINE_EXTRACT" % script, file=sys.stderr)
+        sys.exit(2)
+    torch.set_num_threads(THREADS)
+    photos = os.path.join(shared_dir(), "data", "photos")
+    if not os.path.isdir(photos):
+        print("1..0 # SKIP no photos at %s" % photos)
+        sys.exit(77)
+    build = os.environ.get("IMAGO_BUILD_ROOT", tempfile.gettempdir())
+    cache = os.path.join(build, "parity-models")
+    os.makedirs(cache, exist_ok=True)
+    return sys.argv[1], photos, cache
+
+
 def cosines(a, b):
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 

@@ -242,6 +242,11 @@ def test_mobilenet(t, tmp):
 def test_reference_checkpoints(t, tmp):
     for name, extra in (("agem", ["--backbone", "resnet50", "--head", "agem", "--whitening", "fc",
                                   "--whiten-dim", "256"]),
+                        ("apgem", ["--backbone", "mobilenet_v2", "--head", "apgem",
+                                   "--apgem-width", "32", "--whitening", "fc,lw",
+                                   "--whiten-dim", "128", "--raw-pooled"]),
+                        ("glap", ["--backbone", "resnet50", "--head", "glap", "--last-stride",
+                                  "1", "--glap-maps", "4", "--glap-dim", "0"]),
                         ("glam", ["--backbone", "mobilenet_v2", "--head", "glam", "--padding",
                                   "tf_same", "--glam-width", "64", "--whitening", "lw"])):
         src = os.path.join(tmp, "%s_src.safetensors" % name)
@@ -257,8 +262,9 @@ def test_reference_checkpoints(t, tmp):
         B, cfg2, _ = imago_model.load(out)
         t.ok(sorted(A) == sorted(B) and all(torch.equal(A[k], B[k]) for k in A),
              "%s: same tensors, bit for bit" % name)
-        t.is_eq((cfg2["backbone"], cfg2["head"], cfg2["whitening"], cfg2["dim"], cfg2["padding"]),
-                (cfg["backbone"], cfg["head"], cfg["whitening"], cfg["dim"], cfg["padding"]),
+        keys = ("backbone", "head", "whitening", "dim", "padding", "last_stride",
+                "normalize_pooled")
+        t.is_eq(tuple(cfg2.get(k) for k in keys), tuple(cfg.get(k) for k in keys),
                 "%s: config recovered" % name)
         x = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(5))
         a = R.extract(net, x, SCALES)

@@ -12,6 +12,7 @@
 #include "glam.h"
 #include "model.h"
 #include "tap.h"
+#include "testutil.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -63,16 +64,12 @@ static void cmp(const char *label, const char *what, const float *got, const flo
 static void run_case(const char *py, const char *root, const char *tmp, const char *label,
                      int c, int red, int out_dim, int h, int w, int seed)
 {
-    char path[1024], cmd[3072];
+    char path[1024], args[256];
     snprintf(path, sizeof path, "%s/glam_%s.safetensors", tmp, label);
-    snprintf(cmd, sizeof cmd,
-             "'%s' '%s/tools/glam_fixture.py' '%s' --c %d --reduced %d --out-dim %d "
-             "--height %d --width %d --seed %d",
-             py, root, path, c, red, out_dim, h, w, seed);
-    if (system(cmd) != 0) {
-        ok(0, "%s: tools/glam_fixture.py ran", label);
+    snprintf(args, sizeof args, "--c %d --reduced %d --out-dim %d --height %d --width %d "
+             "--seed %d", c, red, out_dim, h, w, seed);
+    if (testutil_run_fixture(py, root, "glam_fixture.py", path, args, label))
         return;
-    }
     imago_model *m = NULL;
     imago_error err = {0};
     if (imago_model_load(path, &m, &err) != 0) {
@@ -265,27 +262,13 @@ static void validation(void)
 int main(void)
 {
     validation();
-    const char *root = getenv("IMAGO_SOURCE_ROOT");
-    const char *py = getenv("IMAGO_PYTHON");
-    if (!py || !py[0])
-        py = "/usr/bin/python3";
-    char cmd[2048];
-    if (!root) {
-        tap_skip(1, "IMAGO_SOURCE_ROOT not set (run through meson test)");
+    const char *root, *py = testutil_reference_python("torch", &root);
+    if (!py)
         return tap_done();
-    }
-    snprintf(cmd, sizeof cmd, "'%s' -c 'import torch' 2>/dev/null", py);
-    if (access(py, X_OK) != 0 || system(cmd) != 0) {
-        tap_skip(1, "the reference Python (torch) is absent: no comparison with the reference");
-        return tap_done();
-    }
-    char tmp[] = "/tmp/imago-glam-XXXXXX";
-    if (!mkdtemp(tmp))
-        tap_bail("mkdtemp failed");
+    char tmp[64];
+    testutil_mkdtemp("glam", tmp, sizeof tmp);
     run_case(py, root, tmp, "3x5", 16, 4, 8, 3, 5, 0);
     run_case(py, root, tmp, "17x19", 24, 6, 10, 17, 19, 3);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    if (system(cmd) != 0)
-        tap_diag("could not remove %s", tmp);
+    testutil_rmdir(tmp);
     return tap_done();
 }

@@ -160,6 +160,42 @@ int main(void)
     bad("{" BASE ", \"pooling\": {\"type\": \"gem\", \"p\": true}}", IMAGO_ERR_FORMAT, "pooling.p");
     bad("{" BASE ", \"whitening\": \"pca\"}", IMAGO_ERR_UNSUPPORTED, "whitening 'pca'");
     bad("{" BASE ", \"padding\": \"same\"}", IMAGO_ERR_UNSUPPORTED, "padding 'same'");
+    /* whitening stages, last_stride, normalize_pooled, the AP-GeM / GLAP heads */
+    is_int(parse("{\"format\": 1, \"backbone\": \"resnet101\", \"head\": \"gem\", "
+                 "\"dim\": 2048, \"whitening\": [\"fc\", \"lw\"], \"normalize_pooled\": "
+                 "false}",
+                 &c),
+           0, "whitening [fc, lw] + normalize_pooled false parse (%s)", err.msg);
+    is_str(c.whitening, "fc,lw", "  stored as the stages joined by ','");
+    is_int(c.normalize_pooled, 0, "  normalize_pooled false");
+    char st[IMAGO_MODEL_MAX_WHITEN][4];
+    ok(imago_model_whitening_stages(c.whitening, st, IMAGO_MODEL_MAX_WHITEN) == 2 &&
+           strcmp(st[0], "fc") == 0 && strcmp(st[1], "lw") == 0,
+       "  split back into fc, lw in order");
+    is_int(parse("{\"format\": 1, \"backbone\": \"resnet50\", \"head\": \"glap\", "
+                 "\"dim\": 512, \"whitening\": [\"lw\"], \"last_stride\": 1}",
+                 &c),
+           0, "glap + last_stride 1 + whitening [lw] parse (%s)", err.msg);
+    ok(c.last_stride == 1 && strcmp(c.whitening, "lw") == 0 && c.normalize_pooled == 1,
+       "  last_stride 1, whitening lw, normalize_pooled default true");
+    is_int(parse("{\"format\": 1, \"backbone\": \"mobilenet_v2\", \"head\": \"apgem\", "
+                 "\"dim\": 1280}",
+                 &c),
+           0, "apgem on MobileNetV2 parses (%s)", err.msg);
+    bad("{" BASE ", \"whitening\": [\"lw\", \"lw\"]}", IMAGO_ERR_UNSUPPORTED, "twice");
+    bad("{" BASE ", \"whitening\": [\"fc\", \"pca\"]}", IMAGO_ERR_UNSUPPORTED,
+        "whitening stage 'pca'");
+    bad("{" BASE ", \"whitening\": []}", IMAGO_ERR_FORMAT, "whitening has 0 stages");
+    bad("{" BASE ", \"whitening\": [\"fc\", \"lw\", \"fc\"]}", IMAGO_ERR_FORMAT,
+        "whitening has 3 stages");
+    bad("{" BASE ", \"whitening\": [1]}", IMAGO_ERR_FORMAT, "whitening[0]");
+    bad("{" BASE ", \"whitening\": \"fc,none\"}", IMAGO_ERR_UNSUPPORTED,
+        "whitening 'fc,none'");
+    bad("{" BASE ", \"last_stride\": 3}", IMAGO_ERR_FORMAT, "last_stride 3");
+    bad("{\"format\": 1, \"backbone\": \"mobilenet_v2\", \"head\": \"glap\", \"dim\": 512, "
+        "\"last_stride\": 1}",
+        IMAGO_ERR_UNSUPPORTED, "last_stride 1 needs a ResNet");
+    bad("{" BASE ", \"normalize_pooled\": 0}", IMAGO_ERR_FORMAT, "normalize_pooled");
     bad("{" BASE ", \"input\": 5}", IMAGO_ERR_FORMAT, "input");
     bad("{" BASE ", \"input\": {\"max_side\": 0}}", IMAGO_ERR_FORMAT, "input.max_side");
     bad("{" BASE ", \"input\": {\"max_side\": \"big\"}}", IMAGO_ERR_FORMAT, "input.max_side");

@@ -147,7 +147,7 @@ static void test_agem_structure(void)
     /* X_{5,1} must be read by the attention before block 5.2 overwrites it */
     int idx_a3 = (int)(a3 - net->ops), idx_x52 = (int)(find_op(net, "backbone.layer4.1.conv3") - net->ops);
     ok(idx_a3 < idx_x52, "attention consumes X_{5,1} before block 5.2");
-    is_int(net->whiten, IMAGO_WHITEN_LW, "lw whitening");
+    is_int(net->n_whiten == 1 ? (int)net->whiten[0] : -1, IMAGO_WHITEN_LW, "lw whitening");
     imago_net_free(net);
 }
 
@@ -288,9 +288,80 @@ static void test_specs_and_bind(void)
     imago_net_free(net);
 }
 
+/* AP-GeM / GLAP: the attention ops after the backbone, last_stride 1, and the
+ * whitening stages with their widths read from the tensors at bind */
+static void test_apgem_glap(void)
+{
+    imago_model_config cfg = config("resnet50", "apgem", "none");
+    imago_net *net = NULL;
+    imago_error err;
+    imago_error_clear(&err);
+    if (imago_net_build(&cfg, &net, &err) != 0) {
+        ok(0, "resnet50-apgem builds (%s)", err.msg);
+        return;
+    }
+    is_int(count_kind(net, IMAGO_NET_CONV), 55, "resnet50-apgem: 53 + 2 attention convolutions");
+    const imago_net_op *a0 = find_op(net, "apgem.att.0"), *a1 = find_op(net, "apgem.att.1");
+    ok(a0 && a0->in == net->output && a0->cout == 512 && a0->k == 1 &&
+           strcmp(a0->bn, "apgem.att_bn.0") == 0 && a0->post[0].act == IMAGO_ACT_RELU,
+       "apgem.att.0: conv1x1 2048->512 + BN + ReLU on the backbone map");
+    ok(a1 && a1->cout == 1 && a1->has_bias && a1->post[0].act == IMAGO_ACT_SIGMOID &&
+           net->att == a1->out && net->head_apgem,
+       "apgem.att.1: conv1x1 512->1 + bias + sigmoid is the attention value");
+    is_int(net->feat_dim, 2048, "resnet50-apgem: 2048 pooled features");
+    imago_net_free(net);
+
+    cfg = config("resnet50", "glap", "none");
+    cfg.last_stride = 1;
+    cfg.dim = 512;
+    net = NULL;
+    if (imago_net_build(&cfg, &net, &err) != 0) {
+        ok(0, "resnet50-glap builds (%s)", err.msg);
+        return;
+    }
+    is_int(net->stride[net->output], 16, "last_stride 1: output stride 16");
+    const imago_net_op *d = find_op(net, "backbone.layer4.0.downsample.0");
+    const imago_net_op *c2 = find_op(net, "backbone.layer4.0.conv2");
+    ok(d && c2 && d->stride == 1 && c2->stride == 1, "layer4.0 conv2 and downsample stride 1");
+    const imago_net_op *g = find_op(net, "glap.att");
+    ok(g && g->cout == 8 && g->has_bias && g->n_post == 0 && net->att == g->out &&
+           net->glap_fc_out == 512 && net->feat_dim == 512,
+       "glap.att: conv1x1 2048->8 logits; demo embedding 512");
+    int w[2] = {-1, -1};
+    imago_tensor_spec *specs = NULL;
+    int n = 0;
+    imago_net_specs(net, &specs, &n, &err);
+    ok(find_spec(specs, n, "glap.fc.weight") && find_spec(specs, n, "glap.att.bias"),
+       "glap specs carry glap.att and glap.fc");
+    free(specs);
+    imago_net_free(net);
+
+    cfg = config("resnet50", "gem", "fc,lw");
+    cfg.dim = 300;
+    net = NULL;
+    if (imago_net_build(&cfg, &net, &err) != 0) {
+        ok(0, "resnet50-gem [fc, lw] builds (%s)", err.msg);
+        return;
+    }
+    ok(net->n_whiten == 2 && net->whiten[0] == IMAGO_WHITEN_FC &&
+           net->whiten[1] == IMAGO_WHITEN_LW && net->dim == 300,
+       "whitening fc,lw: two stages in order, dim 300");
+    w[0] = net->whiten_dim[0];
+    w[1] = net->whiten_dim[1];
+    ok(w[0] == 2048 && w[1] == 300, "stage widths before bind: 2048, 300");
+    imago_net_free(net);
+    cfg = config("mobilenet_v2", "gem", "none");
+    cfg.last_stride = 1;
+    net = NULL;
+    is_int(imago_net_build(&cfg, &net, &err), IMAGO_ERR_UNSUPPORTED,
+           "last_stride 1 on MobileNetV2 is refused (%s)", err.msg);
+    imago_net_free(net);
+}
+
 int main(void)
 {
     test_counts();
+    test_apgem_glap();
     test_resnet_structure();
     test_agem_structure();
     test_errors();

@@ -36,6 +36,7 @@ typedef struct imago_fake_cuda_stats {
     uint64_t conv_ws_used;      /* convolutions that ran with a workspace > 0 */
     uint64_t kernel_calls, kernel_bad; /* launchers run / refused (bad pointer or size) */
     uint64_t pad_calls, epilogue_calls, maxpool_calls, binary_calls, pool_calls;
+    uint64_t att_weights_calls, wpool_calls; /* AP-GeM / GLAP attention pooling */
     uint64_t convert_calls;
 } imago_fake_cuda_stats;
 

@@ -315,3 +315,72 @@ const char *imago_cu_error_string(int code)
 {
     return cudaGetErrorString((cudaError_t)code);
 }
+
+int imago_cu_att_weights(const void *s, imago_cu_dtype t, int n, int hw, int k, int mode,
+                         float eps, float *w, void *stream)
+{
+    (void)stream;
+    if (bad_type(t) || n < 0 || hw < 0 || k < 0 || !(eps > 0) ||
+        (mode != IMAGO_CU_ATT_NORMALIZE && mode != IMAGO_CU_ATT_SOFTMAX))
+        return refuse(cudaErrorInvalidValue);
+    if (!n || !hw || !k)
+        return 0;
+    size_t cnt = (size_t)n * hw * k;
+    DEV(s, cnt * imago_cu_dtype_size(t));
+    DEV(w, cnt * sizeof(float));
+    if (fake_overlap(s, cnt * imago_cu_dtype_size(t), w, cnt * sizeof(float)))
+        return refuse(cudaErrorInvalidValue);
+    counted(&imago_fake_cuda_stats_get()->att_weights_calls);
+    for (int img = 0; img < n; img++)
+        for (int j = 0; j < k; j++) {
+            size_t base = (size_t)img * hw * k + j;
+            float mx = -INFINITY;
+            for (int i = 0; i < hw; i++)
+                mx = fmaxf(mx, fake_load(s, t, base + (size_t)i * k));
+            float sum = 0.0f; /* fp32, as the device */
+            for (int i = 0; i < hw; i++) {
+                float v = fake_load(s, t, base + (size_t)i * k);
+                sum += mode == IMAGO_CU_ATT_SOFTMAX ? expf(v - mx) : v;
+            }
+            float inv = mode == IMAGO_CU_ATT_SOFTMAX ? 1.0f / sum : 1.0f / fmaxf(sum, eps);
+            for (int i = 0; i < hw; i++) {
+                float v = fake_load(s, t, base + (size_t)i * k);
+                w[base + (size_t)i * k] = (mode == IMAGO_CU_ATT_SOFTMAX ? expf(v - mx) : v) * inv;
+            }
+        }
+    return 0;
+}
+
+int imago_cu_wpool(const void *x, imago_cu_dtype t, int n, int hw, int c, int k, const float *w,
+                   float p, float eps, float *out, void *stream)
+{
+    (void)stream;
+    if (bad_type(t) || n < 0 || hw < 0 || c < 0 || k < 0 || k > IMAGO_CU_WPOOL_MAX_K ||
+        !(p > 0) || !(eps > 0))
+        return refuse(cudaErrorInvalidValue);
+    if (!n || !hw || !c || !k)
+        return 0;
+    size_t xb = (size_t)n * hw * c * imago_cu_dtype_size(t), wb = (size_t)n * hw * k * 4;
+    size_t ob = (size_t)n * k * c * sizeof(float);
+    DEV(x, xb);
+    DEV(w, wb);
+    DEV(out, ob);
+    if (fake_overlap(x, xb, out, ob) || fake_overlap(w, wb, out, ob))
+        return refuse(cudaErrorInvalidValue);
+    counted(&imago_fake_cuda_stats_get()->wpool_calls);
+    int cube = p == 3.0f;
+    for (int img = 0; img < n; img++)
+        for (int ch = 0; ch < c; ch++) {
+            float acc[IMAGO_CU_WPOOL_MAX_K] = {0};
+            for (int i = 0; i < hw; i++) {
+                float v = fake_load(x, t, ((size_t)img * hw + i) * c + ch);
+                float q = v > eps ? v : eps;
+                q = cube ? q * q * q : powf(q, p);
+                for (int j = 0; j < k; j++)
+                    acc[j] = fmaf(w[((size_t)img * hw + i) * k + j], q, acc[j]);
+            }
+            for (int j = 0; j < k; j++)
+                out[((size_t)img * k + j) * c + ch] = powf(acc[j], 1.0f / p);
+        }
+    return 0;
+}
