@@ -1,4 +1,4 @@
-/* The GLAM head (DESIGN §4) over the fp32 NHWC layer4 map: weight
+/* The GLAM head (docs/models.md) over the fp32 NHWC layer4 map: weight
  * validation and preparation, the four attention forms, fusion, GeM and the
  * folded FC + BatchNorm1d, with OpenBLAS for the products and OpenMP for the
  * element-wise parts. See glam.h for the layout of the prepared weights and

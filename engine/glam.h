@@ -1,4 +1,4 @@
-/* engine-private: the GLAM head (Song, Han, Avrithis 2021; DESIGN §4) on the
+/* engine-private: the GLAM head (Song, Han, Avrithis 2021; docs/models.md) on the
  * fp32 NHWC layer4 map F, as plain C + OpenBLAS (engine/glam.c).
  *
  * The backend runs the backbone (fp32 or bf16) and hands the fp32 map to

@@ -47,13 +47,13 @@ typedef struct imago_model_config {
                           * (the default for gem), else "" */
 } imago_model_config;
 
-/* Fills the defaults of DESIGN §3 (max_side 1024, ImageNet mean/std, scales
+/* Fills the defaults of docs/models.md (max_side 1024, ImageNet mean/std, scales
  * [1, 1/sqrt 2, 1/2], pooling gem with p from tensor pool.p, padding torch,
  * whitening none, last_stride 2, normalize_pooled 1, trained 1). backbone, head and name are "" and dim is 0:
  * a config must name them. */
 void imago_model_config_default(imago_model_config *cfg);
 
-/* Parses an imago.config JSON string (DESIGN §3) into *cfg: starts from the
+/* Parses an imago.config JSON string (docs/models.md, the model file) into *cfg: starts from the
  * defaults, then reads format (must be 1), backbone, head, dim (required),
  * pooling ({"type": gem|spoc|mac, "p": number | "from tensor NAME"} or just
  * the type string), whitening ("none", "lw", "fc" or a list of 1..2 distinct

@@ -1,4 +1,4 @@
-/* imago.config (DESIGN §3): defaults, parsing from the JSON string stored in
+/* imago.config (docs/models.md, the model file): defaults, parsing from the JSON string stored in
  * the safetensors __metadata__, and validation. Every message names the key. */
 #include "model_int.h"
 

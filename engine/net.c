@@ -157,7 +157,7 @@ static int build_resnet(builder *b, const int blocks[4], int x, resnet_outputs *
     return y;
 }
 
-/* AGeM (DESIGN §4) over a ResNet whose layer4 has three blocks. The op order
+/* AGeM (docs/models.md) over a ResNet whose layer4 has three blocks. The op order
  * lets the attention products consume X_{5,1} before block 5.2 overwrites it
  * in place, and fuses the final X_{5,3} * (1 + A_{5,2}) into block 5.3's last
  * convolution as a post-op. */

@@ -1,4 +1,4 @@
-/* The MobileNetV2 backbone (DESIGN §4, torchvision layout) as an op list
+/* The MobileNetV2 backbone (docs/models.md, torchvision layout) as an op list
  * (engine/net.h): stem, 17 inverted-residual blocks and the last 1x1 conv,
  * with "torch" or "tf_same" padding. imago_net_build (net.c) dispatches
  * here for backbone "mobilenet_v2" and adds pooling/whitening itself.

@@ -7,7 +7,7 @@
  * This is the only header other modules include from index/. SQLite and
  * FAISS types never appear here.
  *
- * Thread safety (DESIGN): one imago_index may be used from many threads.
+ * Thread safety: one imago_index may be used from many threads.
  *  - Searches, metadata/thumbnail reads and stats run concurrently with each
  *    other (a reader-writer lock over the in-memory index; every reader
  *    thread gets its own SQLite read connection on demand).

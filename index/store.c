@@ -1,4 +1,4 @@
-/* index/store.c: the SQLite store, imago's source of truth (DESIGN §6).
+/* index/store.c: the SQLite store, imago's source of truth (docs/architecture.md).
  * One writer connection (used under the index writer mutex) and a pool of
  * reader connections; WAL journal; schema versioned by PRAGMA user_version
  * with an ordered list of migrations; every statement prepared once per

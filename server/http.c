@@ -1053,7 +1053,7 @@ int imago_server_run(imago_server *s, int drain_s, imago_error *err)
     s->daemon = NULL;
     if (lfd != MHD_INVALID_SOCKET)
         close(lfd);
-    /* graceful shutdown snapshots the index (DESIGN §6) */
+    /* graceful shutdown snapshots the index (docs/architecture.md, where the rules live) */
     char index_msg[IMAGO_ERROR_MSG_MAX];
     const char *imsg = NULL;
     imago_index_slot_state(s->islot, &imsg);

@@ -1,5 +1,5 @@
 /* The routes table (method, path pattern, auth level, body kind, handler),
- * path matching, and the handlers of the HTTP API (DESIGN §7).
+ * path matching, and the handlers of the HTTP API (proto/openapi.yaml).
  *
  * Handlers validate everything they can (parameters, bodies, ids) with
  * proto/, so clients get exact 4xx answers. /v1/extract runs on the engine

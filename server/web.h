@@ -1,4 +1,4 @@
-/* imago server: the web page (private to server/; DESIGN §1 "Look").
+/* imago server: the web page (private to server/; README.md, Quick start).
  *
  * The static files of server/web/ are embedded into the binary at build time
  * (server/web/embed.c writes web_assets.c) and served by web.c:

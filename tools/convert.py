@@ -45,7 +45,7 @@ Supported inputs (the layout is detected from the state dict's keys):
 
 Wrappers {'state_dict': ...} / {'model': ...} and DataParallel's 'module.'
 prefixes are removed.  Unknown layouts fail with the keys that were missing
-or unexpected.  Output: the tensors under DESIGN section 3's names and the
+or unexpected.  Output: the tensors under the names of docs/models.md and the
 imago.config (name, backbone, head, pooling, dim, whitening, input {max_side,
 mean, std}, scales, padding, source).
 """

@@ -4,7 +4,7 @@
 The file is an imago .safetensors (F32) holding, for a small random GLAM head
 (c channels, reduced width c', an H x W map):
 
-  glam.*            the head's tensors, named as in a model file (DESIGN section 4)
+  glam.*            the head's tensors, named as in a model file (docs/models.md, the networks)
   pool.p            the GeM exponent
   input.F           the feature map F            [1, c, H, W]
   expect.a_lc       local channel attention a    [1, c]

@@ -1,6 +1,6 @@
 """imago model files: a small, dependency-free safetensors reader/writer.
 
-The layout (DESIGN.md section 3) is the standard safetensors one:
+The layout (docs/models.md, the model file) is the standard safetensors one:
 
     [8 bytes]  N, little-endian uint64: length of the JSON header
     [N bytes]  JSON: {"__metadata__": {"imago.config": "<json string>"},
@@ -274,7 +274,7 @@ def whitening_stages(whitening):
 def make_config(name, backbone, head, pooling, dim, whitening, max_side=1024,
                 mean=None, std=None, scales=None, padding="torch", source="",
                 trained=True, last_stride=2, normalize_pooled=True):
-    """The imago.config dict (DESIGN section 3), validated.  whitening: "none",
+    """The imago.config dict (docs/models.md, the model file), validated.  whitening: "none",
     "lw", "fc" or a list of stages such as ["fc", "lw"]."""
     if backbone not in BACKBONES:
         raise ValueError("backbone %r not in %s" % (backbone, BACKBONES))

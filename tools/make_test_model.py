@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Writes an imago model file with seeded random weights (for tests and demos).
 
-The architecture is the real one (DESIGN section 4; the tensors have the
+The architecture is the real one (docs/models.md, the networks; the tensors have the
 names and shapes of a converted model), only the values are random:
 
   * convolution / linear weights: the torchvision and PyTorch initialisers,
@@ -12,7 +12,7 @@ names and shapes of a converted model), only the values are random:
     $IMAGO_SHARED/data/photos or ../shared/data/photos, resized to
     --calib-side squares, one batch) by running the network once in training
     mode with momentum=None, so that activations stay O(1) through the whole
-    depth instead of exploding (DESIGN section 3);
+    depth instead of exploding (docs/models.md, the model file);
   * GeM p ~ 3 + U(-0.25, 0.25); GLAM fusion logits ~ N(0, 1);
   * whitening: P = Q diag(s) with Q a random orthogonal matrix and
     s ~ U(0.5, 2) (condition number <= 4), m = the mean of the calibration

@@ -2,7 +2,7 @@
 """imago's PyTorch reference: preprocessing and descriptor networks (the oracle).
 
 Run with Debian's /usr/bin/python3 (torch 1.13, torchvision 0.14, Pillow).
-Everything here follows DESIGN.md sections 3-4 and docs/preprocessing.md; the
+Everything here follows docs/models.md and docs/preprocessing.md; the
 C engine is tested against it.
 
 Where things happen (the exact order of operations)
@@ -53,7 +53,7 @@ Pooling (per channel over y, x):
     spoc: mean F
     mac : max F
 
-AGeM head (DESIGN section 4): A4 = Att1(X_{4,last}) with Att1 = conv3x3/2 p1 + BN +
+AGeM head (docs/models.md, the networks): A4 = Att1(X_{4,last}) with Att1 = conv3x3/2 p1 + BN +
 ReLU, conv3x3 p1 + BN + ReLU, conv1x1 + BN + ReLU, conv1x1 (bias) + sigmoid;
 A51 = sigmoid(att2_1(A4 * X51)); A52 = sigmoid(att2_2(A51 * X52));
 X = X53 + A52 * X53.

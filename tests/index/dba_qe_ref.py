@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""numpy reference for imago's DBA and alpha-QE (DESIGN section 6).
+"""numpy reference for imago's DBA and alpha-QE (docs/models.md and README.md, DBA and QE).
 
 Reads the case directory written by tests/unit/test_index_dba_qe.c
 (case.json + raw little-endian float32 / int64 files) and checks the C

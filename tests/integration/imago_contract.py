@@ -1,7 +1,7 @@
 """The contract check of the integration suite: every HTTP response that goes
 through the harness (imago_testlib.Server.request, hence jget and
 check_error) is matched to its operation in proto/openapi.yaml by method +
-path template + status, and checked against it (DESIGN.md §7):
+path template + status, and checked against it (README.md, API):
 
 - the status is documented for the operation (no `default` responses here);
 - the Content-Type is one the response documents, and a response that

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """tools/make_test_model.py: byte-identical output for a seed (whatever the
-thread count), the tensor names of DESIGN section 3, BN statistics that keep
+thread count), the tensor names of docs/models.md, BN statistics that keep
 activations O(1) on a real photo, and a well-conditioned whitening."""
 
 import glob
@@ -50,7 +50,7 @@ def main(t):
     tensors, cfg, _ = imago_model.load(os.path.join(tmp, "a.safetensors"))
     t.ok(all(v.dtype == torch.bfloat16 for v in tensors.values()), "--dtype bf16 stored as BF16")
     glam = {k[5:] for k in tensors if k.startswith("glam.")}
-    t.is_eq(sorted(glam), sorted(GLAM_NAMES), "GLAM tensor names of DESIGN section 4")
+    t.is_eq(sorted(glam), sorted(GLAM_NAMES), "GLAM tensor names of docs/models.md")
     t.is_eq(list(tensors["glam.fc.weight"].shape), [512, 1280], "GLAM fc 1280 -> 512")
     t.is_eq(list(tensors["glam.lc_conv.weight"].shape), [1, 1, 3], "1-D kernel [1,1,3]")
     t.is_eq((cfg["backbone"], cfg["head"], cfg["dim"], cfg["padding"], cfg["trained"]),
@@ -70,7 +70,7 @@ def main(t):
             "backbone.layer3.5.conv2.weight", "agem.att1.0.weight", "agem.att1.3.bias",
             "agem.att1_bn.2.running_mean", "agem.att2_1.bias", "agem.att2_2.weight",
             "pool.p", "whiten.P", "whiten.m"]
-    t.is_eq([n for n in want if n not in tensors], [], "DESIGN names present")
+    t.is_eq([n for n in want if n not in tensors], [], "docs/models.md names present")
     t.ok(not any("num_batches_tracked" in k or k.startswith("backbone.fc") for k in tensors),
          "no num_batches_tracked, no fc")
     t.is_eq(list(tensors["agem.att1.0.weight"].shape), [1024, 1024, 3, 3], "att1.0 3x3 1024->1024")

@@ -1,6 +1,6 @@
 #!/bin/sh
 # ThreadSanitizer run of the job runner and the server's other threads
-# (DESIGN.md §10: job bookkeeping race-free under any ingest.parallelism).
+# (docs/architecture.md, where the rules live: job bookkeeping race-free under any ingest.parallelism).
 # Builds `imago` in BUILDDIR (default build-tsan: -Db_sanitize=thread, no
 # CUDA, no test executables) and runs against that `imago serve`:
 #   - tests/integration/test_redteam.py: its first block is the burst of 30

@@ -1,5 +1,5 @@
 /* Unit tests for the imago.config parser (engine/model_config.c): defaults,
- * the DESIGN §3 example, every option, and every bad value with its error
+ * the docs/models.md example, every option, and every bad value with its error
  * code and a message naming the key. */
 #include "model.h"
 #include "tap.h"
@@ -61,14 +61,14 @@ int main(void)
     is_str(c.fingerprint, "", "fingerprint empty (set by the loader)");
     is_int(imago_model_config_validate(&c, &err), 0, "parsed config validates");
 
-    /* the DESIGN example */
+    /* the docs/models.md example */
     const char *design =
         "{\"format\": 1, \"name\": \"rSfM120k-resnet101-agem\", \"backbone\": \"resnet101\","
         " \"head\": \"agem\", \"pooling\": {\"type\": \"gem\", \"p\": \"from tensor pool.p\"},"
         " \"dim\": 2048, \"whitening\": \"lw\", \"input\": {\"max_side\": 1024,"
         " \"mean\": [0.485,0.456,0.406], \"std\": [0.229,0.224,0.225]},"
         " \"scales\": [1, 0.70710678, 0.5], \"source\": \"converted from ...\"}";
-    is_int(parse(design, &c), 0, "DESIGN §3 example parses");
+    is_int(parse(design, &c), 0, "docs/models.md example parses");
     is_str(c.name, "rSfM120k-resnet101-agem", "name");
     is_str(c.whitening, "lw", "whitening lw");
     is_str(c.source, "converted from ...", "source");

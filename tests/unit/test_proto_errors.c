@@ -87,7 +87,7 @@ int main(void)
         is_str(imago_api_error_name(imago_api_error_from_code(map[i].code, map[i].ctx)),
                imago_api_error_name(map[i].want), "map %s (ctx %d)", imago_error_name(map[i].code),
                (int)map[i].ctx);
-    /* status of the mapped codes: the DESIGN §7 list */
+    /* status of the mapped codes: the proto/openapi.yaml ErrorCode list */
     is_int(imago_api_error_status(imago_api_error_from_code(IMAGO_ERR_BUSY, 0)), 503, "busy 503");
     is_int(
         imago_api_error_status(imago_api_error_from_code(IMAGO_ERR_TOO_LARGE, IMAGO_API_CTX_IMAGE)),
