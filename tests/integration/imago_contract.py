@@ -75,6 +75,12 @@ def _to_json_schema(node):
         t = node.get("type")
         if isinstance(t, str):
             node["type"] = [t, "null"]
+        elif t is None:
+            # nullable beside allOf/$ref (no type of its own): null or the rest
+            inner = {k: v for k, v in node.items() if k != "description"}
+            for k in list(inner):
+                del node[k]
+            node["anyOf"] = [{"type": "null"}, inner]
         if "enum" in node and None not in node["enum"]:
             node["enum"] = list(node["enum"]) + [None]
     if node.get("type") == "object" and "properties" in node and "additionalProperties" not in node:
