@@ -251,7 +251,7 @@ int imago_ingest_confine(const imago_config_strlist *roots, const char *path, in
     int why = errno;
     char head[PATH_MAX];
     snprintf(head, sizeof head, "%s", path);
-    const char *rest = NULL;
+    const char *rest = path; /* set by the loop below */
     char real[PATH_MAX];
     for (;;) {
         char *slash = strrchr(head, '/');
