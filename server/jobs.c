@@ -267,8 +267,15 @@ int imago_ingest_confine(const imago_config_strlist *roots, const char *path, in
     char first[PATH_MAX];
     size_t fl = strcspn(rest, "/");
     struct stat lst;
-    if (snprintf(first, sizeof first, "%s/%.*s", head, (int)fl, rest) < (int)sizeof first &&
-        lstat(first, &lst) == 0 && S_ISLNK(lst.st_mode))
+    size_t hl = strlen(head);
+    int fits = hl + 1 + fl < sizeof first;
+    if (fits) {
+        memcpy(first, head, hl);
+        first[hl] = '/';
+        memcpy(first + hl + 1, rest, fl);
+        first[hl + 1 + fl] = '\0';
+    }
+    if (fits && lstat(first, &lst) == 0 && S_ISLNK(lst.st_mode))
         return imago_error_set(err, IMAGO_ERR_AUTH, "%s is outside ingest.roots", path);
     /* the part that does not exist is taken as written: no ".." in it */
     for (const char *c = rest; c && *c;) {
