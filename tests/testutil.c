@@ -1,4 +1,5 @@
 /* Shared unit-test helpers (see testutil.h). */
+#include <math.h>
 #include "testutil.h"
 
 #include <stdio.h>
@@ -90,4 +91,17 @@ int testutil_run_fixture(const char *py, const char *root, const char *script, c
         return 0;
     ok(0, "%s: tools/%s ran", label, script);
     return -1;
+}
+
+double testutil_urand(unsigned long long *state)
+{
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return (double)(*state >> 11) / 9007199254740992.0;
+}
+
+double testutil_nrand(unsigned long long *state)
+{
+    return sqrt(-2 * log(testutil_urand(state) + 1e-12)) * cos(2 * M_PI * testutil_urand(state));
 }

@@ -36,4 +36,9 @@ int testutil_run_fixture(const char *py, const char *root, const char *script, c
 void testutil_mkdtemp(const char *tag, char *buf, size_t cap);
 void testutil_rmdir(const char *dir);
 
+/* A seeded xorshift64 stream for reproducible test data: uniform in [0, 1)
+ * and standard normal (Box-Muller). *state is the stream (any non-zero seed). */
+double testutil_urand(unsigned long long *state);
+double testutil_nrand(unsigned long long *state);
+
 #endif

@@ -14,6 +14,7 @@
 #include "index.h"
 #include "index_int.h"
 #include "tap.h"
+#include "testutil.h"
 
 #define N 600
 #define D 32
@@ -21,14 +22,11 @@
 static unsigned long long rng = 0x2545F4914F6CDD1Dull;
 static double urand(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0;
+    return testutil_urand(&rng);
 }
 static double nrand(void)
 {
-    return sqrt(-2 * log(urand() + 1e-12)) * cos(2 * M_PI * urand());
+    return testutil_nrand(&rng);
 }
 static void normalize(float *v)
 {

@@ -12,6 +12,7 @@
 
 #include "index.h"
 #include "tap.h"
+#include "testutil.h"
 
 #define N 300
 #define D 24
@@ -19,14 +20,11 @@
 static unsigned long long rng = 0x9E3779B97F4A7C15ull;
 static double urand(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0;
+    return testutil_urand(&rng);
 }
 static double nrand(void)
 {
-    return sqrt(-2 * log(urand() + 1e-12)) * cos(2 * M_PI * urand());
+    return testutil_nrand(&rng);
 }
 
 static char dir[256];
