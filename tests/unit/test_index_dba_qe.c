@@ -20,10 +20,6 @@
 #define D 32
 
 static unsigned long long rng = 0x2545F4914F6CDD1Dull;
-static double urand(void)
-{
-    return testutil_urand(&rng);
-}
 static double nrand(void)
 {
     return testutil_nrand(&rng);

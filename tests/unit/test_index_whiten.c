@@ -18,10 +18,6 @@
 #define D 24
 
 static unsigned long long rng = 0x9E3779B97F4A7C15ull;
-static double urand(void)
-{
-    return testutil_urand(&rng);
-}
 static double nrand(void)
 {
     return testutil_nrand(&rng);
