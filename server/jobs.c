@@ -880,8 +880,8 @@ static void *runner_main(void *arg)
             /* while mu was released another thread may have finished the
              * job and freed r: look it up again by id */
             r = find_rt(j, id);
-            if (!r)
-                continue;
+            if (!r || r->preparing || r->finishing)
+                continue; /* gone, or another thread owns it now */
             if (r->base_count < 0) {
                 r->base_count = base;
                 r->t0_us = imago_now_us();
@@ -911,7 +911,9 @@ static void *runner_main(void *arg)
             }
             pthread_mutex_lock(&j->mu);
             r->finishing = 0;
-            if (final)
+            /* a thread that selected r before finishing was set may still
+             * hold it (active > 0): it frees r on its own empty claim */
+            if (final && r->active == 0)
                 dequeue(j, r);
             pthread_cond_broadcast(&j->cv);
         } else if (n == 0) {
