@@ -27,7 +27,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "common.h"
+#include "common/common.h"
 
 /* ---- the typed configuration ------------------------------------------- */
 

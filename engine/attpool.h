@@ -16,7 +16,7 @@
 #ifndef IMAGO_ENGINE_ATTPOOL_H
 #define IMAGO_ENGINE_ATTPOOL_H
 
-#include "common.h"
+#include "common/common.h"
 
 /* n images: x is n x hw x c, a is n x hw (borrowed); out receives n x c.
  * threads bounds the OpenMP team (0 = all cores). */

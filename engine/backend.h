@@ -18,7 +18,7 @@
 
 #include <stddef.h>
 
-#include "common.h"
+#include "common/common.h"
 #include "model.h"
 #include "net.h"
 

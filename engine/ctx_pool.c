@@ -3,7 +3,7 @@
 
 #include <stdlib.h>
 
-#include "common.h"
+#include "common/common.h"
 
 void imago_ctx_pool_init(imago_ctx_pool *p)
 {

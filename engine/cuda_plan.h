@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common.h"
+#include "common/common.h"
 #include "net.h"
 
 typedef struct imago_cuda_tensor {

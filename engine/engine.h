@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common.h"
+#include "common/common.h"
 
 /* ======================================================================
  * Images: decode + orient + crop + resize (engine/image*.c)
@@ -59,6 +59,30 @@ int imago_image_decode(const void *data, size_t len, const imago_decode_params *
 /* Allocates an uninitialised width x height image (checked sizes). */
 int imago_image_new(int width, int height, imago_image **out, imago_error *err);
 void imago_image_free(imago_image *img);
+
+/* Encodes img as a baseline JPEG (4:2:0, quality 1..100) into malloc'ed
+ * memory the caller frees; IMAGO_ERR_BACKEND when TurboJPEG fails,
+ * IMAGO_ERR_INVALID for a bad quality, IMAGO_ERR_NOMEM. Thread-safe. */
+int imago_image_encode_jpeg(const imago_image *img, int quality, void **jpeg, size_t *jpeg_len,
+                            imago_error *err);
+
+/* SHA-256 helpers (engine/sha256.c). Uses the x86 SHA extensions when the
+ * CPU has them (IMAGO_SHA256_PORTABLE=1 in the environment disables them). */
+typedef struct imago_sha256_ctx {
+    uint32_t h[8];
+    uint64_t len;
+    uint8_t buf[64];
+    size_t nbuf;
+} imago_sha256_ctx;
+void imago_sha256_init(imago_sha256_ctx *c);
+void imago_sha256_update(imago_sha256_ctx *c, const void *data, size_t len);
+void imago_sha256_final(imago_sha256_ctx *c, uint8_t digest[32]);
+void imago_sha256(const void *data, size_t len, uint8_t digest[32]);
+void imago_sha256_hex(const uint8_t digest[32], char hex[65]);
+int imago_sha256_file(const char *path, char hex[65], imago_error *err);
+/* Tests/benchmarks: select the accelerated path (on != 0) when available or
+ * the portable one; returns whether the accelerated path is now used. */
+int imago_sha256_set_accel(int on);
 
 /* ======================================================================
  * Engine: model + backend, image -> global descriptor (engine/engine.c)
@@ -114,6 +138,14 @@ void imago_engine_describe(const imago_engine *engine, imago_model_info *out);
  * execution contexts. */
 int imago_engine_embed(imago_engine *engine, const imago_image *const *images, int n,
                        float *out, imago_error *err);
+
+/* Engine entry point for tests and parity drivers (engine.c): like
+ * imago_engine_embed, on n already normalised images given as one NHWC fp32
+ * buffer (n x h x w x 3, borrowed), so that a reference implementation and
+ * the engine can be fed bit-identical inputs. Thread-safe like
+ * imago_engine_embed. */
+int imago_engine_embed_nhwc(imago_engine *engine, const float *nhwc, int n, int h, int w,
+                            float *out, imago_error *err);
 
 /* ======================================================================
  * Batcher: decode threads -> per-shape queues -> dynamic batches ->

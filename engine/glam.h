@@ -27,7 +27,7 @@
 #ifndef IMAGO_ENGINE_GLAM_H
 #define IMAGO_ENGINE_GLAM_H
 
-#include "common.h"
+#include "common/common.h"
 #include "model.h"
 
 #define IMAGO_GLAM_BLOCK 256 /* query positions per spatial-attention block */

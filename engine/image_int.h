@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common.h"
+#include "common/common.h"
 #include "engine.h"
 
 /* ---- geometry (image.c) ------------------------------------------------ */

@@ -14,6 +14,7 @@
  */
 #include "image_int.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <turbojpeg.h>
 
@@ -123,5 +124,37 @@ int imago_jpeg_decode(const uint8_t *data, size_t len, const imago_image_header 
     if (rc == 0 && hdr->cmyk)
         cmyk_to_rgb(cmyk, (size_t)dw * (size_t)dh, dst);
     imago_free_aligned(cmyk);
+    return rc;
+}
+
+int imago_image_encode_jpeg(const imago_image *img, int quality, void **jpeg, size_t *jpeg_len,
+                            imago_error *err)
+{
+    if (quality < 1 || quality > 100)
+        return imago_error_set(err, IMAGO_ERR_INVALID, "JPEG quality %d outside 1..100", quality);
+    tjhandle tj = tjInitCompress();
+    if (!tj)
+        return imago_error_set(err, IMAGO_ERR_BACKEND, "JPEG encode: tjInitCompress: %s",
+                               tjGetErrorStr2(NULL));
+    unsigned char *buf = NULL;
+    unsigned long n = 0;
+    int rc = 0;
+    if (tjCompress2(tj, img->rgb, img->width, 0, img->height, TJPF_RGB, &buf, &n, TJSAMP_420,
+                    quality, 0) != 0) {
+        rc = imago_error_set(err, IMAGO_ERR_BACKEND, "JPEG encode: tjCompress2: %s",
+                             tjGetErrorStr2(tj));
+    } else {
+        /* hand back malloc'ed memory (tjFree must free TurboJPEG's buffer) */
+        void *copy = malloc(n ? n : 1);
+        if (!copy) {
+            rc = imago_error_set(err, IMAGO_ERR_NOMEM, "JPEG encode: out of memory");
+        } else {
+            memcpy(copy, buf, n);
+            *jpeg = copy;
+            *jpeg_len = n;
+        }
+    }
+    tjFree(buf);
+    tjDestroy(tj);
     return rc;
 }

@@ -13,7 +13,8 @@
 
 #include <stdint.h>
 
-#include "common.h"
+#include "common/common.h"
+#include "engine.h"
 
 #define IMAGO_MODEL_MAX_SCALES 8
 #define IMAGO_TENSOR_MAX_DIMS 4
@@ -185,23 +186,5 @@ int imago_model_synthetic(const imago_model_config *cfg, const imago_tensor_spec
                           uint64_t seed, imago_model **out, imago_error *err);
 
 void imago_model_free(imago_model *m);
-
-/* SHA-256 helpers (engine/sha256.c). Uses the x86 SHA extensions when the
- * CPU has them (IMAGO_SHA256_PORTABLE=1 in the environment disables them). */
-typedef struct imago_sha256_ctx {
-    uint32_t h[8];
-    uint64_t len;
-    uint8_t buf[64];
-    size_t nbuf;
-} imago_sha256_ctx;
-void imago_sha256_init(imago_sha256_ctx *c);
-void imago_sha256_update(imago_sha256_ctx *c, const void *data, size_t len);
-void imago_sha256_final(imago_sha256_ctx *c, uint8_t digest[32]);
-void imago_sha256(const void *data, size_t len, uint8_t digest[32]);
-void imago_sha256_hex(const uint8_t digest[32], char hex[65]);
-int imago_sha256_file(const char *path, char hex[65], imago_error *err);
-/* Tests/benchmarks: select the accelerated path (on != 0) when available or
- * the portable one; returns whether the accelerated path is now used. */
-int imago_sha256_set_accel(int on);
 
 #endif

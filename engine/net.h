@@ -16,7 +16,7 @@
 
 #include <stdint.h>
 
-#include "common.h"
+#include "common/common.h"
 #include "model.h"
 
 typedef enum imago_net_op_kind {
@@ -157,14 +157,7 @@ void imago_net_same_pad(int in, int k, int stride, int dilation, int *pad_l, int
  * would be empty. */
 int imago_net_shapes(const imago_net *net, int h, int w, int *hs, int *ws, imago_error *err);
 
-/* Engine entry point for tests and parity drivers (engine.c): like
- * imago_engine_embed, on n already normalised images given as one NHWC fp32
- * buffer (n x h x w x 3, borrowed), so that a reference implementation and
- * the engine can be fed bit-identical inputs. Thread-safe like
- * imago_engine_embed. */
 struct imago_engine;
-int imago_engine_embed_nhwc(struct imago_engine *engine, const float *nhwc, int n, int h, int w,
-                            float *out, imago_error *err);
 
 /* Pooled features before L2N of one scale (n x imago_engine_feat_dim
  * floats into pooled), for tests that check activation magnitudes. */

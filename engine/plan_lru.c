@@ -3,7 +3,7 @@
 
 #include <stdlib.h>
 
-#include "common.h"
+#include "common/common.h"
 
 void imago_plan_lru_init(imago_plan_lru *l, int cap, imago_plan_free_fn free_fn, void *free_ctx)
 {

@@ -5,9 +5,9 @@
 #ifndef IMAGO_SERVER_CFG_PARAMS_H
 #define IMAGO_SERVER_CFG_PARAMS_H
 
-#include "config.h"
-#include "engine.h"
-#include "index.h"
+#include "config/config.h"
+#include "engine/engine.h"
+#include "index/index.h"
 
 /* At most this many test-time scales are taken from engine.scales. */
 #define IMAGO_CFG_MAX_SCALES 8

@@ -9,7 +9,7 @@
 
 #include <stdio.h>
 
-#include "config.h"
+#include "config/config.h"
 
 /* Exit statuses shared by every command. */
 enum {

@@ -9,8 +9,8 @@
 
 #include "cli.h"
 #include "cmd_eval.h"
-#include "common.h"
-#include "index.h"
+#include "common/common.h"
+#include "index/index.h"
 
 static const char usage[] =
     "usage: imago eval --gnd GND.json (--ranks RANKS | --db DB.npy --queries Q.npy)\n"

@@ -10,8 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine.h"
-#include "net.h"
+#include "engine/engine.h"
 
 static void usage(FILE *f)
 {

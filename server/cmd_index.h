@@ -5,9 +5,9 @@
 #ifndef IMAGO_SERVER_CMD_INDEX_H
 #define IMAGO_SERVER_CMD_INDEX_H
 
-#include "config.h"
-#include "engine.h"
-#include "index.h"
+#include "config/config.h"
+#include "engine/engine.h"
+#include "index/index.h"
 
 typedef struct imago_stack {
     imago_engine *engine;

@@ -37,8 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "model.h"
-#include "proto.h"
+#include "proto/proto.h"
 
 #define MAX_FILE_BYTES_DEFAULT (64u << 20)
 /* one manifest line: a path, an external id and up to 64 KiB of metadata */

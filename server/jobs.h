@@ -11,10 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common.h"
-#include "config.h"
-#include "engine.h"
-#include "index.h"
+#include "common/common.h"
+#include "config/config.h"
+#include "engine/engine.h"
+#include "index/index.h"
 #include "server.h"
 
 /* ---- thumbnails (thumb.c) -------------------------------------------------- */

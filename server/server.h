@@ -23,10 +23,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common.h"
-#include "config.h"
-#include "engine.h"
-#include "proto.h"
+#include "common/common.h"
+#include "config/config.h"
+#include "engine/engine.h"
+#include "proto/proto.h"
 
 /* ---- auth (auth.c) --------------------------------------------------------- */
 

@@ -11,8 +11,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine.h"
-#include "image_int.h"
+#include "engine/engine.h"
+#include "engine/image_int.h"
 
 /* Thread CPU time: unlike wall time it does not count the time this thread
  * waits for a core, so it stays meaningful while other jobs load the

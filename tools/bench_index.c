@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "index.h"
+#include "index/index.h"
 
 static float *read_f32(const char *path, size_t count)
 {

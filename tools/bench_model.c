@@ -7,7 +7,7 @@
  *   - loading the same model as an F32 .safetensors file (mmap, parse, hash).
  * Build: ninja -C BUILDDIR tools/bench_model (engine/meson.build, not built
  * by default). Run: BUILDDIR/engine/bench_model [--no-file]. */
-#include "model_int.h"
+#include "engine/model_int.h"
 #include "../tests/unit/test_engine_model_util.h"
 
 #include <stdio.h>

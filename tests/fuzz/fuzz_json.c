@@ -6,7 +6,7 @@
  * Invariants checked (abort() on violation): success leaves well-formed
  * outputs, failure leaves an error message and no output.
  */
-#include "proto.h"
+#include "proto/proto.h"
 
 #include "fuzz_proto_driver.h"
 

@@ -5,7 +5,7 @@
  * the body. Invariants checked (abort() on violation): part data lies inside
  * the body, names are non-empty, part counts within the limits.
  */
-#include "proto.h"
+#include "proto/proto.h"
 
 #include "fuzz_proto_driver.h"
 

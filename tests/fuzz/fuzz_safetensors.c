@@ -20,7 +20,7 @@
  *       BUILDDIR/engine/fuzz_safetensors --write-seeds corpus
  *       ./fuzz -max_total_time=150 -max_len=4096 corpus
  */
-#include "model.h"
+#include "engine/model.h"
 #include "../unit/test_engine_model_util.h"
 
 #include <math.h>

@@ -57,12 +57,12 @@ if [ -z "$BUILD" ]; then
 fi
 BUILD=$(cd "$BUILD" && pwd)
 if [ $NO_BUILD = 0 ]; then
-    ninja -C "$BUILD" server/imago engine/engine_extract tests/gpu/test_gpu_parity >&2
+    ninja -C "$BUILD" server/imago server/engine_extract tests/gpu/test_gpu_parity >&2
     ninja -C "$BUILD" engine/imago_cuda.so >&2 ||
         { echo "bundle.sh: the build has no CUDA plugin (engine/imago_cuda.so): configure with CUDA" >&2; exit 1; }
     ninja -C "$BUILD" engine/test_engine_cuda_kernels >&2 || true
 fi
-for f in server/imago engine/engine_extract tests/gpu/test_gpu_parity engine/imago_cuda.so; do
+for f in server/imago server/engine_extract tests/gpu/test_gpu_parity engine/imago_cuda.so; do
     [ -f "$BUILD/$f" ] || { echo "bundle.sh: $BUILD/$f is missing" >&2; exit 1; }
 done
 OUT=${OUT:-$BUILD/imago-gpu.tar.xz}
@@ -73,7 +73,7 @@ B=$STAGE/imago-gpu
 mkdir -p "$B/bin" "$B/lib/imago" "$B/tools" "$B/shared/data/photos" "$B/models"
 
 # ---- binaries -------------------------------------------------------------
-bins=("$BUILD/server/imago" "$BUILD/engine/engine_extract" "$BUILD/tests/gpu/test_gpu_parity")
+bins=("$BUILD/server/imago" "$BUILD/server/engine_extract" "$BUILD/tests/gpu/test_gpu_parity")
 [ -x "$BUILD/engine/test_engine_cuda_kernels" ] && bins+=("$BUILD/engine/test_engine_cuda_kernels")
 for f in "${bins[@]}"; do
     install -m 755 "$f" "$B/bin/"

@@ -47,11 +47,11 @@
  * Usage: test_cuda_emulated PLUGIN (meson passes imago_cuda_fake.so).
  * IMAGO_EMU_QUICK=1 runs the fp32 ResNet-101 cases at 96x64 batch 1 only.
  */
-#include "engine.h"
+#include "engine/engine.h"
 #include "fake.h"
 #include "imago_build.h"
-#include "model.h"
-#include "net.h"
+#include "engine/model.h"
+#include "engine/net.h"
 #include "tap.h"
 
 #include <dlfcn.h>

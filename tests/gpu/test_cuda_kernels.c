@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cuda_kernels.h"
+#include "engine/cuda_kernels.h"
 
 static int n_checks, n_failed;
 static cudaStream_t g_stream; /* NULL or a created stream, alternating */

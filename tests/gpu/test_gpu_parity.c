@@ -73,7 +73,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "engine.h"
+#include "engine/engine.h"
 
 #define MAX_SIZES 8
 #define MAX_PHOTOS 256

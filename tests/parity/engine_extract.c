@@ -1,7 +1,7 @@
 /* Parity/benchmark driver: `imago extract` without the rest of the server
  * (the tests and tools/bench_extract run it until the imago executable
  * carries the command). */
-#include "cmd_extract.h"
+#include "server/cmd_extract.h"
 
 int main(int argc, char **argv)
 {

@@ -1,5 +1,5 @@
 /* Unit tests for common/alloc.c: overflow-safe sizes, aligned big buffers. */
-#include "common.h"
+#include "common/common.h"
 #include "tap.h"
 
 #include <stdint.h>

@@ -1,5 +1,5 @@
 /* Unit tests for common/error.c: first error wins, prefixes, names. */
-#include "common.h"
+#include "common/common.h"
 #include "tap.h"
 
 #include <string.h>

@@ -1,5 +1,5 @@
 /* Unit tests for common/log.c: levels, text and JSON lines, escaping. */
-#include "common.h"
+#include "common/common.h"
 #include "tap.h"
 
 #include <stdlib.h>

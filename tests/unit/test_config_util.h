@@ -3,7 +3,7 @@
 #ifndef IMAGO_TEST_CONFIG_UTIL_H
 #define IMAGO_TEST_CONFIG_UTIL_H
 
-#include "config.h"
+#include "config/config.h"
 #include "tap.h"
 
 #include <stdio.h>

@@ -7,8 +7,8 @@
  * call are pooled independently. The fixture part is skipped (77 for that
  * part) without the reference Python.
  */
-#include "attpool.h"
-#include "model.h"
+#include "engine/attpool.h"
+#include "engine/model.h"
 #include "tap.h"
 #include "testutil.h"
 

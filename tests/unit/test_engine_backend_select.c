@@ -4,7 +4,7 @@
  * a GPU (CI) auto must fall back to the CPU with the reason noted and cuda
  * must fail with a typed error that names the cause; with a GPU, auto and
  * cuda must pick it. */
-#include "engine.h"
+#include "engine/engine.h"
 #include "imago_build.h"
 #include "tap.h"
 

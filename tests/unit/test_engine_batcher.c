@@ -17,7 +17,7 @@
 #include <turbojpeg.h>
 #include <unistd.h>
 
-#include "engine.h"
+#include "engine/engine.h"
 #include "tap.h"
 #include "testutil.h"
 

@@ -2,7 +2,7 @@
  * contexts: an empty pool gives NULL, contexts come back last-in first-out,
  * concurrent take/give lose and duplicate nothing, and fini frees every
  * idle context exactly once. */
-#include "ctx_pool.h"
+#include "engine/ctx_pool.h"
 #include "tap.h"
 
 #include <pthread.h>

@@ -3,9 +3,9 @@
  * never share bytes, an op's operands are alive while it runs, the arena is
  * much smaller than one buffer per tensor, and errors are typed. Runs
  * everywhere (no GPU needed). */
-#include "cuda_plan.h"
-#include "model.h"
-#include "net.h"
+#include "engine/cuda_plan.h"
+#include "engine/model.h"
+#include "engine/net.h"
 #include "tap.h"
 
 #include <math.h>

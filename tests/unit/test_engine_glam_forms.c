@@ -9,8 +9,8 @@
  * be far from symmetric-normalised, so a softmax over the wrong axis or a
  * missing transpose cannot pass. Skipped (77) without the reference Python.
  */
-#include "glam.h"
-#include "model.h"
+#include "engine/glam.h"
+#include "engine/model.h"
 #include "tap.h"
 #include "testutil.h"
 

@@ -3,8 +3,8 @@
  * on a demo GLAM model (512-d unit-norm, deterministic, batch == single,
  * multi-scale combined with p = 1, bf16 close to fp32). Numerics against
  * PyTorch: test_engine_glam_forms (each form) and the parity suite. */
-#include "engine.h"
-#include "net.h"
+#include "engine/engine.h"
+#include "engine/net.h"
 #include "tap.h"
 
 #include <math.h>

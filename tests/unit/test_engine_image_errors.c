@@ -6,7 +6,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include "engine.h"
+#include "engine/engine.h"
 #include "tap.h"
 #include "testutil.h"
 

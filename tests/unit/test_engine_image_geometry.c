@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine.h"
-#include "image_int.h"
+#include "engine/engine.h"
+#include "engine/image_int.h"
 #include "tap.h"
 #include "testutil.h"
 

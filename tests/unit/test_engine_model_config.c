@@ -1,7 +1,7 @@
 /* Unit tests for the imago.config parser (engine/model_config.c): defaults,
  * the docs/models.md example, every option, and every bad value with its error
  * code and a message naming the key. */
-#include "model.h"
+#include "engine/model.h"
 #include "tap.h"
 
 #include <math.h>

@@ -1,7 +1,7 @@
 /* Unit tests for BatchNorm folding (imago_model_conv_bn / _linear_bn), checked
  * against numbers computed by hand, and for synthetic models (determinism,
  * seeds, init kinds, statistics, spec errors). */
-#include "model_int.h"
+#include "engine/model_int.h"
 #include "tap.h"
 #include "test_engine_model_util.h"
 

@@ -2,7 +2,7 @@
  * F16 / BF16 files (values checked, F16 subnormals and infinities, in-place
  * vs copied F32), and every malformed-file case with its error code and a
  * message naming the tensor or key. Files are written by the test. */
-#include "model_int.h"
+#include "engine/model_int.h"
 #include "tap.h"
 #include "test_engine_model_util.h"
 

@@ -6,7 +6,7 @@
  * ../shared/models (BN statistics randomised), every conv + BN fold done in C
  * must equal torch's float64 fold. Skipped when the reference Python or the
  * writer is absent. */
-#include "model.h"
+#include "engine/model.h"
 #include "tap.h"
 #include "test_engine_model_util.h"
 

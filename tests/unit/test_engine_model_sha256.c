@@ -1,7 +1,7 @@
 /* Unit tests for engine/sha256.c: FIPS 180-4 vectors on both code paths
  * (portable and SHA-NI), streaming in odd-sized pieces, and the file hash
  * against the system's sha256sum. */
-#include "model.h"
+#include "engine/model.h"
 #include "tap.h"
 #include "test_engine_model_util.h"
 

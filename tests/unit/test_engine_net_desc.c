@@ -1,8 +1,8 @@
 /* Unit tests for engine/net.c: the network descriptions (op counts, shapes,
  * fused post-ops), the tensor specs of synthetic models, and model-file
  * validation errors that name the tensor. */
-#include "model.h"
-#include "net.h"
+#include "engine/model.h"
+#include "engine/net.h"
 #include "tap.h"
 
 #include <stdlib.h>

@@ -4,8 +4,8 @@
  * single calls, the u8 and float entry points agree, bf16 stays close to
  * fp32, and bad inputs get clear errors. Numerics against PyTorch are the
  * parity suite's job (tests/parity/test_parity_resnet.py). */
-#include "engine.h"
-#include "net.h"
+#include "engine/engine.h"
+#include "engine/net.h"
 #include "tap.h"
 
 #include <math.h>

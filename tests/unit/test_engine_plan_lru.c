@@ -1,7 +1,7 @@
 /* Unit tests for engine/plan_lru.c, the backends' per-shape plan cache:
  * lookup by shape, least-recently-used eviction, clear and fini free every
  * plan exactly once. */
-#include "plan_lru.h"
+#include "engine/plan_lru.h"
 #include "tap.h"
 
 #include <string.h>

@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "index.h"
+#include "index/index.h"
 #include "tap.h"
 
 #define D 32

@@ -11,8 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "index.h"
-#include "index_int.h"
+#include "index/index.h"
+#include "index/index_int.h"
 #include "tap.h"
 #include "testutil.h"
 

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "index.h"
+#include "index/index.h"
 #include "tap.h"
 
 static unsigned long long rng = 0x9E3779B97F4A7C15ull;

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "index.h"
+#include "index/index.h"
 #include "tap.h"
 
 static unsigned long long rng = 88172645463325252ull;

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "index.h"
+#include "index/index.h"
 #include "tap.h"
 
 #define D 24

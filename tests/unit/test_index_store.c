@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "index.h"
+#include "index/index.h"
 #include "tap.h"
 
 #define DIM 8

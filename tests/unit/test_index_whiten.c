@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "index.h"
+#include "index/index.h"
 #include "tap.h"
 #include "testutil.h"
 

@@ -1,6 +1,6 @@
 /* Unit tests for proto/content_type.c: media types, parameters, quoted
  * boundaries, malformed headers, and image sniffing. */
-#include "proto.h"
+#include "proto/proto.h"
 #include "tap.h"
 
 #include <string.h>

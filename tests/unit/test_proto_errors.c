@@ -1,6 +1,6 @@
 /* Unit tests for proto/errors.c: the API error table (names, HTTP status,
  * Retry-After), the IMAGO_ERR_* mapping and the JSON error body. */
-#include "proto.h"
+#include "proto/proto.h"
 #include "tap.h"
 
 #include <jansson.h>

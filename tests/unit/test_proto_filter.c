@@ -1,7 +1,7 @@
 /* Unit tests for the proto helpers the index routes use: metadata filter
  * matching (imago_filter_match), manifest lines (imago_manifest_line_parse)
  * and the job list body (imago_job_list_to_json). */
-#include "proto.h"
+#include "proto/proto.h"
 #include "tap.h"
 
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* Unit tests for proto/json.c: job and reindex request bodies, and the exact
  * JSON text of every response. */
-#include "proto.h"
+#include "proto/proto.h"
 #include "tap.h"
 
 #include <math.h>

@@ -1,7 +1,7 @@
 /* Unit tests for proto/multipart.c: RFC 7578 bodies as browsers and curl send
  * them, preambles/epilogues, padding, limits, and malformed bodies. Every body
  * is parsed from an exact-size heap copy, so an over-read shows under ASan. */
-#include "proto.h"
+#include "proto/proto.h"
 #include "tap.h"
 
 #include <stdlib.h>

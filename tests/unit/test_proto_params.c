@@ -1,7 +1,7 @@
 /* Unit tests for proto/params.c: query strings, search/extract parameters,
  * add-image fields and ids, with exact error codes and the parameter named
  * in every message. */
-#include "proto.h"
+#include "proto/proto.h"
 #include "tap.h"
 
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* Unit tests for server/auth.c: bearer parsing, 401 vs 403 per level,
  * constant-time equality, and the generated admin token file (0600, reused). */
-#include "server.h"
+#include "server/server.h"
 #include "tap.h"
 
 #include <stdlib.h>

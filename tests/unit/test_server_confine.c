@@ -3,7 +3,7 @@
  * missing paths inside and outside (the same answer outside, whether or not
  * the path exists), relative paths, no roots; and the non-blocking open that
  * refuses FIFOs and folders. */
-#include "jobs.h"
+#include "server/jobs.h"
 #include "tap.h"
 
 #include <errno.h>

@@ -1,6 +1,6 @@
 /* Unit tests for server/metrics.c: counts and cumulative histogram buckets
  * in the Prometheus text format. */
-#include "server.h"
+#include "server/server.h"
 #include "tap.h"
 
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  * of the routes table is documented under its path with its method, every
  * documented path has a route, and every API error code is listed in the
  * ErrorCode schema with its HTTP status. */
-#include "server.h"
+#include "server/server.h"
 #include "tap.h"
 #include "testutil.h"
 

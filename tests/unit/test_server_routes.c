@@ -1,6 +1,6 @@
 /* Unit tests for the routes table in server/routes.c: matching, path
  * parameters, 404 vs 405 with the Allow list. */
-#include "server.h"
+#include "server/server.h"
 #include "tap.h"
 
 #include <string.h>

@@ -2,10 +2,10 @@
  * server/web/, If-None-Match parsing, and the real HTTP server (port 0, no
  * engine) serving GET / and /static/{file} with Content-Type, ETag, 304,
  * Cache-Control and the security headers; API routes keep no-store. */
-#include "server.h"
+#include "server/server.h"
 #include "tap.h"
 #include "testutil.h"
-#include "web.h"
+#include "server/web.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

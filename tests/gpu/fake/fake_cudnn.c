@@ -20,7 +20,7 @@
  * algorithm writes its workspace when it runs. */
 #include "fake.h"
 
-#include "cuda_kernels.h"
+#include "engine/cuda_kernels.h"
 
 #include <cudnn.h>
 

@@ -8,8 +8,8 @@
  * memory, as a sanitizer on the GPU would report it (see fake.h). */
 #include "fake.h"
 
-#include "cuda_kernels.h"
-#include "cuda_plan.h"
+#include "engine/cuda_kernels.h"
+#include "engine/cuda_plan.h"
 
 #include <cuda_runtime.h>
 
