@@ -46,7 +46,7 @@ imago_engine_params imago_engine_params_default(void)
     imago_engine_params p;
     memset(&p, 0, sizeof p);
     p.model_path = NULL;
-    p.demo_arch = "resnet101-agem";
+    p.demo_arch = "resnet50-gem";
     p.backend = "auto";
     p.cuda_plugin = NULL;
     p.precision = "fp32";
@@ -292,7 +292,7 @@ int imago_engine_open(const imago_engine_params *params, imago_engine **out, ima
             goto fail;
     } else {
         imago_model_config cfg;
-        if ((rc = demo_config(params->demo_arch ? params->demo_arch : "resnet101-agem", &cfg,
+        if ((rc = demo_config(params->demo_arch ? params->demo_arch : "resnet50-gem", &cfg,
                               err)))
             goto fail;
         if ((rc = imago_net_build(&cfg, &e->net, err)))

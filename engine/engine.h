@@ -92,7 +92,7 @@ typedef struct imago_engine imago_engine;
 
 typedef struct imago_engine_params {
     const char *model_path; /* a .safetensors file; NULL or "" = the demo model */
-    const char *demo_arch;  /* demo model: "resnet101-agem" (default), "resnet50-gem", ... */
+    const char *demo_arch;  /* demo model: "resnet50-gem" (default), "resnet101-agem", ... */
     const char *backend;    /* "auto" | "cpu" | "cuda": auto uses the GPU backend when its
                              * plugin loads and finds a device, else the CPU */
     const char *cuda_plugin; /* path of imago_cuda.so; NULL = next to the executable

@@ -1,87 +1,13 @@
-/* Request parameters: query-string splitting and percent-decoding, and the
- * typed, validated parameter structs of the search / extract / add-image
- * endpoints. Every validation error names the parameter first ("k: ..."). */
+/* Request parameters: the typed, validated parameter structs of the search /
+ * extract / add-image endpoints, set one decoded name/value pair at a time
+ * (the server takes query arguments as libmicrohttpd decodes them, and
+ * multipart fields). Every validation error names the parameter first ("k: ..."). */
 #include "proto_int.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- query strings ------------------------------------------------------ */
-
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Decodes s[0..n) into dst (n + 1 bytes); returns the decoded length or
- * (size_t)-1 on a bad escape. */
-static size_t pct_decode(const char *s, size_t n, char *dst)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (c == '+') {
-            dst[o++] = ' ';
-        } else if (c == '%') {
-            if (n - i < 3)
-                return (size_t)-1;
-            int hi = hexval((unsigned char)s[i + 1]), lo = hexval((unsigned char)s[i + 2]);
-            if (hi < 0 || lo < 0)
-                return (size_t)-1;
-            dst[o++] = (char)(hi * 16 + lo);
-            i += 2;
-        } else {
-            dst[o++] = c;
-        }
-    }
-    dst[o] = '\0';
-    return o;
-}
-
-int imago_query_parse(const char *query, imago_query_cb cb, void *ctx, imago_error *err)
-{
-    if (!query)
-        return 0;
-    const char *p = query;
-    while (*p) {
-        const char *amp = strchr(p, '&');
-        size_t seg = amp ? (size_t)(amp - p) : strlen(p);
-        if (seg > 0) {
-            const char *eq = memchr(p, '=', seg);
-            size_t nl = eq ? (size_t)(eq - p) : seg;
-            size_t vl = eq ? seg - nl - 1 : 0;
-            char *name = imago_xmalloc(nl + 1);
-            char *value = imago_xmalloc(vl + 1);
-            size_t dn = pct_decode(p, nl, name);
-            size_t dv = eq ? pct_decode(eq + 1, vl, value) : (value[0] = '\0', 0);
-            int rc = 0;
-            if (dn == (size_t)-1 || dv == (size_t)-1)
-                rc =
-                    imago_error_set(err, IMAGO_ERR_INVALID, "query string: invalid percent-escape");
-            else if (dn == 0 || strlen(name) != dn)
-                rc = imago_error_set(err, IMAGO_ERR_INVALID,
-                                     "query string: empty or invalid parameter name");
-            else
-                rc = cb(ctx, name, value, dv, err);
-            free(name);
-            free(value);
-            if (rc)
-                return rc;
-        }
-        if (!amp)
-            break;
-        p = amp + 1;
-    }
-    return 0;
-}
 
 /* ---- value helpers ------------------------------------------------------ */
 

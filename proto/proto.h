@@ -172,17 +172,12 @@ void imago_multipart_free(imago_multipart *mp);
  * Parameters (proto/params.c)
  * ====================================================================== */
 
-/* Callback for each name=value pair of a query string, percent-decoded
- * ('+' is a space). name/value are NUL-terminated and borrowed for the call;
- * value_len excludes the terminator (values may contain NUL as %00). Return
- * 0 to continue, a negative code to stop (it is returned by the parser). */
+/* Callback for one decoded name=value request parameter (the server's query
+ * arguments, decoded by libmicrohttpd). name/value are NUL-terminated and
+ * borrowed for the call; value_len excludes the terminator (values may
+ * contain NUL as %00). Return 0 to continue, a negative code to stop. */
 typedef int (*imago_query_cb)(void *ctx, const char *name, const char *value, size_t value_len,
                               imago_error *err);
-
-/* Splits a query string (without '?') on '&', percent-decodes names and
- * values. Empty segments are skipped; "name" without '=' has value "".
- * Errors: IMAGO_ERR_INVALID (bad %-escape, empty name), or the callback's. */
-int imago_query_parse(const char *query, imago_query_cb cb, void *ctx, imago_error *err);
 
 /* One metadata-equality condition of a search filter. */
 typedef enum imago_filter_type {

@@ -1,5 +1,6 @@
-/* Shared pieces of the `imago` command line: help and version output, and
- * loading the configuration for a command (errors printed, logging set up). */
+/* Shared pieces of the `imago` command line: lookup in the command table
+ * (commands.c), help and version output, and loading the configuration for
+ * a command (errors printed, logging set up). */
 #include "cli.h"
 
 #include "imago_build.h"
@@ -7,6 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+const imago_cli_command *imago_cli_find(const char *name)
+{
+    for (const imago_cli_command *c = imago_cli_commands; name && c->name; c++)
+        if (strcmp(c->name, name) == 0)
+            return c;
+    return NULL;
+}
 
 int imago_cli_help(FILE *out, const char *name)
 {

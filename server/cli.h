@@ -30,7 +30,7 @@ typedef struct imago_cli_command {
 /* The table (commands.c), terminated by a row with name == NULL. */
 extern const imago_cli_command imago_cli_commands[];
 
-/* The command called name, or NULL. */
+/* The command called name, or NULL (cli.c). */
 const imago_cli_command *imago_cli_find(const char *name);
 
 /* Prints `imago help [NAME]` to out; returns the exit status. */
@@ -48,7 +48,7 @@ int imago_cli_load_config(const char *cmd, int argc, char **argv,
 
 /* Commands (one file each). */
 int imago_cmd_serve(int argc, char **argv);   /* cmd_serve.c */
-int imago_cmd_version(int argc, char **argv); /* main.c */
-int imago_cmd_help(int argc, char **argv);    /* main.c */
+int imago_cmd_version(int argc, char **argv); /* cli.c */
+int imago_cmd_help(int argc, char **argv);    /* cli.c */
 
 #endif /* IMAGO_SERVER_CLI_H */

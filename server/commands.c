@@ -17,7 +17,6 @@
 #include "cmd_extract.h"
 #include "cmd_index.h"
 
-#include <string.h>
 
 const imago_cli_command imago_cli_commands[] = {
     {"serve", "run the HTTP image-search server",
@@ -85,11 +84,3 @@ const imago_cli_command imago_cli_commands[] = {
      imago_cmd_version, 0},
     {NULL, NULL, NULL, NULL, 0},
 };
-
-const imago_cli_command *imago_cli_find(const char *name)
-{
-    for (const imago_cli_command *c = imago_cli_commands; name && c->name; c++)
-        if (strcmp(c->name, name) == 0)
-            return c;
-    return NULL;
-}

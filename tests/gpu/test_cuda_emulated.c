@@ -48,7 +48,7 @@
  * IMAGO_EMU_QUICK=1 runs the fp32 ResNet-101 cases at 96x64 batch 1 only.
  */
 #include "engine/engine.h"
-#include "fake.h"
+#include "tests/gpu/fake/fake.h"
 #include "imago_build.h"
 #include "engine/model.h"
 #include "engine/net.h"

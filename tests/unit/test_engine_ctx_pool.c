@@ -65,8 +65,18 @@ int main(void)
     ok(once, "fini frees every idle context exactly once");
     imago_ctx_pool empty;
     imago_ctx_pool_init(&empty);
+    memset(freed, 0, sizeof freed);
+    imago_ctx_pool_fini(&empty, free_cb);
+    int none = 1;
+    for (int i = 0; i < CTXS; i++)
+        none &= freed[i] == 0;
+    ok(none, "fini of an empty pool calls no free function");
+    imago_ctx_pool_init(&empty);
+    imago_ctx_pool_give(&empty, &ids[0]);
+    ok(imago_ctx_pool_take(&empty) == &ids[0], "a pool gives back what it was given");
     imago_ctx_pool_fini(&empty, NULL);
-    ok(1, "fini of an empty pool needs no free function");
+    ok(empty.idle == NULL && empty.count == 0 && empty.cap == 0,
+       "fini without a free function (nothing idle) leaves the pool empty");
 
     imago_ctx_pool_init(&shared);
     for (int i = 0; i < 8; i++)

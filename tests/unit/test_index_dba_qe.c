@@ -1,5 +1,5 @@
 /* index DBA and alpha-QE against a numpy implementation of the formulas
- * (tests/index/dba_qe_ref.py run with $IMAGO_PYTHON): the full DBA pass of
+ * (tools/dba_qe_ref.py run with $IMAGO_PYTHON): the full DBA pass of
  * a reindex (two parameter sets), the online augmentation of a vector added
  * after the pass, and QE searches (two parameter sets), all to 1e-5. Also
  * checks in C that DBA off stores raw vectors and that QE changes results,
@@ -308,7 +308,7 @@ int main(void)
     fclose(f);
 
     char cmd[1200];
-    snprintf(cmd, sizeof cmd, "%s %s/tests/index/dba_qe_ref.py %s 1e-5 2>&1", py, src, dir);
+    snprintf(cmd, sizeof cmd, "%s %s/tools/dba_qe_ref.py %s 1e-5 2>&1", py, src, dir);
     FILE *pp = popen(cmd, "r");
     char line[512];
     while (pp && fgets(line, sizeof line, pp)) {

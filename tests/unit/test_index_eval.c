@@ -1,5 +1,5 @@
 /* index eval: revisitop mAP / mP@{1,5,10} by hand on small cases, and equal
- * to a Python port of revisitop's compute_map (tests/index/revisitop_ref.py)
+ * to a Python port of revisitop's compute_map (tools/revisitop_ref.py)
  * on random rankings with queries without positives and junk ranked before
  * positives, for the Easy / Medium / Hard protocols; tools/gnd_to_json.py
  * converts a .pkl ground truth that imago_gnd_load reads back. */
@@ -156,7 +156,7 @@ int main(void)
     fclose(f);
 
     char cmd[2000];
-    snprintf(cmd, sizeof cmd, "%s %s/tests/index/revisitop_ref.py %s %s %d %d %s", py, src, gpath,
+    snprintf(cmd, sizeof cmd, "%s %s/tools/revisitop_ref.py %s %s %d %d %s", py, src, gpath,
              rpath, NQ, NI, opath);
     int prc = system(cmd);
     is_int(prc, 0, "python revisitop port ran");

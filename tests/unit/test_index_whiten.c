@@ -1,5 +1,5 @@
 /* The collection-learned PCA whitening (index/whiten.c) against numpy's
- * float64 eigh (tests/index/whiten_ref.py run with $IMAGO_PYTHON): mean,
+ * float64 eigh (tools/whiten_ref.py run with $IMAGO_PYTHON): mean,
  * eigenvalues and P = diag((lambda + eps)^-power) U_d^T (rows compared up to
  * their sign) and the applied L2N(P (x - m)), to 1e-5, for all components
  * and for d < D with power 0, 0.25 and 0.5. Also in C: the typed errors
@@ -386,7 +386,7 @@ int main(void)
     snprintf(json + jl, sizeof json - jl, "]}\n");
     write_file("case.json", json, strlen(json));
     char cmd[1200];
-    snprintf(cmd, sizeof cmd, "%s %s/tests/index/whiten_ref.py %s 1e-5 2>&1", py, src, dir);
+    snprintf(cmd, sizeof cmd, "%s %s/tools/whiten_ref.py %s 1e-5 2>&1", py, src, dir);
     FILE *pp = popen(cmd, "r");
     char line[512];
     while (pp && fgets(line, sizeof line, pp)) {
