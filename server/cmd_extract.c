@@ -20,6 +20,7 @@ static void usage(FILE *f)
             "                     [--box x1,y1,x2,y2]\n"
             "                     [--threads N] [--batch B] [--out file.npy|-] [--time N]\n"
             "  An IMAGE ending in .npy is a raw float32 NCHW tensor (already normalised).\n"
+            "  --demo ARCH  built-in demo model (seeded random weights), default resnet50-gem\n"
             "  --backend    default: $IMAGO_ENGINE_BACKEND, else auto\n"
             "  --out -      JSON lines on stdout (default)\n"
             "  --batch B    run each input as a batch of B copies (benchmarks)\n"
