@@ -137,6 +137,12 @@ char *imago_xstrdup(const char *s);
 int imago_alloc_array(size_t count, size_t size, int zero, void **out, imago_error *err);
 void imago_free_aligned(void *p);
 
+/* Reads the whole file at path into malloc'ed memory (*data, NUL-terminated
+ * after its *len bytes; free with free()). IMAGO_ERR_IO when it cannot be
+ * opened or read, IMAGO_ERR_TOO_LARGE over max_bytes (common/file.c). */
+int imago_read_file(const char *path, size_t max_bytes, void **data, size_t *len,
+                    imago_error *err);
+
 /* Monotonic clock in microseconds / seconds (for timings and rates). */
 int64_t imago_now_us(void);
 double imago_now_s(void);

@@ -48,42 +48,18 @@ static int parse_floats(const char *s, float *out, int max, int *n)
     return *n > 0 ? 0 : -1;
 }
 
-static int read_file(const char *path, unsigned char **data, size_t *len, imago_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return imago_error_set(err, IMAGO_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    unsigned char *buf = imago_xmalloc(cap);
-    for (;;) {
-        if (n == cap) {
-            cap *= 2;
-            buf = imago_xrealloc(buf, cap);
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return imago_error_set(err, IMAGO_ERR_IO, "cannot read %s", path);
-    }
-    *data = buf;
-    *len = n;
-    return 0;
-}
+/* Inputs are read whole: images and .npy tensors up to 2 GiB. */
+#define INPUT_MAX_BYTES ((size_t)1 << 31)
 
 /* A float32 C-order .npy of shape (1,3,H,W) or (3,H,W) -> NHWC. */
 static int read_npy_nchw(const char *path, float **out, int *h, int *w, imago_error *err)
 {
-    unsigned char *d;
+    void *bytes;
     size_t len;
-    int rc = read_file(path, &d, &len, err);
+    int rc = imago_read_file(path, INPUT_MAX_BYTES, &bytes, &len, err);
     if (rc)
         return rc;
+    unsigned char *d = bytes;
     rc = imago_error_set(err, IMAGO_ERR_FORMAT, "%s: not a float32 C-order (1,)3xHxW .npy",
                          path);
     if (len < 10 || memcmp(d, "\x93NUMPY", 6) != 0)
@@ -197,9 +173,9 @@ static int run_one(imago_engine *e, const char *path, const imago_decode_params 
         for (int i = 0; i < batch; i++)
             memcpy(xb + i * one, x, one * sizeof(float));
     } else {
-        unsigned char *data;
+        void *data;
         size_t len;
-        if ((rc = read_file(path, &data, &len, err)))
+        if ((rc = imago_read_file(path, INPUT_MAX_BYTES, &data, &len, err)))
             goto done;
         rc = imago_image_decode(data, len, dp, &img, err);
         free(data);

@@ -21,36 +21,8 @@ static const imago_config_flag search_flags[] = {
     {"help", IMAGO_CONFIG_ARG_NONE},       {NULL, IMAGO_CONFIG_ARG_NONE},
 };
 
-static int read_file(const char *path, uint8_t **out, size_t *len, imago_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return imago_error_set(err, IMAGO_ERR_IO, "%s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    uint8_t *buf = imago_xmalloc(cap);
-    size_t got;
-    while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) {
-            if (cap > ((size_t)1 << 31)) {
-                fclose(f);
-                free(buf);
-                return imago_error_set(err, IMAGO_ERR_TOO_LARGE, "%s: too large", path);
-            }
-            cap *= 2;
-            buf = imago_xrealloc(buf, cap);
-        }
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return imago_error_set(err, IMAGO_ERR_IO, "%s: read error", path);
-    }
-    *out = buf;
-    *len = n;
-    return 0;
-}
+/* Inputs are read whole: images and .npy tensors up to 2 GiB. */
+#define INPUT_MAX_BYTES ((size_t)1 << 31)
 
 static int parse_box(const char *s, double box[4])
 {
@@ -279,15 +251,16 @@ int imago_cmd_search(int argc, char **argv)
         goto out;
     }
     {
-        uint8_t *img = NULL;
+        void *bytes = NULL;
         size_t len = 0;
         imago_error err;
         imago_error_clear(&err);
-        if (read_file(image, &img, &len, &err) != 0) {
+        if (imago_read_file(image, INPUT_MAX_BYTES, &bytes, &len, &err) != 0) {
             fprintf(stderr, "imago search: %s\n", err.msg);
             rc = IMAGO_EXIT_FAILURE;
             goto out;
         }
+        uint8_t *img = bytes;
         if (!token && cfg->auth.search_token[0])
             token = cfg->auth.search_token;
         else if (!token && cfg->auth.admin_token[0])
