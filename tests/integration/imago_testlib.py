@@ -253,6 +253,31 @@ def copy_photos(src, dst):
     return names
 
 
+def cannot_run(numpy=False, pil=False, photos=True):
+    """Why this test cannot run here, or None: the IMAGO argument, the Python
+    modules it needs, the shared photos. A test prints "1..0 # SKIP <why>"."""
+    if len(sys.argv) < 2:
+        return "usage: %s IMAGO" % os.path.basename(sys.argv[0])
+    for module, wanted in (("numpy", numpy), ("PIL.Image", pil)):
+        if wanted:
+            try:
+                __import__(module)
+            except ImportError:
+                return "%s has no %s" % (sys.executable, module.split(".")[0])
+    if photos and not os.path.isdir(shared_photos()):
+        return "no photos in %s" % shared_photos()
+    return None
+
+
+def photo_tree(prefix):
+    """A new temp folder holding root/, a copy of the shared photos: (tmp, root, names)."""
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    root = os.path.join(tmp, "root")
+    os.makedirs(root)
+    return tmp, root, copy_photos(shared_photos(), root)
+
+
 def jget(srv, path, headers=None):
     """GET path; returns (status, parsed JSON body or {} when it is not JSON)."""
     r, data = srv.request("GET", path, None, headers)

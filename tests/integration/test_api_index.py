@@ -34,14 +34,7 @@ J = dict(A, **{"Content-Type": "application/json"})
 
 
 def wait_job(srv, job_id, timeout=240):
-    deadline = time.time() + timeout
-    st = {}
-    while time.time() < deadline:
-        code, st = jget(srv, "/v1/admin/jobs/%d" % job_id, A)
-        if code == 200 and st.get("state") in ("done", "failed", "cancelled"):
-            return st
-        time.sleep(0.1)
-    return st
+    return hc.wait_job(srv, job_id, A, timeout)
 
 
 def search(srv, img, qs="", ctype="image/jpeg"):

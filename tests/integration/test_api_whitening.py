@@ -14,7 +14,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import imago_testlib as hc  # noqa: E402
@@ -65,22 +64,11 @@ def learn(srv, body, name):
 
 
 def main():
-    if len(sys.argv) < 2:
-        print("1..0 # SKIP usage: test_api_whitening.py IMAGO")
+    why = hc.cannot_run(numpy=True)  # numpy: the references
+    if why:
+        print("1..0 # SKIP " + why)
         return 0
-    try:
-        import numpy  # noqa: F401 (the references)
-    except ImportError:
-        print("1..0 # SKIP %s has no numpy" % sys.executable)
-        return 0
-    photos = hc.shared_photos()
-    if not os.path.isdir(photos):
-        print("1..0 # SKIP no photos in $IMAGO_SHARED/data/photos")
-        return 0
-    tmp = tempfile.mkdtemp(prefix="imago_whiten_")
-    root = os.path.join(tmp, "root")
-    os.makedirs(root)
-    names = hc.copy_photos(photos, root)
+    tmp, root, names = hc.photo_tree("imago_whiten_")
     n = len(names)
     paths = [os.path.join(root, x) for x in names]
     data_dir = os.path.join(tmp, "data")

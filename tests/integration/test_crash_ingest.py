@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -26,18 +25,12 @@ J = dict(A, **{"Content-Type": "application/json"})
 
 
 def main():
-    if len(sys.argv) < 2:
-        print("1..0 # SKIP usage: test_crash_ingest.py IMAGO")
+    why = hc.cannot_run()
+    if why:
+        print("1..0 # SKIP " + why)
         return 0
     imago = sys.argv[1]
-    photos_dir = hc.shared_photos()
-    if not os.path.isdir(photos_dir):
-        print("1..0 # SKIP no photos in $IMAGO_SHARED/data/photos")
-        return 0
-    tmp = tempfile.mkdtemp(prefix="imago_crash_")
-    root = os.path.join(tmp, "root")
-    os.makedirs(root)
-    names = hc.copy_photos(photos_dir, root)
+    tmp, root, names = hc.photo_tree("imago_crash_")
     data_dir = os.path.join(tmp, "data")
     # one runner thread: the job takes long enough to be killed in the middle
     common = ["--auth.admin-token", ADM, "--ingest.roots", root, "--ingest.parallelism", "1",
@@ -80,12 +73,7 @@ def main():
        % (info.get("index", {}).get("size", 0), size_before))
     code, rec = jget(srv, "/v1/images/%d" % acked_id, A)
     is_eq((code, rec.get("external_id")), (200, "acked-1"), "the acknowledged add is there")
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        code, st = jget(srv, "/v1/admin/jobs/%d" % jid, A)
-        if st.get("state") in ("done", "failed", "cancelled"):
-            break
-        time.sleep(0.1)
+    st = hc.wait_job(srv, jid, A, timeout=180)
     is_eq((st.get("state"), st.get("total"), st.get("done"), st.get("failed")),
           ("done", len(names), len(names), 0), "the job resumed by itself and completed")
     ok(any("resuming job %d" % jid in line for line in srv.log), "the log says the job resumed")

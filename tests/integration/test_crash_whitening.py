@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -51,23 +50,13 @@ def which(srv, paths, refs):
 
 
 def main():
-    if len(sys.argv) < 2:
-        print("1..0 # SKIP usage: test_crash_whitening.py IMAGO")
+    why = hc.cannot_run(numpy=True)
+    if why:
+        print("1..0 # SKIP " + why)
         return 0
-    try:
-        import numpy as np
-    except ImportError:
-        print("1..0 # SKIP %s has no numpy" % sys.executable)
-        return 0
-    photos = hc.shared_photos()
-    if not os.path.isdir(photos):
-        print("1..0 # SKIP no photos in $IMAGO_SHARED/data/photos")
-        return 0
+    import numpy as np
     imago = sys.argv[1]
-    tmp = tempfile.mkdtemp(prefix="imago_crash_w_")
-    root = os.path.join(tmp, "root")
-    os.makedirs(root)
-    names = hc.copy_photos(photos, root)
+    tmp, root, names = hc.photo_tree("imago_crash_w_")
     paths = [os.path.join(root, x) for x in names]
     data_dir = os.path.join(tmp, "data")
     common = ["--auth.admin-token", ADM, "--ingest.roots", root, "--server.max-body-bytes", "4MiB"]

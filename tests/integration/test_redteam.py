@@ -17,18 +17,8 @@ import tempfile
 import time
 
 import imago_testlib as hc
-from imago_testlib import Server, check_error, err_code, is_eq, jget, ok, raw_exchange, status_of
-
-
-def wait_job(srv, jid, headers, timeout=60):
-    deadline = time.time() + timeout
-    st = {}
-    while time.time() < deadline:
-        code, st = jget(srv, "/v1/admin/jobs/%d" % jid, headers)
-        if st.get("state") in ("done", "failed", "cancelled"):
-            return st
-        time.sleep(0.05)
-    return st
+from imago_testlib import (Server, check_error, is_eq, jget, ok, raw_exchange, status_of,
+                           wait_job)
 
 
 def submit(srv, body, headers):
@@ -64,14 +54,12 @@ def answers(srv, req):
 
 
 def main():
-    if len(sys.argv) < 2:
-        print("1..0 # SKIP usage: test_redteam.py IMAGO")
-        return 77
+    why = hc.cannot_run()
+    if why:
+        print("1..0 # SKIP " + why)
+        return 0
     imago = sys.argv[1]
     photos = hc.shared_photos()
-    if not os.path.isdir(photos):
-        print("1..0 # SKIP the shared photos are not at %s" % photos)
-        return 77
     tmp = tempfile.mkdtemp(prefix="imago-redteam-")
     root = os.path.join(tmp, "root")
     outside = os.path.join(tmp, "outside")

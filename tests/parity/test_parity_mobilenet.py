@@ -31,7 +31,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import test_parity_resnet as R  # noqa: E402  (tap, Inputs, check_case, run_engine, ...)
-import torch  # noqa: E402
 import reference  # noqa: E402  (on sys.path through test_parity_resnet)
 
 HALF = ["--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5"]
@@ -67,19 +66,8 @@ def real_model(cache):
 
 
 def main():
-    if len(sys.argv) != 2:
-        print("usage: test_parity_mobilenet.py ENGINE_EXTRACT", file=sys.stderr)
-        return 2
-    exe = sys.argv[1]
+    exe, photos, cache = R.setup("test_parity_mobilenet.py")
     quick = os.environ.get("IMAGO_PARITY_QUICK") == "1"
-    torch.set_num_threads(R.THREADS)
-    photos = os.path.join(R.shared_dir(), "data", "photos")
-    if not os.path.isdir(photos):
-        print("1..0 # SKIP no photos at %s" % photos)
-        return 0
-    build = os.environ.get("IMAGO_BUILD_ROOT", tempfile.gettempdir())
-    cache = os.path.join(build, "parity-models")
-    os.makedirs(cache, exist_ok=True)
     t_start = time.time()
 
     with tempfile.TemporaryDirectory(prefix="imago-parity-mnv2-") as tmp:

@@ -197,19 +197,8 @@ def check_case(label, exe, model_file, net, inputs, names, scales, precision, tm
 
 
 def main():
-    if len(sys.argv) != 2:
-        print("usage: test_parity_resnet.py ENGINE_EXTRACT", file=sys.stderr)
-        return 2
-    exe = sys.argv[1]
+    exe, photos, cache = setup("test_parity_resnet.py")
     quick = os.environ.get("IMAGO_PARITY_QUICK") == "1"
-    torch.set_num_threads(THREADS)
-    photos = os.path.join(shared_dir(), "data", "photos")
-    if not os.path.isdir(photos):
-        print("1..0 # SKIP no photos at %s" % photos)
-        return 77
-    build = os.environ.get("IMAGO_BUILD_ROOT", tempfile.gettempdir())
-    cache = os.path.join(build, "parity-models")
-    os.makedirs(cache, exist_ok=True)
     t_start = time.time()
 
     with tempfile.TemporaryDirectory(prefix="imago-parity-") as tmp:
