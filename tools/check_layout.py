@@ -39,8 +39,9 @@ PUBLIC = {
     "index": {"index/index.h"},
     "server": {"server/server.h"},
 }
-# a module may include modules of a lower layer only
-LAYERS = {"common": 0, "config": 1, "proto": 1, "engine": 1, "index": 2, "server": 3}
+# a module may include modules of a lower layer only: common <- config <-
+# {engine, index, proto} <- server (engine and index do not know each other)
+LAYERS = {"common": 0, "config": 1, "proto": 2, "engine": 2, "index": 2, "server": 3}
 EXTS = (".c", ".h", ".cu", ".cpp")
 SKIP_DIRS = {"node_modules", "build", ".git"}
 
