@@ -105,3 +105,14 @@ double testutil_nrand(unsigned long long *state)
 {
     return sqrt(-2 * log(testutil_urand(state) + 1e-12)) * cos(2 * M_PI * testutil_urand(state));
 }
+
+double testutil_cosine(const float *a, const float *b, int d)
+{
+    double ab = 0, aa = 0, bb = 0;
+    for (int i = 0; i < d; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
+    return aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : 0.0;
+}

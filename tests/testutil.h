@@ -41,4 +41,7 @@ void testutil_rmdir(const char *dir);
 double testutil_urand(unsigned long long *state);
 double testutil_nrand(unsigned long long *state);
 
+/* Cosine of two d-vectors in double precision; 0 when either is all zeros. */
+double testutil_cosine(const float *a, const float *b, int d);
+
 #endif

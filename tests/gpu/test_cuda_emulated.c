@@ -53,6 +53,7 @@
 #include "engine/model.h"
 #include "engine/net.h"
 #include "tap.h"
+#include "testutil.h"
 
 #include <dlfcn.h>
 #include <jansson.h>
@@ -115,17 +116,6 @@ static int open_engine(const char *backend, const char *precision, const char *d
     return imago_engine_open(&p, e, err);
 }
 
-static double cosine(const float *a, const float *b, int d)
-{
-    double ab = 0, aa = 0, bb = 0;
-    for (int i = 0; i < d; i++) {
-        ab += (double)a[i] * b[i];
-        aa += (double)a[i] * a[i];
-        bb += (double)b[i] * b[i];
-    }
-    return aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : 0.0;
-}
-
 /* worst cosine and largest |difference| over n descriptors of d */
 static void compare(const float *a, const float *b, int n, int d, double *min_cos,
                     double *max_abs)
@@ -133,7 +123,7 @@ static void compare(const float *a, const float *b, int n, int d, double *min_co
     *min_cos = 1.0;
     *max_abs = 0.0;
     for (int i = 0; i < n; i++) {
-        double c = cosine(a + (size_t)i * d, b + (size_t)i * d, d);
+        double c = testutil_cosine(a + (size_t)i * d, b + (size_t)i * d, d);
         if (c < *min_cos || isnan(c))
             *min_cos = c;
         for (int j = 0; j < d; j++) {

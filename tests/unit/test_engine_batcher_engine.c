@@ -48,17 +48,6 @@ static void on_done(void *ud, int status, const char *message, const float *desc
     pthread_mutex_unlock(&mu);
 }
 
-static double cosine(const float *a, const float *b, int d)
-{
-    double ab = 0, aa = 0, bb = 0;
-    for (int i = 0; i < d; i++) {
-        ab += (double)a[i] * b[i];
-        aa += (double)a[i] * a[i];
-        bb += (double)b[i] * b[i];
-    }
-    return ab / (sqrt(aa * bb) + 1e-30);
-}
-
 static imago_image *mirror(const imago_image *src)
 {
     imago_image *m = NULL;
@@ -152,7 +141,7 @@ int main(void)
     int all_ok = 1, batched = 0;
     for (int i = 0; i < N; i++) {
         all_ok &= res[i].calls == 1 && res[i].status == 0;
-        double c = cosine(res[i].desc, ref + (size_t)i * dim, dim);
+        double c = testutil_cosine(res[i].desc, ref + (size_t)i * dim, dim);
         if (c < worst)
             worst = c;
         if (res[i].batch_size > 1)
@@ -178,8 +167,8 @@ int main(void)
     imago_error_clear(&err);
     is_int(imago_batcher_embed_sync(b, bytes[0], lens[0], NULL, d, NULL, &err), 0,
            "embed_sync (%s)", err.msg);
-    ok(cosine(d, ref, dim) >= 0.99999, "embed_sync equals batch-1: cosine %.8f",
-       cosine(d, ref, dim));
+    ok(testutil_cosine(d, ref, dim) >= 0.99999, "embed_sync equals batch-1: cosine %.8f",
+       testutil_cosine(d, ref, dim));
     imago_batcher_free(b);
 
     free(d);

@@ -6,6 +6,7 @@
 #include "engine/engine.h"
 #include "engine/net.h"
 #include "tap.h"
+#include "testutil.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -49,14 +50,6 @@ static double norm(const float *v, int d)
     return sqrt(s);
 }
 
-static double cosine(const float *a, const float *b, int d)
-{
-    double ab = 0;
-    for (int i = 0; i < d; i++)
-        ab += (double)a[i] * b[i];
-    return ab / (norm(a, d) * norm(b, d));
-}
-
 static void engine_case(const char *arch, const char *precision, int h, int w, float *ref)
 {
     imago_engine_params p = imago_engine_params_default();
@@ -89,13 +82,13 @@ static void engine_case(const char *arch, const char *precision, int h, int w, f
     ok(finite && fabs(norm(d, 512) - 1) < 1e-5, "%s %s: finite, unit norm (%.7f)", arch,
        precision, norm(d, 512));
     rc = imago_engine_embed_nhwc(e, x, 2, h, w, d + 512, &err);
-    ok(rc == 0 && cosine(d, d + 512, 512) > 0.999999 && cosine(d, d + 1024, 512) > 0.999999,
+    ok(rc == 0 && testutil_cosine(d, d + 512, 512) > 0.999999 && testutil_cosine(d, d + 1024, 512) > 0.999999,
        "%s %s: a batch of 2 gives the single descriptor twice (%.8f)", arch, precision,
-       cosine(d, d + 1024, 512));
+       testutil_cosine(d, d + 1024, 512));
     if (strcmp(precision, "fp32") == 0) {
         memcpy(ref, d, 512 * sizeof(float));
     } else {
-        double c = cosine(d, ref, 512);
+        double c = testutil_cosine(d, ref, 512);
         ok(c > 0.99, "%s: bf16 backbone + fp32 head vs fp32: cosine %.6f", arch, c);
     }
     free(d);

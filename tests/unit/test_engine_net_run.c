@@ -7,6 +7,7 @@
 #include "engine/engine.h"
 #include "engine/net.h"
 #include "tap.h"
+#include "testutil.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -41,17 +42,6 @@ static imago_image *make_image(int w, int h, uint64_t seed)
                 img->rgb[(y * w + x) * 3 + c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
             }
     return img;
-}
-
-static double cosine(const float *a, const float *b, int d)
-{
-    double ab = 0, aa = 0, bb = 0;
-    for (int i = 0; i < d; i++) {
-        ab += (double)a[i] * b[i];
-        aa += (double)a[i] * a[i];
-        bb += (double)b[i] * b[i];
-    }
-    return ab / sqrt(aa * bb);
 }
 
 static double max_abs_diff(const float *a, const float *b, int d)
@@ -166,7 +156,7 @@ static void test_embed(void)
     is_int(imago_engine_embed(e, ia, 1, da, &err), 0, "embed a (%s)", err.msg);
     is_int(imago_engine_embed(e, ib, 1, db, &err), 0, "embed b");
     is_close(norm(da, D), 1.0, 1e-5, "unit norm");
-    double cab = cosine(da, db, D);
+    double cab = testutil_cosine(da, db, D);
     ok(cab < 0.9999, "different images, different descriptors (cos %.6f)", cab);
 
     float *again = malloc(sizeof(float) * D);
@@ -276,7 +266,7 @@ static void test_bf16(void)
     imago_error_clear(&err);
     is_int(imago_engine_embed(f, ia, 1, df, &err), 0, "fp32 embed");
     is_int(imago_engine_embed(h, ia, 1, dh, &err), 0, "bf16 embed (%s)", err.msg);
-    double c = cosine(df, dh, 2048);
+    double c = testutil_cosine(df, dh, 2048);
     ok(c > 0.999, "bf16 vs fp32 cosine %.6f > 0.999", c);
     ok(max_abs_diff(df, dh, 2048) > 0, "bf16 really runs in reduced precision");
     free(df);
