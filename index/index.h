@@ -231,7 +231,9 @@ int imago_index_stats_get(imago_index *ix, imago_index_stats *out, imago_error *
 
 /* Checks that the in-memory index agrees with the store (same live ids, and
  * for un-augmented Flat the same vectors). Returns 0 or IMAGO_ERR_INTERNAL
- * with the first difference in err. For tests and `imago check`. */
+ * with the first difference in err. A consistency check for the unit tests
+ * (after crashes, restarts, compaction, whitening); no command calls it. It
+ * holds the writer mutex and loads every stored descriptor: O(n * dim). */
 int imago_index_verify(imago_index *ix, imago_error *err);
 
 /* Path of the snapshot file of a data dir into buf (for tools and tests). */
