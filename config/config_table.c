@@ -20,26 +20,20 @@
         .name = nm, .type = IMAGO_CONFIG_BOOL, .flags = fl, .offset = F(fld), .def = dflt,         \
         .help = hlp                                                                                \
     }
-#define INT(nm, fld, dflt, lo, hi, fl, hlp)                                                        \
+/* The numeric rows: INT (int), INT64 (int64_t), BYTES (int64_t with K/M/G
+ * suffixes), DOUBLE. */
+#define NUM(ty, nm, fld, dflt, lo, hi, fl, hlp)                                                    \
     {                                                                                              \
-        .name = nm, .type = IMAGO_CONFIG_INT, .flags = fl, .offset = F(fld), .def = dflt,          \
-        .min = lo, .max = hi, .help = hlp                                                          \
+        .name = nm, .type = ty, .flags = fl, .offset = F(fld), .def = dflt, .min = lo, .max = hi,  \
+        .help = hlp                                                                                \
     }
-#define BYTES(nm, fld, dflt, lo, hi, fl, hlp)                                                      \
-    {                                                                                              \
-        .name = nm, .type = IMAGO_CONFIG_INT64, .flags = (fl) | IMAGO_CONFIG_F_BYTES,              \
-        .offset = F(fld), .def = dflt, .min = lo, .max = hi, .help = hlp                           \
-    }
+#define INT(nm, fld, dflt, lo, hi, fl, hlp) NUM(IMAGO_CONFIG_INT, nm, fld, dflt, lo, hi, fl, hlp)
 #define INT64(nm, fld, dflt, lo, hi, fl, hlp)                                                      \
-    {                                                                                              \
-        .name = nm, .type = IMAGO_CONFIG_INT64, .flags = fl, .offset = F(fld), .def = dflt,        \
-        .min = lo, .max = hi, .help = hlp                                                          \
-    }
+    NUM(IMAGO_CONFIG_INT64, nm, fld, dflt, lo, hi, fl, hlp)
+#define BYTES(nm, fld, dflt, lo, hi, fl, hlp)                                                      \
+    INT64(nm, fld, dflt, lo, hi, (fl) | IMAGO_CONFIG_F_BYTES, hlp)
 #define DOUBLE(nm, fld, dflt, lo, hi, fl, hlp)                                                     \
-    {                                                                                              \
-        .name = nm, .type = IMAGO_CONFIG_DOUBLE, .flags = fl, .offset = F(fld), .def = dflt,       \
-        .min = lo, .max = hi, .help = hlp                                                          \
-    }
+    NUM(IMAGO_CONFIG_DOUBLE, nm, fld, dflt, lo, hi, fl, hlp)
 #define STRING(nm, fld, dflt, fl, chk, hlp)                                                        \
     {                                                                                              \
         .name = nm, .type = IMAGO_CONFIG_STRING, .flags = fl, .offset = F(fld), .def = dflt,       \
