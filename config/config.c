@@ -46,6 +46,14 @@ int imago_config_find_n(const char *name, size_t len)
     return -1;
 }
 
+const imago_config_retired_key *imago_config_retired(const char *name, size_t len)
+{
+    for (const imago_config_retired_key *r = imago_config_retired_keys; r->name; r++)
+        if (name_eq(r->name, name, len))
+            return r;
+    return NULL;
+}
+
 const imago_config_option *imago_config_find(const char *name)
 {
     if (!name)

@@ -70,7 +70,20 @@ typedef union imago_config_value {
 /* Size of the why buffers the parsers fill. */
 #define IMAGO_CONFIG_WHY_CAP 160
 
+/* An option that no longer exists but is still accepted, and ignored with
+ * a warning, so that older config files, environments and command lines
+ * keep working (config_table.c; the list ends with a {NULL} row). */
+typedef struct imago_config_retired_key {
+    const char *name; /* "index.snapshot_interval_s" */
+    const char *why;  /* the end of the warning: why it has no effect */
+} imago_config_retired_key;
+
+extern const imago_config_retired_key imago_config_retired_keys[];
+
 /* config.c */
+
+/* The retired key spelled name[0..len) ('-' for '_'), or NULL. */
+const imago_config_retired_key *imago_config_retired(const char *name, size_t len);
 
 /* Index of the option spelled name[0..len) ('-' for '_'), or -1. */
 int imago_config_find_n(const char *name, size_t len);

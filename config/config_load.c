@@ -74,11 +74,26 @@ static const char *suggest_text(const suggest *s, const char *prefix, char *buf,
 
 /* ---- sources ----------------------------------------------------------- */
 
+/* A retired option (imago_config_retired_keys) given by a source: a warning,
+ * and the value is ignored. Returns 1 when name[0..len) is one. */
+static int retired(const char *name, size_t len, const char *src, const char *origin)
+{
+    const imago_config_retired_key *r = imago_config_retired(name, len);
+    if (!r)
+        return 0;
+    IMAGO_WARN("config", "%s (%s %s) is deprecated and ignored: %s; remove it", r->name, src,
+               origin, r->why);
+    return 1;
+}
+
 static void unknown_key_error(imago_config_full *full, const char *path, const char *section,
                               const char *key)
 {
     char full_name[160], hint[200];
     snprintf(full_name, sizeof full_name, "%s.%s", section, key);
+    const char *name = section[0] ? full_name : key;
+    if (retired(name, strlen(name), "file", path))
+        return;
     suggest s;
     suggest_init(&s, full_name);
     for (int i = 0; i < imago_config_table_len; i++)
@@ -207,6 +222,8 @@ static void apply_env(imago_config_full *full, char **envp)
         }
         name[n] = '\0';
         const imago_config_option *opt = upper ? imago_config_find(name) : NULL;
+        if (!opt && upper && !strchr(name, '-') && retired(name, strlen(name), "env", envname))
+            continue;
         if (!opt || strchr(name, '-')) {
             suggest s;
             char hint[200];
@@ -420,6 +437,11 @@ int imago_config_load(imago_config *cfg, int argc, char **argv, char **envp,
         if (!opt) {
             int idx = imago_config_find_n(name, len);
             opt = idx < 0 ? NULL : &imago_config_table[idx];
+        }
+        if (!opt && retired(name, len, "flag", arg)) {
+            if (!val && i + 1 < argc)
+                i++; /* its value, as for any non-boolean option */
+            continue;
         }
         if (!opt) {
             unknown_flag_error(full, arg, name, len, command_flags);
