@@ -1,6 +1,7 @@
 /* The option table: every configuration key of imago, its type, default,
- * bounds or allowed values, flags and help. To add an option: add the field to
- * imago_config in config.h, one row here (in its section), then regenerate
+ * bounds or allowed values, flags and help; and the retired keys, still
+ * accepted and ignored. To add an option: add the field to imago_config in
+ * config.h, one row here (in its section), then regenerate
  * config/imago.example.json (test_config_dump fails until you do). */
 #include "config_int.h"
 
