@@ -9,8 +9,8 @@
  *
  * Thread safety: one imago_index may be used from many threads.
  *  - Searches, metadata/thumbnail reads and stats run concurrently with each
- *    other (a reader-writer lock over the in-memory index; every reader
- *    thread gets its own SQLite read connection on demand).
+ *    other (a reader-writer lock over the in-memory index; each read takes a
+ *    SQLite read connection from a pool that grows on demand).
  *  - Writes (add, delete, job updates, snapshot, reindex) are serialised by
  *    one writer mutex; an add or delete holds the index write lock only for
  *    the in-memory update after its transaction committed.

@@ -1,7 +1,8 @@
 /* index/index_build.c: what several index operations share: building an
  * in-memory core from one read of the store (whitening, full DBA pass),
  * adding one stored row to a core (online DBA), replaying the store's
- * changes after a core's sequence, and writing the snapshot.
+ * changes after a core's sequence, and writing the snapshot. The contracts
+ * are in index_int.h.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -13,10 +14,6 @@
 
 #define MOD "index"
 
-/* The snapshot settings of an index holding vectors through whitening wh
- * (NULL: raw): its dim, and a fingerprint naming the model and the whitening
- * (fp_buf, 72 bytes), so that a snapshot written under another whitening is
- * never loaded. */
 ix_snap_meta ix_index_snap_meta(const imago_index *ix, const imago_whiten *wh, char *fp_buf)
 {
     ix_snap_meta m = {ix->dim,      ix->prec,    ix->dba,        ix->dba_k,
@@ -31,9 +28,6 @@ ix_snap_meta ix_index_snap_meta(const imago_index *ix, const imago_whiten *wh, c
     return m;
 }
 
-/* The vectors the index holds for raw descriptors: whitened through wh, or
- * the raw ones (out = raw, nothing copied) without one. *out is raw or
- * malloc'ed (free when != raw). */
 int ix_index_vectors(const imago_whiten *wh, const float *raw, size_t n, float **out,
                      imago_error *err)
 {
@@ -165,10 +159,6 @@ static int dba_online(imago_index *ix, ix_core *c, ix_conn *conn, int64_t id, co
 
 /* ---- building, replay --------------------------------------------------- */
 
-/* Builds a core from one read of the store. The vectors go through *wh
- * (NULL: raw); when learn is set, a whitening is first learned from the
- * rows read and returned in *wh (owned by the caller; the core holds its
- * own reference). */
 int ix_index_build(imago_index *ix, ix_conn *conn, const imago_whiten_params *learn,
                    imago_whiten **wh, ix_core **out, imago_error *err)
 {
@@ -246,7 +236,6 @@ typedef struct replay_ctx {
     size_t n_applied;
 } replay_ctx;
 
-/* raw: the stored descriptor (ix->dim); wbuf, aug: scratch of ix->dim floats. */
 int ix_index_apply_add(imago_index *ix, ix_core *c, ix_conn *conn, int lock, int64_t id,
                        const float *raw, float *wbuf, float *aug, int64_t seq, imago_error *err)
 {
