@@ -1,8 +1,8 @@
 /* imago config: the whole configuration as one declarative option table.
  *
  * Every option has a name "section.key", a type, a default, bounds or allowed
- * values, a reloadable flag, help text, and the offset of its field in the
- * typed struct imago_config, so other modules simply read
+ * values, flags (secret, byte size, derived), help text, and the offset of its
+ * field in the typed struct imago_config, so other modules simply read
  * `cfg->engine.max_batch`. The table lives in config/config_table.c: adding an
  * option is one field in the struct below plus one row there (and
  * `imago serve --dump-config=example > config/imago.example.json`).
@@ -15,6 +15,8 @@
  *
  * Loading reports all errors at once (imago_config_error_count/_error_at),
  * each naming the key, the bad value, where it came from and what is allowed.
+ * An unknown key is an error, except a retired one (index.snapshot_interval_s):
+ * it is ignored with a warning in the log, so an older config still loads.
  *
  * Thread safety: a config is built and loaded by one thread; after
  * imago_config_load() returns it is read-only and may be read from any number
@@ -95,9 +97,8 @@ typedef struct imago_config {
         int qe;
         int qe_k;
         double qe_alpha;
-        int snapshot_interval_s; /* 0 = snapshot only at shutdown */
-        const char *durability;  /* "normal" | "full" */
-        const char *precision;   /* flat store: "fp32" | "fp16" | "bf16" */
+        const char *durability; /* "normal" | "full" */
+        const char *precision;  /* flat store: "fp32" | "fp16" | "bf16" */
     } index;
     struct {
         imago_config_strlist roots;
@@ -120,11 +121,10 @@ typedef enum imago_config_type {
     IMAGO_CONFIG_NUMLIST  /* imago_config_numlist; text "1,0.5" or a JSON array */
 } imago_config_type;
 
-/* Option flags. */
-#define IMAGO_CONFIG_F_RELOADABLE 1u /* may change in a running server (SIGHUP) */
-#define IMAGO_CONFIG_F_SECRET 2u     /* redacted in dumps and error messages */
-#define IMAGO_CONFIG_F_BYTES 4u      /* INT64 that accepts K/KiB/M/MiB/G/GiB suffixes */
-#define IMAGO_CONFIG_F_DERIVED 8u    /* "" is replaced by a value computed from others */
+/* Option flags (1u is unused). */
+#define IMAGO_CONFIG_F_SECRET 2u  /* redacted in dumps and error messages */
+#define IMAGO_CONFIG_F_BYTES 4u   /* INT64 that accepts K/KiB/M/MiB/G/GiB suffixes */
+#define IMAGO_CONFIG_F_DERIVED 8u /* "" is replaced by a value computed from others */
 
 /* One row of the table. All pointers are static. */
 typedef struct imago_config_option {
@@ -269,7 +269,7 @@ int imago_config_dump_json(const imago_config *cfg, imago_config_dump_mode mode,
 int imago_config_dump_text(const imago_config *cfg, FILE *out, imago_error *err);
 
 /* Writes the help of every option (name, type, default, range or choices,
- * env variable, reloadable) for `imago help serve`. */
+ * env variable, secret) for `imago help serve`. */
 void imago_config_print_help(FILE *out);
 
 #endif /* IMAGO_CONFIG_H */

@@ -92,8 +92,7 @@ int imago_config_dump_json(const imago_config *cfg, imago_config_dump_mode mode,
                 size_t len = 0;
                 FILE *f = open_memstream(&text, &len);
                 if (f) {
-                    fprintf(f, "%s (%s%s)", opt->help, env,
-                            (opt->flags & IMAGO_CONFIG_F_RELOADABLE) ? ", reloadable" : "");
+                    fprintf(f, "%s (%s)", opt->help, env);
                     fclose(f);
                     json_object_set_new(help, key, json_string(text));
                 }
@@ -197,9 +196,8 @@ void imago_config_print_help(FILE *out)
         snprintf(flagcol, sizeof flagcol, "%s%s", flag, value_word(opt));
         fprintf(out, "  %-36s %s\n", flagcol, env);
         fprintf(out, "      %s\n", opt->help);
-        fprintf(out, "      default: %s%s%s%s%s%s\n", opt->def[0] ? opt->def : "\"\"",
+        fprintf(out, "      default: %s%s%s%s%s\n", opt->def[0] ? opt->def : "\"\"",
                 allowed[0] ? "; allowed: " : "", allowed,
-                (opt->flags & IMAGO_CONFIG_F_RELOADABLE) ? "; reloadable" : "",
                 (opt->flags & IMAGO_CONFIG_F_SECRET) ? "; secret (redacted in dumps)" : "",
                 opt->type == IMAGO_CONFIG_STRLIST || opt->type == IMAGO_CONFIG_NUMLIST
                     ? "; list: comma-separated or a JSON array"

@@ -1,6 +1,7 @@
 /* The option table: every configuration key of imago, its type, default,
- * bounds or allowed values, flags and help. To add an option: add the field to
- * imago_config in config.h, one row here (in its section), then regenerate
+ * bounds or allowed values, flags and help; and the retired keys, still
+ * accepted and ignored. To add an option: add the field to imago_config in
+ * config.h, one row here (in its section), then regenerate
  * config/imago.example.json (test_config_dump fails until you do). */
 #include "config_int.h"
 
@@ -9,7 +10,6 @@
 #include <string.h>
 
 #define F(field) offsetof(imago_config, field)
-#define RELOAD IMAGO_CONFIG_F_RELOADABLE
 #define SECRET IMAGO_CONFIG_F_SECRET
 #define KIB 1024.0
 #define MIB (1024.0 * 1024.0)
@@ -20,26 +20,20 @@
         .name = nm, .type = IMAGO_CONFIG_BOOL, .flags = fl, .offset = F(fld), .def = dflt,         \
         .help = hlp                                                                                \
     }
-#define INT(nm, fld, dflt, lo, hi, fl, hlp)                                                        \
+/* The numeric rows: INT (int), INT64 (int64_t), BYTES (int64_t with K/M/G
+ * suffixes), DOUBLE. */
+#define NUM(ty, nm, fld, dflt, lo, hi, fl, hlp)                                                    \
     {                                                                                              \
-        .name = nm, .type = IMAGO_CONFIG_INT, .flags = fl, .offset = F(fld), .def = dflt,          \
-        .min = lo, .max = hi, .help = hlp                                                          \
+        .name = nm, .type = ty, .flags = fl, .offset = F(fld), .def = dflt, .min = lo, .max = hi,  \
+        .help = hlp                                                                                \
     }
-#define BYTES(nm, fld, dflt, lo, hi, fl, hlp)                                                      \
-    {                                                                                              \
-        .name = nm, .type = IMAGO_CONFIG_INT64, .flags = (fl) | IMAGO_CONFIG_F_BYTES,              \
-        .offset = F(fld), .def = dflt, .min = lo, .max = hi, .help = hlp                           \
-    }
+#define INT(nm, fld, dflt, lo, hi, fl, hlp) NUM(IMAGO_CONFIG_INT, nm, fld, dflt, lo, hi, fl, hlp)
 #define INT64(nm, fld, dflt, lo, hi, fl, hlp)                                                      \
-    {                                                                                              \
-        .name = nm, .type = IMAGO_CONFIG_INT64, .flags = fl, .offset = F(fld), .def = dflt,        \
-        .min = lo, .max = hi, .help = hlp                                                          \
-    }
+    NUM(IMAGO_CONFIG_INT64, nm, fld, dflt, lo, hi, fl, hlp)
+#define BYTES(nm, fld, dflt, lo, hi, fl, hlp)                                                      \
+    INT64(nm, fld, dflt, lo, hi, (fl) | IMAGO_CONFIG_F_BYTES, hlp)
 #define DOUBLE(nm, fld, dflt, lo, hi, fl, hlp)                                                     \
-    {                                                                                              \
-        .name = nm, .type = IMAGO_CONFIG_DOUBLE, .flags = fl, .offset = F(fld), .def = dflt,       \
-        .min = lo, .max = hi, .help = hlp                                                          \
-    }
+    NUM(IMAGO_CONFIG_DOUBLE, nm, fld, dflt, lo, hi, fl, hlp)
 #define STRING(nm, fld, dflt, fl, chk, hlp)                                                        \
     {                                                                                              \
         .name = nm, .type = IMAGO_CONFIG_STRING, .flags = fl, .offset = F(fld), .def = dflt,       \
@@ -155,7 +149,7 @@ const imago_config_option imago_config_table[] = {
         "Most concurrent client connections; more are refused."),
     INT("server.connection_timeout_s", server.connection_timeout_s, "30", 0, 86400, 0,
         "Seconds an idle connection stays open; 0 = no limit."),
-    INT("server.request_timeout_s", server.request_timeout_s, "60", 0, 86400, RELOAD,
+    INT("server.request_timeout_s", server.request_timeout_s, "60", 0, 86400, 0,
         "Seconds a request may take from its last byte to its answer (503 after); 0 = no "
         "limit."),
     STRING("server.tls_cert", server.tls_cert, "", 0, NULL,
@@ -163,20 +157,20 @@ const imago_config_option imago_config_table[] = {
            "HTTP."),
     STRING("server.tls_key", server.tls_key, "", 0, NULL,
            "PEM private key file for HTTPS; set together with server.tls_cert."),
-    STRING("server.cors_origin", server.cors_origin, "", RELOAD, check_cors,
+    STRING("server.cors_origin", server.cors_origin, "", 0, check_cors,
            "Value of Access-Control-Allow-Origin (\"*\" or \"https://host\"); empty = no CORS "
            "headers."),
-    BOOL("server.web", server.web, "true", RELOAD, "Serve the search web page at /."),
-    ENUM("server.log_level", server.log_level, "info", log_levels, RELOAD,
+    BOOL("server.web", server.web, "true", 0, "Serve the search web page at /."),
+    ENUM("server.log_level", server.log_level, "info", log_levels, 0,
          "Least severe log level written."),
     ENUM("server.log_format", server.log_format, "text", log_formats, 0,
          "Log lines as text or as one JSON object per line."),
 
     /* auth */
-    STRING("auth.admin_token", auth.admin_token, "", SECRET | RELOAD, NULL,
+    STRING("auth.admin_token", auth.admin_token, "", SECRET, NULL,
            "Bearer token for the admin API. Empty: imago generates one on first start, "
            "stores it (mode 0600) in auth.admin_token_file and prints it once."),
-    STRING("auth.search_token", auth.search_token, "", SECRET | RELOAD, NULL,
+    STRING("auth.search_token", auth.search_token, "", SECRET, NULL,
            "Bearer token required for search/extract/read endpoints; empty = open."),
     {.name = "auth.admin_token_file",
      .type = IMAGO_CONFIG_STRING,
@@ -211,7 +205,7 @@ const imago_config_option imago_config_table[] = {
             "is the GeM of the per-scale descriptors."),
     INT("engine.max_batch", engine.max_batch, "8", 1, 1024, 0,
         "Most images of the same shape run in one forward pass."),
-    INT("engine.max_delay_us", engine.max_delay_us, "2000", 0, 1000000, RELOAD,
+    INT("engine.max_delay_us", engine.max_delay_us, "2000", 0, 1000000, 0,
         "Longest time (microseconds) the oldest queued image waits for a batch to fill."),
     INT("engine.queue_depth", engine.queue_depth, "256", 1, 65536, 0,
         "Most images waiting for the network; beyond it requests get 503 + Retry-After."),
@@ -231,9 +225,9 @@ const imago_config_option imago_config_table[] = {
     STRING("index.factory", index.factory, "Flat", 0, check_nonempty,
            "FAISS index factory string: \"Flat\" (exact, imago's own BLAS search), "
            "\"HNSW32\", \"IVF4096,PQ64\", ..."),
-    INT("index.nprobe", index.nprobe, "16", 1, 65536, RELOAD,
+    INT("index.nprobe", index.nprobe, "16", 1, 65536, 0,
         "IVF indexes: inverted lists visited per query."),
-    INT("index.ef_search", index.ef_search, "64", 1, 65536, RELOAD,
+    INT("index.ef_search", index.ef_search, "64", 1, 65536, 0,
         "HNSW indexes: search-time candidate list size."),
     BOOL("index.dba", index.dba, "false", 0,
          "Database-side augmentation: helps when objects have several views in the "
@@ -241,14 +235,11 @@ const imago_config_option imago_config_table[] = {
     INT("index.dba_k", index.dba_k, "2", 1, IMAGO_DBA_K_MAX, 0, "DBA: neighbours added to each vector."),
     DOUBLE("index.dba_beta", index.dba_beta, "1", 0, 100, 0,
            "DBA: neighbour weight exponent (x_i . x_j)^beta."),
-    BOOL("index.qe", index.qe, "false", RELOAD,
+    BOOL("index.qe", index.qe, "false", 0,
          "Alpha query expansion by default (requests may override)."),
-    INT("index.qe_k", index.qe_k, "2", 1, IMAGO_QE_K_MAX, RELOAD, "QE: neighbours averaged into the query."),
-    DOUBLE("index.qe_alpha", index.qe_alpha, "0", 0, 100, RELOAD,
+    INT("index.qe_k", index.qe_k, "2", 1, IMAGO_QE_K_MAX, 0, "QE: neighbours averaged into the query."),
+    DOUBLE("index.qe_alpha", index.qe_alpha, "0", 0, 100, 0,
            "QE: neighbour weight exponent (q . x_j)^alpha; 0 = average QE."),
-    INT("index.snapshot_interval_s", index.snapshot_interval_s, "300", 0, 604800, RELOAD,
-        "Seconds between FAISS index snapshots when the index changed; 0 = only at "
-        "shutdown (startup replays the store either way)."),
     ENUM("index.durability", index.durability, "normal", durabilities, 0,
          "SQLite sync: normal survives a process crash (WAL), full also a power loss."),
     ENUM("index.precision", index.precision, "fp32", store_precisions, 0,
@@ -256,15 +247,23 @@ const imago_config_option imago_config_table[] = {
          "bandwidth."),
 
     /* ingest */
-    STRLIST("ingest.roots", ingest.roots, "", 0, RELOAD, check_roots,
+    STRLIST("ingest.roots", ingest.roots, "", 0, 0, check_roots,
             "Directories bulk jobs may read (symlinks resolved and checked); empty = "
             "directory jobs are refused."),
     INT("ingest.parallelism", ingest.parallelism, "0", 0, 256, 0,
         "Files a bulk job reads and decodes at once; 0 = one per CPU core."),
-    STRLIST("ingest.extensions", ingest.extensions, ".jpg,.jpeg,.png", 64, RELOAD, check_extensions,
+    STRLIST("ingest.extensions", ingest.extensions, ".jpg,.jpeg,.png", 64, 0, check_extensions,
             "File extensions a directory job picks up (case-insensitive)."),
-    BOOL("ingest.recursive", ingest.recursive, "true", RELOAD,
+    BOOL("ingest.recursive", ingest.recursive, "true", 0,
          "Whether directory jobs descend into subdirectories unless the job says."),
 };
 
 const int imago_config_table_len = (int)(sizeof imago_config_table / sizeof imago_config_table[0]);
+
+/* Options that were removed; see imago_config_retired_key. */
+const imago_config_retired_key imago_config_retired_keys[] = {
+    {"index.snapshot_interval_s",
+     "no code ever read it; the index writes its snapshot after every 10000 changes and at "
+     "shutdown, and a start replays the store after the snapshot either way"},
+    {NULL, NULL},
+};

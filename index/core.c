@@ -5,7 +5,8 @@
  * labels are the positions (imago keeps the position -> id map, so deletes
  * are tombstones filtered with an IDSelector and no IDMap is needed).
  * Also the snapshot file format (atomic write, checked read).
- * A core is mutated only by the index writer; see index.c for locking.
+ * A core is mutated only by the index writer; see the DESIGN note on
+ * struct imago_index (index_int.h) for locking.
  */
 #include <errno.h>
 #include <fcntl.h>

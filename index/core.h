@@ -1,6 +1,6 @@
 /* index/core.h: the in-memory search index (see core.c). Private to index/.
  * Mutated only by the index writer; readers use it under the index
- * read lock (index.c).
+ * read lock (the DESIGN note on struct imago_index, index_int.h).
  */
 #ifndef IMAGO_INDEX_CORE_H
 #define IMAGO_INDEX_CORE_H

@@ -9,8 +9,8 @@
  *
  * Thread safety: one imago_index may be used from many threads.
  *  - Searches, metadata/thumbnail reads and stats run concurrently with each
- *    other (a reader-writer lock over the in-memory index; every reader
- *    thread gets its own SQLite read connection on demand).
+ *    other (a reader-writer lock over the in-memory index; each read takes a
+ *    SQLite read connection from a pool that grows on demand).
  *  - Writes (add, delete, job updates, snapshot, reindex) are serialised by
  *    one writer mutex; an add or delete holds the index write lock only for
  *    the in-memory update after its transaction committed.
@@ -231,7 +231,9 @@ int imago_index_stats_get(imago_index *ix, imago_index_stats *out, imago_error *
 
 /* Checks that the in-memory index agrees with the store (same live ids, and
  * for un-augmented Flat the same vectors). Returns 0 or IMAGO_ERR_INTERNAL
- * with the first difference in err. For tests and `imago check`. */
+ * with the first difference in err. A consistency check for the unit tests
+ * (after crashes, restarts, compaction, whitening); no command calls it. It
+ * holds the writer mutex and loads every stored descriptor: O(n * dim). */
 int imago_index_verify(imago_index *ix, imago_error *err);
 
 /* Path of the snapshot file of a data dir into buf (for tools and tests). */

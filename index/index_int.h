@@ -1,6 +1,8 @@
-/* index module internals: the store layer (store.c), the in-memory search
- * core (core.c: Flat BLAS path or a FAISS index, tombstones, DBA/QE math,
- * snapshot files) and the top-k helpers (topk.c). Not for other modules.
+/* index module internals: struct imago_index and the helpers its files
+ * share (index_build.c), the store layer (store.c, store_images.c,
+ * store_jobs.c), the whitening internals (whiten.c), the dense kernels
+ * (flat.c). The top-k heap is in topk.h / topk.c, the in-memory search core
+ * in core.h. Not for other modules.
  */
 #ifndef IMAGO_INDEX_INT_H
 #define IMAGO_INDEX_INT_H
@@ -10,16 +12,18 @@
 #include <stdint.h>
 
 #include "index.h"
+#include "topk.h"
 
-/* ---- store (SQLite) ----------------------------------------------------- */
+/* ---- store (SQLite: store*.c) ---------------------------------------------- */
 
 typedef struct ix_store ix_store;
 typedef struct ix_conn ix_conn; /* one SQLite connection + its prepared statements */
 
 #define IX_SCHEMA_VERSION 2
 
-/* Opens/creates data_dir/imago.db, migrates, sets WAL + synchronous. On a new
- * store records fingerprint, dim and the collection settings in meta. */
+/* Opens/creates data_dir/imago.db, migrates, sets WAL + synchronous
+ * (durability "normal" or "full"). The fingerprint, dim and collection
+ * settings are recorded in meta by imago_index_open, not here. */
 int ix_store_open(const char *data_dir, const char *durability, ix_store **out, imago_error *err);
 void ix_store_free(ix_store *st);
 
@@ -70,14 +74,14 @@ int ix_store_counts(ix_conn *c, int64_t *live, int64_t *deleted, imago_error *er
 typedef int (*ix_change_fn)(void *user, int64_t id, int deleted, int64_t seq, imago_error *err);
 int ix_store_changes(ix_conn *c, int64_t after_seq, ix_change_fn fn, void *user, imago_error *err);
 
-/* whitening (store.c): the active row or *out = NULL; put deactivates the
+/* whitening (store_whiten.c): the active row or *out = NULL; put deactivates the
  * previous one and inserts w as active (inside the caller's write
  * transaction), *version = its row id; clear deactivates. */
 int ix_store_whiten_get(ix_conn *c, imago_whiten **out, imago_error *err);
 int ix_store_whiten_put(ix_conn *c, const imago_whiten *w, int64_t *version, imago_error *err);
 int ix_store_whiten_clear(ix_conn *c, imago_error *err);
 
-/* jobs (store.c) */
+/* jobs (store_jobs.c) */
 int ix_job_create(ix_conn *c, const char *kind, const char *params, int64_t *id, imago_error *err);
 int ix_job_add_items(ix_conn *c, int64_t job_id, const char *const *sources,
                      const char *const *external_ids, size_t n, imago_error *err);
@@ -93,6 +97,87 @@ int ix_job_errors(ix_conn *c, int64_t job_id, size_t max, imago_job_item **items
                   imago_error *err);
 int ix_job_resume(ix_conn *c, int64_t **ids, size_t *n, imago_error *err);
 
+/* ---- the index object (index*.c) ---------------------------------------- */
+
+/* DESIGN (threads): `wmu` serialises every writer (store writes, core
+ * mutation, snapshot, swap). The core is only mutated by a thread holding
+ * wmu, so a writer may read it without the rwlock; it takes the write side
+ * of `rw` only around the mutation itself. Searches hold the read side for
+ * the whole search (core pointer and contents stay valid). The rwlock
+ * prefers writers so a steady search load cannot starve ingest.
+ * A reindex builds the new core outside wmu from one read transaction at
+ * sequence S, then takes wmu, replays the rows changed after S, and swaps.
+ */
+struct ix_core;
+struct ix_snap_meta;
+
+struct imago_index {
+    char *data_dir, *fingerprint, *snap_path;
+    char factory[64];
+    int dim, prec;
+    int dba, dba_k;
+    double dba_beta;
+    int qe, qe_n;
+    double qe_alpha;
+    int nprobe, ef;
+    long snapshot_interval;
+    int snapshot_on_close;
+    ix_store *st;
+    pthread_mutex_t wmu;
+    pthread_mutex_t reindex_mu; /* one reindex at a time (each reads the current whitening) */
+    pthread_rwlock_t rw;
+    struct ix_core *cur;
+    int64_t store_seq;    /* last committed sequence (writer) */
+    int64_t purge_seq;    /* snapshots older than this are invalid */
+    int64_t snapshot_seq; /* last snapshot written/loaded (-1 none) */
+    long changes_since_snap;
+};
+
+/* Runs body (an int expression using the reader connection c) on a pooled
+ * reader connection and returns its result from the enclosing function. */
+#define IX_WITH_READER(ix, c, err, body)                                                           \
+    do {                                                                                           \
+        ix_conn *c = NULL;                                                                         \
+        int rc_ = ix_store_acquire((ix)->st, &c, err);                                             \
+        if (rc_)                                                                                   \
+            return rc_;                                                                            \
+        rc_ = (body);                                                                              \
+        ix_store_release((ix)->st, c);                                                             \
+        return rc_;                                                                                \
+    } while (0)
+
+/* Records the collection settings (factory, precision, DBA) in meta. */
+int ix_index_put_settings(imago_index *ix, imago_error *err);
+
+/* index_build.c */
+
+/* The snapshot settings of an index holding vectors through whitening wh
+ * (NULL: raw): its dim, and a fingerprint naming the model and the whitening
+ * (fp_buf, 72 bytes), so that a snapshot written under another whitening is
+ * never loaded. */
+struct ix_snap_meta ix_index_snap_meta(const imago_index *ix, const imago_whiten *wh, char *fp_buf);
+/* The vectors the index holds for raw descriptors: whitened through wh, or
+ * the raw ones (out = raw, nothing copied) without one. *out is raw or
+ * malloc'ed (free when != raw). */
+int ix_index_vectors(const imago_whiten *wh, const float *raw, size_t n, float **out,
+                     imago_error *err);
+/* Builds a core from one read of the store. The vectors go through *wh
+ * (NULL: raw); when learn is set, a whitening is first learned from the
+ * rows read and returned in *wh (owned by the caller; the core holds its
+ * own reference). */
+int ix_index_build(imago_index *ix, ix_conn *conn, const imago_whiten_params *learn,
+                   imago_whiten **wh, struct ix_core **out, imago_error *err);
+/* Adds one stored row to core c (whitening, online DBA). raw: the stored
+ * descriptor (ix->dim); wbuf, aug: scratch of ix->dim floats. lock: take
+ * the write side of ix->rw around the mutation (c is the live core). */
+int ix_index_apply_add(imago_index *ix, struct ix_core *c, ix_conn *conn, int lock, int64_t id,
+                       const float *raw, float *wbuf, float *aug, int64_t seq, imago_error *err);
+/* Applies the store's changes after c->seq to c; *n_applied may be NULL. */
+int ix_index_replay(imago_index *ix, struct ix_core *c, ix_conn *conn, int lock, size_t *n_applied,
+                    imago_error *err);
+/* Writes the snapshot of ix->cur (caller holds wmu, or is the only thread). */
+int ix_index_write_snapshot(imago_index *ix, imago_error *err);
+
 /* ---- whitening (whiten.c) ------------------------------------------------ */
 
 /* Rebuilds a stored whitening; its fingerprint is checked (IMAGO_ERR_FORMAT). */
@@ -102,28 +187,6 @@ int ix_whiten_from_parts(const imago_whiten_info *info, const double *mean, cons
 void ix_whiten_set_version(imago_whiten *w, int64_t version);
 /* Takes a reference (returns w; NULL stays NULL). */
 imago_whiten *ix_whiten_ref(imago_whiten *w);
-
-/* ---- top-k -------------------------------------------------------------- */
-
-/* A bounded min-heap of (score, key) keeping the k best scores. */
-typedef struct ix_topk {
-    int k, n;
-    float *score;
-    int64_t *key;
-} ix_topk;
-
-void ix_topk_init(ix_topk *t, int k, float *score_buf, int64_t *key_buf);
-static inline void ix_topk_push(ix_topk *t, float s, int64_t key);
-/* Sorts the kept entries best first (ties: smaller key first). */
-void ix_topk_sort(ix_topk *t);
-
-void ix_topk_sift_(ix_topk *t, float s, int64_t key);
-static inline void ix_topk_push(ix_topk *t, float s, int64_t key)
-{
-    if (t->n == t->k && !(s > t->score[0]))
-        return;
-    ix_topk_sift_(t, s, key);
-}
 
 /* ---- dense kernels (flat.c) -------------------------------------------- */
 

@@ -141,10 +141,8 @@ int main(void)
     ok((imago_config_find("auth.admin_token")->flags & IMAGO_CONFIG_F_SECRET) &&
            (imago_config_find("auth.search_token")->flags & IMAGO_CONFIG_F_SECRET),
        "tokens are secret");
-    ok(imago_config_find("server.log_level")->flags & IMAGO_CONFIG_F_RELOADABLE,
-       "log level is reloadable");
-    ok(!(imago_config_find("engine.model")->flags & IMAGO_CONFIG_F_RELOADABLE),
-       "the model is not reloadable");
+    ok(imago_config_find("server.max_body_bytes")->flags & IMAGO_CONFIG_F_BYTES,
+       "byte sizes are flagged");
 
     /* loading nothing keeps the defaults */
     imago_error err;

@@ -1,6 +1,7 @@
 /* Unit tests for config/: bad values (type, bounds, enum, lists, checks) from
  * every source, all errors reported at once, unknown keys/sections/variables/
- * flags with suggestions, broken files, cross-option checks. */
+ * flags with suggestions, broken files, cross-option checks, retired keys
+ * (accepted with a warning). */
 #include "test_config_util.h"
 
 #include "imago_build.h"
@@ -244,6 +245,37 @@ int main(void)
     is_int(imago_config_error_count(cfg), 0, "errors cleared by the next call");
     ok(imago_config_error_at(cfg, 0) == NULL, "error_at out of range is NULL");
     imago_config_free(cfg);
+
+    /* ---- retired keys: accepted from every source, ignored, one warning each ---- */
+    ok(imago_config_find("index.snapshot_interval_s") == NULL, "snapshot_interval_s is retired");
+    FILE *log = tmpfile();
+    imago_log_setup(IMAGO_LOG_WARN, IMAGO_LOG_TEXT, log);
+    const char *env_retired[] = {"IMAGO_INDEX_SNAPSHOT_INTERVAL_S=60", NULL};
+    cfg = load3("{\"index\": {\"snapshot_interval_s\": 300, \"nprobe\": 7},"
+                " \"index.snapshot_interval_s\": 300}",
+                env_retired,
+                TC_ARGS("--index.snapshot-interval-s", "120", "--index.snapshot_interval_s=5",
+                        "--engine.max-batch", "9"),
+                &rc, &err, NULL);
+    is_int(rc, 0, "a config with the retired key loads");
+    if (!ok(imago_config_error_count(cfg) == 0, "no error for a retired key"))
+        tc_diag_errors(cfg);
+    is_int(cfg->index.nprobe, 7, "the rest of the file applies");
+    is_int(cfg->engine.max_batch, 9, "the retired flag took its separate value, not the next flag");
+    imago_config_free(cfg);
+    imago_log_setup(IMAGO_LOG_INFO, IMAGO_LOG_TEXT, NULL);
+    char logbuf[4096] = "";
+    rewind(log);
+    size_t nlog = fread(logbuf, 1, sizeof logbuf - 1, log);
+    logbuf[nlog] = '\0';
+    fclose(log);
+    int warnings = 0;
+    for (const char *q = logbuf; (q = strstr(q, "index.snapshot_interval_s (")); q++)
+        warnings++;
+    is_int(warnings, 5, "one warning per retired key given (2 file, 1 env, 2 flags)");
+    ok(strstr(logbuf, "deprecated and ignored") && strstr(logbuf, "env IMAGO_INDEX_SNAPSHOT") &&
+           strstr(logbuf, "flag --index.snapshot-interval-s"),
+       "the warning names the source: %s", logbuf);
 
     return tap_done();
 }
