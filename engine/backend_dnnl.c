@@ -398,6 +398,27 @@ fail:
     return rc;
 }
 
+/* Creates the primitive of the op descriptor d (user scratchpad) into a new
+ * step and, with dst_t, a new activation tensor in the layout of its
+ * destination. */
+static int prim_step(imago_backend *b, dn_plan *pl, const_dnnl_op_desc_t d, int *dst_t,
+                     const char *what, const char *where, dn_step **out, imago_error *err)
+{
+    int rc = 0;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    if ((rc = scratch_attr(&attr, err)))
+        return rc;
+    DN_TRY(dnnl_primitive_desc_create(&pd, d, attr, b->eng, NULL), what, where);
+    dnnl_primitive_attr_destroy(attr);
+    if (dst_t)
+        *dst_t = act_tensor(pl, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0));
+    return add_step(pl, pd, out, what, where, err);
+fail:
+    dnnl_primitive_attr_destroy(attr);
+    return rc;
+}
+
 /* Returns a tensor holding tensor `t` in layout `want` (t itself, or a new
  * one filled by a reorder step; its slot is released by the caller through
  * `temps`). */
@@ -698,8 +719,6 @@ static int build_maxpool(imago_backend *b, dn_plan *pl, build_state *bs, int i,
 {
     int rc = 0;
     const imago_net_op *op = &b->net->ops[i];
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_primitive_desc_t pd = NULL;
     int st = bs->vt[op->in];
     dnnl_memory_desc_t dst_md;
     dnnl_dims_t dd = {pl->n, op->cout, bs->hs[op->out], bs->ws[op->out]};
@@ -712,26 +731,15 @@ static int build_maxpool(imago_backend *b, dn_plan *pl, build_state *bs, int i,
                                              &pl->tensors[st].md, &dst_md, strides, kernel, dil,
                                              pad, pad),
            "pooling descriptor", "maxpool");
-    if ((rc = scratch_attr(&attr, err)))
-        goto fail;
-    DN_TRY(dnnl_primitive_desc_create(&pd, &d, attr, b->eng, NULL), "pooling", "maxpool");
-    dnnl_primitive_attr_destroy(attr);
-    attr = NULL;
-    int dst_t = act_tensor(pl, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0));
+    int dst_t;
     dn_step *s;
-    rc = add_step(pl, pd, &s, "pooling", "maxpool", err);
-    pd = NULL;
-    if (rc)
-        goto fail;
+    if ((rc = prim_step(b, pl, &d, &dst_t, "pooling", "maxpool", &s, err)))
+        return rc;
     step_arg(s, DNNL_ARG_SRC, st);
     step_arg(s, DNNL_ARG_DST, dst_t);
     bs->vt[op->out] = dst_t;
     return 0;
 fail:
-    if (attr)
-        dnnl_primitive_attr_destroy(attr);
-    if (pd)
-        dnnl_primitive_desc_destroy(pd);
     return rc;
 }
 
@@ -740,8 +748,6 @@ static int build_binary(imago_backend *b, dn_plan *pl, build_state *bs, int i, i
 {
     int rc = 0;
     const imago_net_op *op = &b->net->ops[i];
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_primitive_desc_t pd = NULL;
     int a = bs->vt[op->in], c;
     if ((rc = ensure_md(b, pl, bs->vt[op->in2], &pl->tensors[a].md, &c, temps, n_temps,
                         "binary", err)))
@@ -750,27 +756,16 @@ static int build_binary(imago_backend *b, dn_plan *pl, build_state *bs, int i, i
     DN_TRY(dnnl_binary_desc_init(&d, op->binary_mul ? dnnl_binary_mul : dnnl_binary_add,
                                  &pl->tensors[a].md, &pl->tensors[c].md, &pl->tensors[a].md),
            "binary descriptor", "binary");
-    if ((rc = scratch_attr(&attr, err)))
-        goto fail;
-    DN_TRY(dnnl_primitive_desc_create(&pd, &d, attr, b->eng, NULL), "binary", "binary");
-    dnnl_primitive_attr_destroy(attr);
-    attr = NULL;
-    int dst_t = act_tensor(pl, &pl->tensors[a].md);
+    int dst_t;
     dn_step *s;
-    rc = add_step(pl, pd, &s, "binary", "binary", err);
-    pd = NULL;
-    if (rc)
-        goto fail;
+    if ((rc = prim_step(b, pl, &d, &dst_t, "binary", "binary", &s, err)))
+        return rc;
     step_arg(s, DNNL_ARG_SRC_0, a);
     step_arg(s, DNNL_ARG_SRC_1, c);
     step_arg(s, DNNL_ARG_DST, dst_t);
     bs->vt[op->out] = dst_t;
     return 0;
 fail:
-    if (attr)
-        dnnl_primitive_attr_destroy(attr);
-    if (pd)
-        dnnl_primitive_desc_destroy(pd);
     return rc;
 }
 

@@ -242,6 +242,20 @@ static job *take_all_queued_locked(imago_batcher *b, int *n)
     return list;
 }
 
+/* While cancelling, fails everything queued (mu held, released around the
+ * callbacks); returns whether there was anything. */
+static int cancel_queued_locked(imago_batcher *b)
+{
+    if (b->state != ST_CANCELLING)
+        return 0;
+    int n;
+    job *list = take_all_queued_locked(b, &n);
+    if (!list)
+        return 0;
+    cancel_list_locked(b, list, n);
+    return 1;
+}
+
 /* Appends a decoded job to the queue of its shape (mu held). */
 static void shape_push_locked(imago_batcher *b, job *j, int64_t now)
 {
@@ -277,14 +291,8 @@ static void *decode_main(void *arg)
     imago_batcher *b = arg;
     pthread_mutex_lock(&b->mu);
     for (;;) {
-        if (b->state == ST_CANCELLING) {
-            int n;
-            job *list = take_all_queued_locked(b, &n);
-            if (list) {
-                cancel_list_locked(b, list, n);
-                continue;
-            }
-        }
+        if (cancel_queued_locked(b))
+            continue;
         if (!b->dq_head) {
             if (b->state != ST_RUNNING && !b->reserved)
                 break;
@@ -462,14 +470,8 @@ static void *forward_main(void *arg)
 
     pthread_mutex_lock(&b->mu);
     for (;;) {
-        if (b->state == ST_CANCELLING) {
-            int n;
-            job *list = take_all_queued_locked(b, &n);
-            if (list) {
-                cancel_list_locked(b, list, n);
-                continue;
-            }
-        }
+        if (cancel_queued_locked(b))
+            continue;
         int64_t now = imago_now_us(), next_deadline;
         shapeq *q = pick_ready_locked(b, now, &next_deadline);
         if (!q) {

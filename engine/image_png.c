@@ -42,43 +42,56 @@ static void png_on_warning(png_structp png, png_const_charp msg)
     (void)msg; /* warnings (bad ancillary chunks, ...) do not fail a decode */
 }
 
+/* A read struct with its info struct and the memory source it reads. */
+typedef struct png_reader {
+    png_ctx c;
+    png_structp png;
+    png_infop info;
+} png_reader;
+
 /* Sets up the read struct; the caller does setjmp right after. */
-static int png_open(png_ctx *c, const uint8_t *data, size_t len, png_structp *png,
-                    png_infop *info, imago_error *err)
+static int png_open(png_reader *r, const uint8_t *data, size_t len, imago_error *err)
 {
+    png_ctx *c = &r->c;
     memset(c, 0, sizeof *c);
     c->data = data;
     c->len = len;
-    *png = png_create_read_struct(PNG_LIBPNG_VER_STRING, c, png_on_error, png_on_warning);
-    if (!*png)
+    r->info = NULL;
+    r->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, c, png_on_error, png_on_warning);
+    if (!r->png)
         return imago_error_set(err, IMAGO_ERR_NOMEM, "png_create_read_struct failed");
-    *info = png_create_info_struct(*png);
-    if (!*info) {
-        png_destroy_read_struct(png, NULL, NULL);
+    r->info = png_create_info_struct(r->png);
+    if (!r->info) {
+        png_destroy_read_struct(&r->png, NULL, NULL);
         return imago_error_set(err, IMAGO_ERR_NOMEM, "png_create_info_struct failed");
     }
-    png_set_read_fn(*png, c, png_read_mem);
+    png_set_read_fn(r->png, c, png_read_mem);
     /* Our own max_pixels check comes first; lift libpng's default 1e6 x 1e6
      * limit only as far as PNG itself allows, and cap chunk sizes so that a
      * huge declared ancillary chunk cannot make libpng allocate. */
-    png_set_user_limits(*png, 0x7fffffff, 0x7fffffff);
-    png_set_chunk_malloc_max(*png, 8u << 20);
+    png_set_user_limits(r->png, 0x7fffffff, 0x7fffffff);
+    png_set_chunk_malloc_max(r->png, 8u << 20);
     return 0;
+}
+
+/* After libpng's longjmp: frees the reader, returns libpng's message. */
+static int png_fail(png_reader *r, imago_error *err)
+{
+    png_destroy_read_struct(&r->png, &r->info, NULL);
+    return imago_error_set(err, IMAGO_ERR_FORMAT, "invalid PNG: %s", r->c.msg);
 }
 
 int imago_png_read_header(const uint8_t *data, size_t len, imago_image_header *hdr,
                           imago_error *err)
 {
-    png_ctx c;
-    png_structp png;
-    png_infop info;
-    int rc = png_open(&c, data, len, &png, &info, err);
+    png_reader r;
+    int rc = png_open(&r, data, len, err);
     if (rc != 0)
         return rc;
-    if (setjmp(png_jmpbuf(png))) {
-        png_destroy_read_struct(&png, &info, NULL);
-        return imago_error_set(err, IMAGO_ERR_FORMAT, "invalid PNG: %s", c.msg);
-    }
+    png_structp png = r.png;
+    png_infop info = r.info;
+    if (setjmp(png_jmpbuf(png)))
+        return png_fail(&r, err);
     png_read_info(png, info);
     png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
     png_destroy_read_struct(&png, &info, NULL);
@@ -96,18 +109,17 @@ int imago_png_read_header(const uint8_t *data, size_t len, imago_image_header *h
 int imago_png_decode(const uint8_t *data, size_t len, const imago_image_header *hdr,
                      uint8_t *dst, imago_error *err)
 {
-    png_ctx c;
-    png_structp png;
-    png_infop info;
-    int rc = png_open(&c, data, len, &png, &info, err);
+    png_reader r;
+    int rc = png_open(&r, data, len, err);
     if (rc != 0)
         return rc;
+    png_structp png = r.png;
+    png_infop info = r.info;
     /* volatile: modified between setjmp and a possible longjmp */
     png_bytep *volatile rows = NULL;
     if (setjmp(png_jmpbuf(png))) {
         free(rows);
-        png_destroy_read_struct(&png, &info, NULL);
-        return imago_error_set(err, IMAGO_ERR_FORMAT, "invalid PNG: %s", c.msg);
+        return png_fail(&r, err);
     }
     png_read_info(png, info);
     png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
