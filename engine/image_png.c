@@ -88,13 +88,11 @@ int imago_png_read_header(const uint8_t *data, size_t len, imago_image_header *h
     int rc = png_open(&r, data, len, err);
     if (rc != 0)
         return rc;
-    png_structp png = r.png;
-    png_infop info = r.info;
-    if (setjmp(png_jmpbuf(png)))
+    if (setjmp(png_jmpbuf(r.png)))
         return png_fail(&r, err);
-    png_read_info(png, info);
-    png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
-    png_destroy_read_struct(&png, &info, NULL);
+    png_read_info(r.png, r.info);
+    png_uint_32 w = png_get_image_width(r.png, r.info), h = png_get_image_height(r.png, r.info);
+    png_destroy_read_struct(&r.png, &r.info, NULL);
     if (w == 0 || h == 0 || w > 0x7fffffff || h > 0x7fffffff)
         return imago_error_set(err, IMAGO_ERR_FORMAT, "invalid PNG size %ux%u", (unsigned)w,
                                (unsigned)h);
@@ -106,57 +104,55 @@ int imago_png_read_header(const uint8_t *data, size_t len, imago_image_header *h
     return 0;
 }
 
-int imago_png_decode(const uint8_t *data, size_t len, const imago_image_header *hdr,
-                     uint8_t *dst, imago_error *err)
+int imago_png_decode(const uint8_t *data, size_t len, const imago_image_header *hdr, uint8_t *dst,
+                     imago_error *err)
 {
     png_reader r;
     int rc = png_open(&r, data, len, err);
     if (rc != 0)
         return rc;
-    png_structp png = r.png;
-    png_infop info = r.info;
     /* volatile: modified between setjmp and a possible longjmp */
     png_bytep *volatile rows = NULL;
-    if (setjmp(png_jmpbuf(png))) {
+    if (setjmp(png_jmpbuf(r.png))) {
         free(rows);
         return png_fail(&r, err);
     }
-    png_read_info(png, info);
-    png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
+    png_read_info(r.png, r.info);
+    png_uint_32 w = png_get_image_width(r.png, r.info), h = png_get_image_height(r.png, r.info);
     if ((int)w != hdr->width || (int)h != hdr->height)
-        png_error(png, "size changed between header and decode");
-    int color = png_get_color_type(png, info);
-    int depth = png_get_bit_depth(png, info);
+        png_error(r.png, "size changed between header and decode");
+    int color = png_get_color_type(r.png, r.info);
+    int depth = png_get_bit_depth(r.png, r.info);
     if (depth == 16)
-        png_set_strip_16(png); /* keeps the high byte */
+        png_set_strip_16(r.png); /* keeps the high byte */
     if (color == PNG_COLOR_TYPE_PALETTE)
-        png_set_palette_to_rgb(png);
+        png_set_palette_to_rgb(r.png);
     if (color == PNG_COLOR_TYPE_GRAY && depth < 8)
-        png_set_expand_gray_1_2_4_to_8(png);
+        png_set_expand_gray_1_2_4_to_8(r.png);
     if (color == PNG_COLOR_TYPE_GRAY || color == PNG_COLOR_TYPE_GRAY_ALPHA)
-        png_set_gray_to_rgb(png);
+        png_set_gray_to_rgb(r.png);
     /* Alpha is dropped, including the one that palette expansion makes out
      * of a tRNS chunk. */
-    if ((color & PNG_COLOR_MASK_ALPHA) || png_get_valid(png, info, PNG_INFO_tRNS))
-        png_set_strip_alpha(png);
-    png_set_interlace_handling(png);
-    png_read_update_info(png, info);
-    if (png_get_rowbytes(png, info) != (size_t)w * 3 || png_get_channels(png, info) != 3 ||
-        png_get_bit_depth(png, info) != 8)
-        png_error(png, "unexpected PNG layout after transformations");
+    if ((color & PNG_COLOR_MASK_ALPHA) || png_get_valid(r.png, r.info, PNG_INFO_tRNS))
+        png_set_strip_alpha(r.png);
+    png_set_interlace_handling(r.png);
+    png_read_update_info(r.png, r.info);
+    if (png_get_rowbytes(r.png, r.info) != (size_t)w * 3 || png_get_channels(r.png, r.info) != 3 ||
+        png_get_bit_depth(r.png, r.info) != 8)
+        png_error(r.png, "unexpected PNG layout after transformations");
     rows = malloc((size_t)h * sizeof *rows);
     if (!rows) {
-        png_destroy_read_struct(&png, &info, NULL);
+        png_destroy_read_struct(&r.png, &r.info, NULL);
         return imago_error_set(err, IMAGO_ERR_NOMEM, "no memory for %u PNG row pointers",
                                (unsigned)h);
     }
     for (png_uint_32 y = 0; y < h; y++)
         rows[y] = dst + (size_t)y * w * 3;
-    png_read_image(png, rows);
+    png_read_image(r.png, rows);
     /* The image data is complete once png_read_image returns; a missing IEND
      * or a damaged trailing chunk is tolerated (as Pillow does). */
     free(rows);
     rows = NULL;
-    png_destroy_read_struct(&png, &info, NULL);
+    png_destroy_read_struct(&r.png, &r.info, NULL);
     return 0;
 }
