@@ -14,10 +14,11 @@
  *   and wake the forward threads. A decode error goes straight to the
  *   callback from the decode thread; the engine never sees it.
  * - Forward threads (forward_threads) scan the shape queues. A queue is
- *   READY when it holds max_batch images or its oldest image has waited
- *   max_delay_us (or the batcher is draining). Among ready queues the one
- *   whose oldest image is oldest wins (most urgent first); up to max_batch
- *   images are taken from its head. With no ready queue the thread sleeps
+ *   READY when it holds a full batch (max_batch images, or its shape's
+ *   lower cap, below) or its oldest image has waited max_delay_us (or the
+ *   batcher is draining or cancelling). Among ready queues the one whose
+ *   oldest image is oldest wins (most urgent first); up to a full batch is
+ *   taken from its head. With no ready queue the thread sleeps
  *   until the earliest deadline (CLOCK_MONOTONIC timed wait) or a wake-up.
  *   The engine call runs unlocked; on IMAGO_ERR_NOMEM a batch of n > 1 is
  *   retried as two halves (recursively), any other error fails the images

@@ -1,6 +1,7 @@
 /* The CUDA kernels of the GPU backend (see cuda_kernels.h): dtype conversion,
  * padding, the fused bias + post-op epilogue, max pooling, element-wise
- * binaries and the global pooling, on NHWC tensors in fp32 / fp16 / bf16.
+ * binaries, the global and the attention poolings, on NHWC tensors in fp32 /
+ * fp16 / bf16.
  * This file holds the element-wise kernels (conversion, binaries, the
  * epilogue); padding and max pooling are in cuda_kernels_spatial.cu, the
  * global and attention poolings in cuda_kernels_pool.cu.
