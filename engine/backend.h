@@ -5,9 +5,10 @@
  *
  * Contract: run() receives n images as one NHWC fp32 buffer (already
  * normalised with the model's mean/std and resized to this scale) and writes
- * n x net->feat_dim floats: the pooled (GeM / SPoC / MAC) features before
- * L2N. Everything after pooling (L2N, multi-scale combination, whitening) is
- * backend-independent and lives in engine.c.
+ * n x net->feat_dim floats: the pooled (GeM / SPoC / MAC) features, or what
+ * the head makes of the map (GLAM, AP-GeM, GLAP), before L2N. Everything
+ * after that (L2N, multi-scale combination, whitening) is backend-independent
+ * and lives in engine.c.
  *
  * Thread safety: probe/create/load/destroy are called by one thread;
  * run() may be called concurrently from any number of threads (the backend

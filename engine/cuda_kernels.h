@@ -1,8 +1,9 @@
-/* engine-private: the CUDA kernels of the GPU backend (engine/cuda_kernels.cu),
+/* engine-private: the CUDA kernels of the GPU backend (engine/cuda_kernels*.cu),
  * callable from C. cuDNN runs the convolutions; these kernels do the rest
  * of a network's ops on NHWC tensors: dtype conversion, explicit (TensorFlow
  * SAME) padding, the fused bias + post-op epilogue, max pooling, element-wise
- * binaries and the global pooling (GeM / SPoC / MAC) into fp32 features.
+ * binaries, the global pooling (GeM / SPoC / MAC) and the AP-GeM / GLAP
+ * attention pooling into fp32 features.
  *
  * Every launcher enqueues its work on `stream` (a cudaStream_t passed as
  * void *, NULL = the legacy default stream) and returns 0 or the

@@ -11,8 +11,8 @@
  * a few of its largest activations at once, not the sum of all of them.
  *
  * It also holds the backend's host-side fp16/bf16 conversions. Plain C with
- * no CUDA dependency: engine/backend_cuda.c uses it on the
- * device, tests/unit/test_engine_cuda_plan.c checks it everywhere.
+ * no CUDA dependency: the CUDA backend (engine/backend_cuda*.c) uses it,
+ * tests/unit/test_engine_cuda_plan.c checks it everywhere.
  * Thread safety: a plan is immutable once built.
  */
 #ifndef IMAGO_ENGINE_CUDA_PLAN_H

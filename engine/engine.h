@@ -149,7 +149,7 @@ int imago_engine_embed_nhwc(imago_engine *engine, const float *nhwc, int n, int 
 
 /* ======================================================================
  * Batcher: decode threads -> per-shape queues -> dynamic batches ->
- * forward threads -> one callback per image (engine/batcher.c)
+ * forward threads -> one callback per image (engine/batcher*.c)
  *
  * The HTTP server and the ingest job runner hand encoded images (or
  * already decoded ones) to a batcher and get each descriptor back through

@@ -486,33 +486,31 @@ static int spec(imago_tensor_spec *s, int n, const char *name, int ndim, int64_t
     return n + 1;
 }
 
+/* a convolution: its He-initialised weight, then its zero bias */
+static int conv_spec(imago_tensor_spec *s, int n, const char *weight, const char *bias, int cout,
+                     int cin, int k, float gain)
+{
+    n = spec(s, n, weight, 4, cout, cin, k, k, IMAGO_INIT_CONV_HE, gain);
+    return spec(s, n, bias, 1, cout, 0, 0, 0, IMAGO_INIT_ZEROS, 0);
+}
+
 int imago_glam_specs(int c, int cl, int cg, int out_dim, imago_tensor_spec *s)
 {
     int n = 0;
     /* smaller gains keep the attention maps O(1) on demo weights */
     n = spec(s, n, "glam.lc_conv.weight", 3, 1, 1, 3, 0, IMAGO_INIT_CONV_HE, 0.5f);
-    n = spec(s, n, "glam.ls_reduce.weight", 4, cl, c, 1, 1, IMAGO_INIT_CONV_HE, 1.0f);
-    n = spec(s, n, "glam.ls_reduce.bias", 1, cl, 0, 0, 0, IMAGO_INIT_ZEROS, 0);
-    n = spec(s, n, "glam.ls_b1.weight", 4, cl, cl, 1, 1, IMAGO_INIT_CONV_HE, 0.5f);
-    n = spec(s, n, "glam.ls_b1.bias", 1, cl, 0, 0, 0, IMAGO_INIT_ZEROS, 0);
-    n = spec(s, n, "glam.ls_d1.weight", 4, cl, cl, 3, 3, IMAGO_INIT_CONV_HE, 0.5f);
-    n = spec(s, n, "glam.ls_d1.bias", 1, cl, 0, 0, 0, IMAGO_INIT_ZEROS, 0);
-    n = spec(s, n, "glam.ls_d2.weight", 4, cl, cl, 3, 3, IMAGO_INIT_CONV_HE, 0.5f);
-    n = spec(s, n, "glam.ls_d2.bias", 1, cl, 0, 0, 0, IMAGO_INIT_ZEROS, 0);
-    n = spec(s, n, "glam.ls_d3.weight", 4, cl, cl, 3, 3, IMAGO_INIT_CONV_HE, 0.5f);
-    n = spec(s, n, "glam.ls_d3.bias", 1, cl, 0, 0, 0, IMAGO_INIT_ZEROS, 0);
-    n = spec(s, n, "glam.ls_out.weight", 4, 1, 4 * cl, 1, 1, IMAGO_INIT_CONV_HE, 0.1f);
-    n = spec(s, n, "glam.ls_out.bias", 1, 1, 0, 0, 0, IMAGO_INIT_ZEROS, 0);
+    n = conv_spec(s, n, "glam.ls_reduce.weight", "glam.ls_reduce.bias", cl, c, 1, 1.0f);
+    n = conv_spec(s, n, "glam.ls_b1.weight", "glam.ls_b1.bias", cl, cl, 1, 0.5f);
+    n = conv_spec(s, n, "glam.ls_d1.weight", "glam.ls_d1.bias", cl, cl, 3, 0.5f);
+    n = conv_spec(s, n, "glam.ls_d2.weight", "glam.ls_d2.bias", cl, cl, 3, 0.5f);
+    n = conv_spec(s, n, "glam.ls_d3.weight", "glam.ls_d3.bias", cl, cl, 3, 0.5f);
+    n = conv_spec(s, n, "glam.ls_out.weight", "glam.ls_out.bias", 1, 4 * cl, 1, 0.1f);
     n = spec(s, n, "glam.gc_q.weight", 3, 1, 1, 3, 0, IMAGO_INIT_CONV_HE, 0.5f);
     n = spec(s, n, "glam.gc_k.weight", 3, 1, 1, 3, 0, IMAGO_INIT_CONV_HE, 0.5f);
-    n = spec(s, n, "glam.gs_q.weight", 4, cg, c, 1, 1, IMAGO_INIT_CONV_HE, 0.1f);
-    n = spec(s, n, "glam.gs_q.bias", 1, cg, 0, 0, 0, IMAGO_INIT_ZEROS, 0);
-    n = spec(s, n, "glam.gs_k.weight", 4, cg, c, 1, 1, IMAGO_INIT_CONV_HE, 0.1f);
-    n = spec(s, n, "glam.gs_k.bias", 1, cg, 0, 0, 0, IMAGO_INIT_ZEROS, 0);
-    n = spec(s, n, "glam.gs_v.weight", 4, cg, c, 1, 1, IMAGO_INIT_CONV_HE, 1.0f);
-    n = spec(s, n, "glam.gs_v.bias", 1, cg, 0, 0, 0, IMAGO_INIT_ZEROS, 0);
-    n = spec(s, n, "glam.gs_out.weight", 4, c, cg, 1, 1, IMAGO_INIT_CONV_HE, 0.1f);
-    n = spec(s, n, "glam.gs_out.bias", 1, c, 0, 0, 0, IMAGO_INIT_ZEROS, 0);
+    n = conv_spec(s, n, "glam.gs_q.weight", "glam.gs_q.bias", cg, c, 1, 0.1f);
+    n = conv_spec(s, n, "glam.gs_k.weight", "glam.gs_k.bias", cg, c, 1, 0.1f);
+    n = conv_spec(s, n, "glam.gs_v.weight", "glam.gs_v.bias", cg, c, 1, 1.0f);
+    n = conv_spec(s, n, "glam.gs_out.weight", "glam.gs_out.bias", c, cg, 1, 0.1f);
     n = spec(s, n, "glam.fusion", 1, 3, 0, 0, 0, IMAGO_INIT_ZEROS, 0);
     n = spec(s, n, "glam.fc.weight", 2, out_dim, c, 0, 0, IMAGO_INIT_CONV_HE, 1.0f);
     n = spec(s, n, "glam.fc.bias", 1, out_dim, 0, 0, 0, IMAGO_INIT_ZEROS, 0);

@@ -1,6 +1,6 @@
 /* engine-private: the per-shape plan cache of a backend execution context.
  *
- * Both backends (backend_dnnl.c, backend_cuda.c) build a plan per input
+ * Both backends (backend_dnnl*.c, backend_cuda*.c) build a plan per input
  * shape (n, h, w) and keep the most recently used `cap` of them in each
  * execution context. The cache holds opaque plan pointers; the backend
  * builds and frees them (free_fn).
