@@ -1,6 +1,6 @@
 /* server-private: the bulk-ingest jobs runner (jobs.c), the one-image ingest
- * path shared by POST /v1/images, the jobs and `imago index`, and thumbnails
- * (thumb.c).
+ * path shared by POST /v1/images, the jobs and `imago index` and the ingest
+ * confinement (ingest.c), and thumbnails (thumb.c).
  *
  * Thread safety: every imago_jobs_* function may be called from any thread
  * (HTTP handlers, the CLI); imago_jobs_free by the owner only, once.
@@ -15,6 +15,7 @@
 #include "config/config.h"
 #include "engine/engine.h"
 #include "index/index.h"
+#include "proto/proto.h"
 #include "server.h"
 
 /* ---- thumbnails (thumb.c) -------------------------------------------------- */
@@ -28,7 +29,7 @@
 int imago_thumb_make(const void *bytes, size_t len, const imago_decode_params *limits, int max_side,
                      void **jpeg, size_t *jpeg_len, imago_error *err);
 
-/* ---- one image -> the index ------------------------------------------------- */
+/* ---- one image -> the index (ingest.c) ------------------------------------------------- */
 
 typedef struct imago_ingest_one {
     const void *bytes; /* the encoded image (borrowed) */
@@ -55,7 +56,7 @@ typedef struct imago_ingest_result {
 int imago_ingest_image(imago_batcher *b, imago_index *ix, const imago_ingest_one *in,
                        imago_ingest_result *out, imago_error *err);
 
-/* ---- ingest confinement -------------------------------------------------------- */
+/* ---- ingest confinement (ingest.c) -------------------------------------------------------- */
 
 /* Confines path (absolute, as sent) to roots without revealing what exists
  * outside them: the path is resolved as far as it exists (symlinks, "..";
@@ -68,6 +69,11 @@ int imago_ingest_image(imago_batcher *b, imago_index *ix, const imago_ingest_one
 int imago_ingest_confine(const imago_config_strlist *roots, const char *path, int missing_code,
                          char *real_out, char *root_out, imago_error *err);
 
+/* The real path of the root that holds real path p into root_out (PATH_MAX
+ * bytes). Returns 0, or IMAGO_ERR_AUTH (outside every root, or no roots). */
+int imago_ingest_root_of(const imago_config_strlist *roots, const char *p, char *root_out,
+                         imago_error *err);
+
 struct stat;
 /* Opens real for reading without ever blocking (O_NONBLOCK, then fstat on the
  * open file: a FIFO or device is refused, not waited on); only a regular
@@ -76,6 +82,35 @@ struct stat;
  * closes it) with *st filled, or a negative code. */
 int imago_ingest_open_regular(const char *shown, const char *real, struct stat *st,
                               imago_error *err);
+
+/* ---- listing a job's source (jobs_list.c) ------------------------------------------------ */
+
+/* Resolves a job's source path (symlinks, ..), confines it to the roots
+ * (imago_ingest_confine; missing: IMAGO_ERR_UNSUPPORTED) and checks it is a
+ * directory (want_dir) or a regular file. real_out and root_out: PATH_MAX. */
+int imago_ingest_resolve_source(const imago_config_strlist *roots, const char *path, int want_dir,
+                                char *real_out, char *root_out, imago_error *err);
+
+/* The items of a job: sources (a path, or "PATH\nMETADATA") and external
+ * ids, both owned. */
+typedef struct imago_ingest_list {
+    char **src, **ext;
+    size_t n, cap;
+} imago_ingest_list;
+
+/* Appends the files of dir (real path, below root) to l: sorted, only
+ * regular files with req's (or cfg's) extensions, into subfolders when
+ * req->recursive (up to 64 deep), symlinks out of roots skipped. */
+void imago_ingest_list_dir(const imago_config *cfg, const imago_config_strlist *roots,
+                           const char *dir, const char *root, const imago_job_request *req,
+                           imago_ingest_list *l, int depth);
+
+/* Appends the lines of a manifest to l. Errors: those of
+ * imago_ingest_open_regular, IMAGO_ERR_UNSUPPORTED (a bad or too long line). */
+int imago_ingest_list_manifest(const imago_config_strlist *roots, const char *manifest,
+                               const char *root, imago_ingest_list *l, imago_error *err);
+
+void imago_ingest_list_free(imago_ingest_list *l);
 
 /* ---- the jobs runner ---------------------------------------------------------- */
 
