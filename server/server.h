@@ -3,8 +3,8 @@
  *   http.c     libmicrohttpd daemon, request lifecycle, body accumulation and
  *              limits, responses, suspend/resume, access log, shutdown
  *   routes.c   the routes table, path matching, and the handlers
- *   auth.c     admin/search bearer tokens (constant-time compare, generation)
- *   metrics.c  Prometheus counters and latency histograms
+ *   auth.c     admin/search bearer tokens (auth.h)
+ *   metrics.c  Prometheus counters and latency histograms (metrics.h)
  *
  * libmicrohttpd types stay in http.c: handlers see only imago_http_request /
  * imago_http_response, so they can be tested and reasoned about without MHD.
@@ -28,51 +28,8 @@
 #include "engine/engine.h"
 #include "proto/proto.h"
 
-/* ---- auth (auth.c) --------------------------------------------------------- */
-
-typedef enum imago_auth_level {
-    IMAGO_AUTH_OPEN = 0,   /* anyone */
-    IMAGO_AUTH_SEARCH = 1, /* the search token when one is configured (or the admin token) */
-    IMAGO_AUTH_ADMIN = 2   /* the admin token */
-} imago_auth_level;
-
-typedef struct imago_auth {
-    char admin[256];  /* never empty after imago_auth_init */
-    char search[256]; /* "" = search is open */
-} imago_auth;
-
-/* Fills auth from cfg->auth. When no admin token is configured it reads
- * cfg->auth.admin_token_file, or generates a random token and writes it there
- * (mode 0600, created exclusively) and logs it once. Returns 0 or
- * IMAGO_ERR_IO / IMAGO_ERR_INVALID (a token file that is empty, too long or
- * readable by others). */
-int imago_auth_init(imago_auth *auth, const imago_config *cfg, imago_error *err);
-
-/* Constant-time comparison (time depends only on the lengths' maximum, not
- * on where the strings differ). Returns 1 when equal. */
-int imago_auth_token_equal(const char *a, const char *b);
-
-/* Checks an Authorization header value (NULL when absent) for a level.
- * Returns IMAGO_API_OK, IMAGO_API_UNAUTHORIZED (missing, malformed or unknown
- * token) or IMAGO_API_FORBIDDEN (a valid search token on an admin route). */
-imago_api_error imago_auth_check(const imago_auth *auth, imago_auth_level level,
-                                 const char *authorization);
-
-/* ---- metrics (metrics.c) ----------------------------------------------------- */
-
-typedef struct imago_metrics imago_metrics;
-
-imago_metrics *imago_metrics_new(void);
-void imago_metrics_free(imago_metrics *m);
-
-/* Records one finished request. route is a static string (the route pattern,
- * or "unmatched"). Thread-safe. */
-void imago_metrics_observe(imago_metrics *m, const char *route, const char *method, int status,
-                           double seconds);
-
-/* Prometheus text exposition format 0.0.4 (new string, caller frees).
- * in_flight is the current number of requests being served. Thread-safe. */
-char *imago_metrics_render(imago_metrics *m, long in_flight);
+#include "auth.h"
+#include "metrics.h"
 
 /* ---- requests and responses as handlers see them (http.c) ------------------- */
 
