@@ -16,7 +16,6 @@
 #include "engine/engine.h"
 #include "index/index.h"
 #include "proto/proto.h"
-#include "server.h"
 
 /* ---- thumbnails (thumb.c) -------------------------------------------------- */
 
@@ -147,18 +146,6 @@ int imago_jobs_submit_pass(imago_jobs *j, const char *kind, const char *params_j
                            int64_t *job_id, imago_error *err);
 
 /* ---- the whitening jobs (whitening.c) ------------------------------------------ */
-
-/* The index of the request's slot when READY (else NULL, resp filled with 503
- * not_ready) and its jobs runner (NULL, resp filled, when stopped)
- * (http_index.c). */
-imago_index *imago_index_slot_need_index(imago_http_request *r, imago_http_response *resp);
-imago_jobs *imago_index_slot_need_jobs(imago_http_request *r, imago_http_response *resp);
-/* Fills resp with 202 {"job_id": id} and its Location (http_index.c). */
-int imago_route_job_accepted(imago_http_response *resp, int64_t id);
-/* The /v1/info description of a collection's whitening from its stats
- * (NULL, out untouched, when it has none). */
-const imago_whitening_desc *imago_whitening_desc_of(const imago_index_stats *st,
-                                                    imago_whitening_desc *out);
 
 #define IMAGO_JOB_KIND_WHITEN "whitening"
 #define IMAGO_JOB_KIND_UNWHITEN "whitening_remove"
