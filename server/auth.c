@@ -1,7 +1,7 @@
 /* Bearer-token authentication: the admin token (configured, or generated on
  * first start and kept 0600 in the data dir) and the optional search token,
  * compared in constant time. */
-#include "server.h"
+#include "auth.h"
 
 #include <errno.h>
 #include <fcntl.h>

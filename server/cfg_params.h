@@ -1,5 +1,5 @@
 /* Engine, batcher and index parameters built from the config: the one
- * translation used by `imago serve` (http_engine.c, http_index.c) and by the
+ * translation used by `imago serve` (engine_slot.c, index_slot.c) and by the
  * offline stack of `imago index` / `imago search` (cmd_index.c).
  */
 #ifndef IMAGO_SERVER_CFG_PARAMS_H

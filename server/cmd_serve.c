@@ -1,5 +1,5 @@
 /* `imago serve`: loads the configuration and runs the HTTP server
- * (server/http.c) until SIGTERM/SIGINT; --dump-config prints the effective
+ * (server/server.c) until SIGTERM/SIGINT; --dump-config prints the effective
  * configuration instead. */
 #include "cli.h"
 #include "server.h"
@@ -79,11 +79,13 @@ int imago_cmd_serve(int argc, char **argv)
         goto out;
     }
     {
-        /* The HTTP core (server/http.c) listens at once; the model loads in
-         * the background, then the index opens (http_index.c) and the jobs
-         * runner resumes unfinished jobs (/readyz is 503 until both are
-         * ready). A store built with another model stops the server with
-         * the message. Shutdown stops the jobs, drains, snapshots. */
+        /* The HTTP transport (server/http.c) listens at once; the model
+         * loads in the background (engine_slot.c), then the index opens
+         * (index_slot.c) and the jobs runner resumes unfinished jobs
+         * (/readyz is 503 until both are ready). A store built with another
+         * model stops the server with the message. Shutdown drains the
+         * requests, stops the jobs and the batcher, snapshots the index
+         * (server.c). */
         imago_server *srv = NULL;
         imago_error err = {0};
         if (imago_server_open(cfg, &srv, &err) != 0 || imago_server_start_engine(srv, &err) != 0) {

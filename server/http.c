@@ -1,7 +1,8 @@
-/* The HTTP core on libmicrohttpd: daemon setup (listen address, port 0,
+/* The HTTP transport on libmicrohttpd: daemon setup (listen address, port 0,
  * TLS, thread pool on epoll, suspend/resume), the request lifecycle, body
- * accumulation under per-route limits, responses, the access log and the
- * graceful shutdown.
+ * accumulation under per-route limits, responses and the access log. It
+ * serves the route table it is given and hands the handlers an opaque
+ * application pointer (http.h); the server's lifetime is server.c.
  *
  * DESIGN: request lifecycle (one imago_http_request per HTTP request, in
  * MHD's *con_cls):
@@ -17,41 +18,33 @@
  *      any thread stores the response and resumes it; MHD calls us again
  *      and the stored response is queued.
  *   4. completion callback: metrics, access log, free.
- * in_flight counts requests between 1 and 4; shutdown stops accepting and
- * waits for it to reach zero (bounded).
+ * in_flight counts requests between 1 and 4; the graceful shutdown
+ * (server.c) quiesces the daemon and waits for it to reach zero (bounded).
  */
-#include "server.h"
+#include "http.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "imago_build.h"
 
-struct imago_server {
+struct imago_http {
     const imago_config *cfg;
-    imago_auth auth;
+    const imago_route *routes;
+    int n_routes;
+    const imago_auth *auth;
     imago_metrics *metrics;
+    void *app;
     struct MHD_Daemon *daemon;
+    MHD_socket quiesced_fd; /* the listen socket after imago_http_quiesce */
     int port;
     atomic_long in_flight;
-    atomic_int load_failed;
-    /* set by the main thread while the HTTP workers already answer /readyz:
-     * atomic, so a worker that sees the pointer sees the slot it points to */
-    _Atomic(imago_engine_slot *) slot;
-    _Atomic(imago_index_slot *) islot;
-    atomic_int index_failed;
-    int stop_pipe[2];
     char *tls_cert, *tls_key;
 };
 
@@ -64,7 +57,7 @@ enum req_state {
 };
 
 struct imago_http_request {
-    imago_server *srv;
+    imago_http *h;
     struct MHD_Connection *conn;
     int64_t t0_us;
     char method[16];
@@ -92,9 +85,9 @@ const char *imago_http_path(const imago_http_request *r)
 {
     return r->path;
 }
-imago_server *imago_http_server(const imago_http_request *r)
+void *imago_http_app(const imago_http_request *r)
 {
-    return r->srv;
+    return r->h->app;
 }
 
 const char *imago_http_header(const imago_http_request *r, const char *name)
@@ -144,43 +137,6 @@ int imago_http_query_each(const imago_http_request *r, imago_query_cb cb, void *
 
 /* ---- responses ------------------------------------------------------------ */
 
-void imago_http_json(imago_http_response *resp, int status, char *json)
-{
-    resp->status = status;
-    resp->content_type = "application/json";
-    free(resp->body);
-    resp->body = json;
-    resp->body_len = json ? strlen(json) : 0;
-}
-
-void imago_http_error(imago_http_response *resp, imago_api_error code, const char *message)
-{
-    imago_http_json(resp, imago_api_error_status(code), imago_api_error_body(code, message));
-    resp->api_error = imago_api_error_name(code);
-    if (imago_api_error_retry_after(code))
-        resp->retry_after_s = 1;
-    if (code == IMAGO_API_UNAUTHORIZED)
-        resp->www_authenticate = 1;
-}
-
-int imago_http_fail(imago_http_response *resp, imago_api_error code, const char *message)
-{
-    imago_http_error(resp, code, message);
-    return IMAGO_HTTP_DONE;
-}
-
-int imago_http_fail_code(imago_http_response *resp, const imago_error *err, imago_api_context ctx)
-{
-    return imago_http_fail(resp, imago_api_error_from_code(err->code, ctx), err->msg);
-}
-
-static void response_clear(imago_http_response *resp)
-{
-    free(resp->body);
-    free(resp->location);
-    memset(resp, 0, sizeof *resp);
-}
-
 /* Queues resp on the connection (takes its owned buffers). */
 static enum MHD_Result send_response(imago_http_request *r, imago_http_response *resp)
 {
@@ -193,7 +149,7 @@ static enum MHD_Result send_response(imago_http_request *r, imago_http_response 
         mr = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     }
     if (!mr) {
-        response_clear(resp);
+        imago_http_response_clear(resp);
         return MHD_NO;
     }
     if (resp->content_type)
@@ -209,7 +165,7 @@ static enum MHD_Result send_response(imago_http_request *r, imago_http_response 
         MHD_add_response_header(mr, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"imago\"");
     if (resp->location)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_LOCATION, resp->location);
-    const char *cors = r->srv->cfg->server.cors_origin;
+    const char *cors = r->h->cfg->server.cors_origin;
     if (cors && cors[0]) {
         MHD_add_response_header(mr, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, cors);
         MHD_add_response_header(mr, "Vary", "Origin");
@@ -228,7 +184,7 @@ static enum MHD_Result send_response(imago_http_request *r, imago_http_response 
     r->api_error = resp->api_error;
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)resp->status, mr);
     MHD_destroy_response(mr);
-    response_clear(resp);
+    imago_http_response_clear(resp);
     atomic_store(&r->state, REQ_SENT);
     return ret;
 }
@@ -297,7 +253,7 @@ static void request_free(imago_http_request *r)
     for (int i = 0; i < IMAGO_ROUTE_MAX_PARAMS; i++)
         free(r->params[i]);
     free(r->body);
-    response_clear(&r->stored);
+    imago_http_response_clear(&r->stored);
     free(r);
 }
 
@@ -349,31 +305,6 @@ static conn_ctx *conn_ctx_of(struct MHD_Connection *c)
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     return ci ? ci->socket_context : NULL;
-}
-
-static int hexval(char c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
-/* Whether the raw path (up to '?' or the end) holds, raw or %-encoded, a
- * byte below 0x20 or 0x7f. libmicrohttpd hands the handler the decoded path
- * as a C string, where a %00 would silently cut it short. */
-int imago_http_raw_path_bad(const char *uri)
-{
-    for (const char *p = uri; *p && *p != '?'; p++) {
-        unsigned v = (unsigned char)*p;
-        if (*p == '%' && hexval(p[1]) >= 0 && hexval(p[2]) >= 0) {
-            v = (unsigned)(hexval(p[1]) * 16 + hexval(p[2]));
-            p += 2;
-        }
-        if (v < 0x20 || v == 0x7f)
-            return 1;
-    }
-    return 0;
 }
 
 /* MHD_OPTION_URI_LOG_CALLBACK: sees the request line's URI before it is
@@ -439,7 +370,7 @@ static enum MHD_Result first_call(imago_http_request *r, const char *url)
                            "the request path holds a NUL or control character");
     }
 
-    imago_server *s = r->srv;
+    imago_http *s = r->h;
     const char *pstart[IMAGO_ROUTE_MAX_PARAMS] = {0};
     size_t plen[IMAGO_ROUTE_MAX_PARAMS] = {0};
     int known = 0;
@@ -449,7 +380,8 @@ static enum MHD_Result first_call(imago_http_request *r, const char *url)
     const char *cors = s->cfg->server.cors_origin;
     if (strcmp(r->method, "OPTIONS") == 0 && cors && cors[0]) {
         const imago_route *any =
-            imago_route_find("GET", url, pstart, plen, &known, resp.allow, sizeof resp.allow);
+            imago_http_route_match(s->routes, s->n_routes, "GET", url, pstart, plen, &known,
+                                   resp.allow, sizeof resp.allow);
         if (any || known) {
             struct MHD_Response *mr =
                 MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
@@ -469,8 +401,8 @@ static enum MHD_Result first_call(imago_http_request *r, const char *url)
         }
     }
 
-    r->route =
-        imago_route_find(r->method, url, pstart, plen, &known, resp.allow, sizeof resp.allow);
+    r->route = imago_http_route_match(s->routes, s->n_routes, r->method, url, pstart, plen, &known,
+                                      resp.allow, sizeof resp.allow);
     if (!r->route) {
         if (known) {
             imago_http_error(&resp, IMAGO_API_METHOD_NOT_ALLOWED, NULL);
@@ -492,7 +424,7 @@ static enum MHD_Result first_call(imago_http_request *r, const char *url)
         r->params[i][plen[i]] = '\0';
     }
 
-    imago_api_error a = imago_auth_check(&s->auth, r->route->auth,
+    imago_api_error a = imago_auth_check(s->auth, r->route->auth,
                                          imago_http_header(r, MHD_HTTP_HEADER_AUTHORIZATION));
     if (a != IMAGO_API_OK)
         return early_error(r, a,
@@ -594,7 +526,7 @@ static void overflow_reply(imago_http_request *r, const char *msg)
     r->status = 413;
     r->api_error = imago_api_error_name(IMAGO_API_PAYLOAD_TOO_LARGE);
     atomic_store(&r->state, REQ_SENT);
-    if (r->srv->cfg->server.tls_cert && r->srv->cfg->server.tls_cert[0])
+    if (r->h->cfg->server.tls_cert && r->h->cfg->server.tls_cert[0])
         return;
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -623,11 +555,11 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
                                       void **con_cls)
 {
     (void)version;
-    imago_server *s = cls;
+    imago_http *s = cls;
     imago_http_request *r = *con_cls;
     if (!r) {
         r = imago_xcalloc(1, sizeof *r);
-        r->srv = s;
+        r->h = s;
         r->conn = conn;
         r->t0_us = imago_now_us();
         snprintf(r->method, sizeof r->method, "%s", method);
@@ -672,7 +604,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     if (hr == IMAGO_HTTP_DEFERRED)
         return MHD_YES;
     if (resp.status == 0) {
-        response_clear(&resp);
+        imago_http_response_clear(&resp);
         return send_error(r, IMAGO_API_INTERNAL, "handler produced no response");
     }
     return send_response(r, &resp);
@@ -694,34 +626,10 @@ static void client_addr(struct MHD_Connection *c, char *buf, size_t cap)
                   (socklen_t)cap);
 }
 
-char *imago_http_log_escape(const char *s, char *out, size_t cap)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    if (cap == 0)
-        return out;
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        int esc = *p < 0x20 || *p == 0x7f || *p == '"' || *p == '\\';
-        size_t need = esc ? 4 : 1;
-        if (o + need >= cap)
-            break;
-        if (esc) {
-            out[o++] = '\\';
-            out[o++] = 'x';
-            out[o++] = hex[*p >> 4];
-            out[o++] = hex[*p & 15];
-        } else {
-            out[o++] = (char)*p;
-        }
-    }
-    out[o] = '\0';
-    return out;
-}
-
 static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                       enum MHD_RequestTerminationCode toe)
 {
-    imago_server *s = cls;
+    imago_http *s = cls;
     imago_http_request *r = *con_cls;
     if (!r)
         return;
@@ -758,113 +666,25 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     IMAGO_WARN("http", "libmicrohttpd: %s", msg);
 }
 
-/* ---- server lifetime ------------------------------------------------------- */
 
-static int read_file(const char *path, char **out, imago_error *err)
+/* ---- the daemon ------------------------------------------------------------- */
+
+int imago_http_open(const imago_config *cfg, const imago_route *routes, int n_routes,
+                    const imago_auth *auth, imago_metrics *metrics, void *app, imago_http **out,
+                    imago_error *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return imago_error_set(err, IMAGO_ERR_IO, "opening %s: %s", path, strerror(errno));
-    size_t cap = 4096, n = 0;
-    char *buf = imago_xmalloc(cap);
-    for (;;) {
-        if (n + 1 >= cap) {
-            if (cap > (1u << 20)) {
-                fclose(f);
-                free(buf);
-                return imago_error_set(err, IMAGO_ERR_IO, "%s: larger than 1 MiB", path);
-            }
-            cap *= 2;
-            buf = imago_xrealloc(buf, cap);
-        }
-        size_t got = fread(buf + n, 1, cap - n - 1, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return imago_error_set(err, IMAGO_ERR_IO, "reading %s failed", path);
-    }
-    buf[n] = '\0';
-    *out = buf;
-    return 0;
-}
-
-static int listen_addr(const char *listen, int port, struct sockaddr_storage *ss, int *v6,
-                       imago_error *err)
-{
-    memset(ss, 0, sizeof *ss);
-    const char *host = listen;
-    char buf[64];
-    size_t n = strlen(listen);
-    if (n >= 2 && listen[0] == '[' && listen[n - 1] == ']' && n - 2 < sizeof buf) {
-        memcpy(buf, listen + 1, n - 2);
-        buf[n - 2] = '\0';
-        host = buf;
-    }
-    if (strcmp(host, "localhost") == 0)
-        host = "127.0.0.1";
-    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons((uint16_t)port);
-        *v6 = 0;
-        return 0;
-    }
-    if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons((uint16_t)port);
-        *v6 = 1;
-        return 0;
-    }
-    return imago_error_set(err, IMAGO_ERR_INVALID,
-                           "server.listen: \"%s\" is not an IPv4/IPv6 address or localhost",
-                           listen);
-}
-
-static imago_server *volatile signal_target;
-static struct sigaction old_term, old_int;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    imago_server *s = signal_target;
-    if (s)
-        imago_server_stop(s);
-}
-
-int imago_server_open(const imago_config *cfg, imago_server **out, imago_error *err)
-{
-    imago_server *s = imago_xcalloc(1, sizeof *s);
+    imago_http *s = imago_xcalloc(1, sizeof *s);
     s->cfg = cfg;
-    s->stop_pipe[0] = s->stop_pipe[1] = -1;
+    s->routes = routes;
+    s->n_routes = n_routes;
+    s->auth = auth;
+    s->metrics = metrics;
+    s->app = app;
+    s->quiesced_fd = MHD_INVALID_SOCKET;
     atomic_init(&s->in_flight, 0);
-    atomic_init(&s->load_failed, 0);
-    int rc = imago_auth_init(&s->auth, cfg, err);
-    if (rc)
-        goto fail;
-    s->metrics = imago_metrics_new();
-    if (pipe2(s->stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
-        rc = imago_error_set(err, IMAGO_ERR_IO, "pipe: %s", strerror(errno));
-        goto fail;
-    }
-    /* SIGTERM/SIGINT only wake run(); installed before the daemon starts so
-     * a signal that arrives before run() is not lost or fatal */
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    signal_target = s;
-    sigaction(SIGTERM, &sa, &old_term);
-    sigaction(SIGINT, &sa, &old_int);
-    signal(SIGPIPE, SIG_IGN);
     struct sockaddr_storage ss;
     int v6 = 0;
-    rc = listen_addr(cfg->server.listen, cfg->server.port, &ss, &v6, err);
+    int rc = imago_http_listen_addr(cfg->server.listen, cfg->server.port, &ss, &v6, err);
     if (rc)
         goto fail;
 
@@ -878,14 +698,14 @@ int imago_server_open(const imago_config *cfg, imago_server **out, imago_error *
     int tls = cfg->server.tls_cert[0] && cfg->server.tls_key[0];
     if (tls) {
 #if IMAGO_HAVE_TLS
-        rc = read_file(cfg->server.tls_cert, &s->tls_cert, err);
+        rc = imago_http_read_file(cfg->server.tls_cert, &s->tls_cert, err);
         if (rc == 0)
-            rc = read_file(cfg->server.tls_key, &s->tls_key, err);
+            rc = imago_http_read_file(cfg->server.tls_key, &s->tls_key, err);
         if (rc)
             goto fail;
         flags |= MHD_USE_TLS;
 #else
-        (void)read_file;
+        (void)imago_http_read_file;
         rc = imago_error_set(err, IMAGO_ERR_UNSUPPORTED,
                              "server.tls_cert: this libmicrohttpd was built without TLS");
         goto fail;
@@ -935,164 +755,34 @@ int imago_server_open(const imago_config *cfg, imago_server **out, imago_error *
     *out = s;
     return 0;
 fail:
-    imago_server_free(s);
+    imago_http_free(s);
     return rc;
 }
 
-int imago_server_port(const imago_server *s)
+int imago_http_port(const imago_http *h)
 {
-    return s->port;
-}
-const imago_config *imago_server_config(const imago_server *s)
-{
-    return s->cfg;
-}
-const imago_auth *imago_server_auth(const imago_server *s)
-{
-    return &s->auth;
-}
-imago_metrics *imago_server_metrics(const imago_server *s)
-{
-    return s->metrics;
-}
-long imago_server_in_flight(const imago_server *s)
-{
-    return atomic_load(&((imago_server *)s)->in_flight);
-}
-int imago_server_ready(const imago_server *s)
-{
-    return imago_engine_slot_state(s->slot, NULL) == IMAGO_SLOT_READY &&
-           imago_index_slot_state(s->islot, NULL) == IMAGO_SLOT_READY;
+    return h->port;
 }
 
-imago_index_slot *imago_server_index(const imago_server *s)
+long imago_http_in_flight(const imago_http *h)
 {
-    return s->islot;
+    return atomic_load(&((imago_http *)h)->in_flight);
 }
 
-static void on_index_failed(void *ctx)
+void imago_http_quiesce(imago_http *h)
 {
-    imago_server *s = ctx;
-    atomic_store(&s->index_failed, 1);
-    imago_server_stop(s);
+    h->quiesced_fd = MHD_quiesce_daemon(h->daemon);
 }
 
-imago_engine_slot *imago_server_engine(const imago_server *s)
+void imago_http_free(imago_http *h)
 {
-    return s->slot;
-}
-
-static void on_load_failed(void *ctx)
-{
-    imago_server *s = ctx;
-    atomic_store(&s->load_failed, 1);
-    imago_server_stop(s);
-}
-
-int imago_server_start_engine(imago_server *s, imago_error *err)
-{
-    if (s->slot)
-        return 0;
-    imago_engine_slot *slot = NULL;
-    imago_index_slot *islot = NULL;
-    int rc = imago_engine_slot_start(s->cfg, on_load_failed, s, &slot, err);
-    if (rc != 0)
-        return rc;
-    atomic_store_explicit(&s->slot, slot, memory_order_release);
-    rc = imago_index_slot_start(s->cfg, slot, on_index_failed, s, &islot, err);
-    if (rc == 0)
-        atomic_store_explicit(&s->islot, islot, memory_order_release);
-    return rc;
-}
-
-void imago_server_stop(imago_server *s)
-{
-    int saved = errno;
-    char c = 1;
-    if (s->stop_pipe[1] >= 0 && write(s->stop_pipe[1], &c, 1) < 0) {
-        /* full pipe: a stop is already pending */
-    }
-    errno = saved;
-}
-
-int imago_server_run(imago_server *s, int drain_s, imago_error *err)
-{
-
-    struct pollfd pfd = {.fd = s->stop_pipe[0], .events = POLLIN};
-    for (;;) {
-        int n = poll(&pfd, 1, -1);
-        if (n > 0)
-            break;
-        if (n < 0 && errno != EINTR)
-            break;
-    }
-    IMAGO_INFO("http", "shutting down: no new connections, draining %ld request%s in flight",
-               imago_server_in_flight(s), imago_server_in_flight(s) == 1 ? "" : "s");
-    MHD_socket lfd = MHD_quiesce_daemon(s->daemon);
-    int64_t deadline = imago_now_us() + (int64_t)drain_s * 1000000;
-    while (imago_server_in_flight(s) > 0 && imago_now_us() < deadline) {
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    long left = imago_server_in_flight(s);
-    if (left > 0)
-        IMAGO_WARN("http", "%ld request%s still in flight after %d s: cancelling them", left,
-                   left == 1 ? "" : "s", drain_s);
-    /* the jobs runner first: its items in flight finish through the
-     * batcher, the rest stay pending for the next start */
-    imago_index_slot_stop_jobs(s->islot);
-    /* cancelled images get their callbacks (503) and resume their
-     * connections: none may stay suspended when the daemon stops */
-    imago_engine_slot_close(s->slot, 0);
-    deadline = imago_now_us() + 2000000;
-    while (imago_server_in_flight(s) > 0 && imago_now_us() < deadline) {
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    MHD_stop_daemon(s->daemon);
-    s->daemon = NULL;
-    if (lfd != MHD_INVALID_SOCKET)
-        close(lfd);
-    /* graceful shutdown snapshots the index (docs/architecture.md, where the rules live) */
-    char index_msg[IMAGO_ERROR_MSG_MAX];
-    const char *imsg = NULL;
-    imago_index_slot_state(s->islot, &imsg);
-    snprintf(index_msg, sizeof index_msg, "%s", imsg ? imsg : "the index failed to open");
-    imago_index_slot_free(s->islot);
-    s->islot = NULL;
-    IMAGO_INFO("http", "stopped");
-    if (atomic_load(&s->index_failed))
-        return imago_error_set(err, IMAGO_ERR_BACKEND, "%s", index_msg);
-    if (atomic_load(&s->load_failed)) {
-        const char *msg = NULL;
-        imago_engine_slot_state(s->slot, &msg);
-        return imago_error_set(err, IMAGO_ERR_BACKEND, "%s", msg ? msg : "model failed to load");
-    }
-    return 0;
-}
-
-void imago_server_free(imago_server *s)
-{
-    if (!s)
+    if (!h)
         return;
-    if (s->daemon) {
-        imago_index_slot_stop_jobs(s->islot);
-        imago_engine_slot_close(s->slot, 0);
-        MHD_stop_daemon(s->daemon);
-    }
-    imago_index_slot_free(s->islot);
-    imago_engine_slot_free(s->slot);
-    if (signal_target == s) {
-        signal_target = NULL;
-        sigaction(SIGTERM, &old_term, NULL);
-        sigaction(SIGINT, &old_int, NULL);
-    }
-    if (s->stop_pipe[0] >= 0)
-        close(s->stop_pipe[0]);
-    if (s->stop_pipe[1] >= 0)
-        close(s->stop_pipe[1]);
-    imago_metrics_free(s->metrics);
-    free(s->tls_cert);
-    free(s->tls_key);
-    free(s);
+    if (h->daemon)
+        MHD_stop_daemon(h->daemon);
+    if (h->quiesced_fd != MHD_INVALID_SOCKET)
+        close(h->quiesced_fd);
+    free(h->tls_cert);
+    free(h->tls_key);
+    free(h);
 }

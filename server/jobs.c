@@ -1,4 +1,5 @@
-/* The bulk-ingest jobs runner and the one-image ingest path.
+/* The bulk-ingest jobs runner (the one-image ingest path and the
+ * confinement of paths it uses are ingest.c).
  *
  * DESIGN: a job lives in the store (jobs + job_items rows: the source of
  * truth, so a crash loses nothing); this runner only drives it. A job goes
@@ -24,7 +25,6 @@
  */
 #include "jobs.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -40,97 +40,6 @@
 #include "proto/proto.h"
 
 #define MAX_FILE_BYTES_DEFAULT (64u << 20)
-/* one manifest line: a path, an external id and up to 64 KiB of metadata */
-#define MANIFEST_LINE_MAX (128 * 1024)
-
-/* ---- one image ------------------------------------------------------------------ */
-
-static void sleep_us(long us)
-{
-    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
-    nanosleep(&ts, NULL);
-}
-
-int imago_ingest_image(imago_batcher *b, imago_index *ix, const imago_ingest_one *in,
-                       imago_ingest_result *out, imago_error *err)
-{
-    uint8_t digest[32];
-    char hex[65];
-    imago_sha256(in->bytes, in->len, digest);
-    imago_sha256_hex(digest, hex);
-    char ext_buf[80];
-    const char *ext = in->external_id;
-    if (!ext) {
-        snprintf(ext_buf, sizeof ext_buf, "sha256:%s", hex);
-        ext = ext_buf;
-    }
-    imago_ingest_result res = {0, 0, 0};
-    imago_image_info *old = NULL;
-    imago_error e2;
-    imago_error_clear(&e2);
-    if (imago_index_get_by_external(ix, ext, &old, &e2) == 0) {
-        if (old->sha256 && strcmp(old->sha256, hex) == 0) {
-            res.id = old->id;
-            res.unchanged = 1;
-            imago_image_info_free(old);
-            *out = res;
-            return 0;
-        }
-        res.replaced = 1;
-        imago_image_info_free(old);
-    }
-
-    int dim = imago_batcher_dim(b);
-    float *vec = imago_xcalloc((size_t)dim, sizeof *vec);
-    int rc;
-    long backoff = 1000;
-    for (;;) {
-        rc = imago_batcher_embed_sync(b, in->bytes, in->len, NULL, vec, NULL, err);
-        if (rc != IMAGO_ERR_BUSY || !in->retry_busy)
-            break;
-        if (in->stop && atomic_load(in->stop)) {
-            rc = imago_error_set(err, IMAGO_ERR_CANCELLED, "stopped while waiting for the engine");
-            break;
-        }
-        /* backpressure: the batcher is full; wait for it, never drop */
-        sleep_us(backoff);
-        if (backoff < 50000)
-            backoff *= 2;
-    }
-    if (rc != 0) {
-        free(vec);
-        return rc;
-    }
-    int w = 0, h = 0;
-    imago_image_format fmt;
-    imago_image_probe(in->bytes, in->len, &fmt, &w, &h, NULL);
-    imago_decode_params limits;
-    imago_batcher_decode_params(b, &limits);
-    void *thumb = NULL;
-    size_t thumb_len = 0;
-    imago_error terr;
-    imago_error_clear(&terr);
-    if (imago_thumb_make(in->bytes, in->len, &limits, IMAGO_THUMB_MAX_SIDE, &thumb, &thumb_len,
-                         &terr) != 0)
-        IMAGO_WARN("ingest", "%s: no thumbnail: %s", ext, terr.msg);
-    imago_index_item item;
-    memset(&item, 0, sizeof item);
-    item.external_id = ext;
-    item.sha256 = hex;
-    item.uri = in->uri;
-    item.width = w;
-    item.height = h;
-    item.metadata_json = in->metadata_json;
-    item.thumbnail = thumb;
-    item.thumbnail_len = thumb_len;
-    item.vector = vec;
-    rc = imago_index_add(ix, &item, 1, &res.id, err);
-    free(thumb);
-    free(vec);
-    if (rc == 0)
-        *out = res;
-    return rc;
-}
 
 /* ---- the runner ------------------------------------------------------------------- */
 
@@ -197,123 +106,6 @@ static void dequeue(imago_jobs *j, job_rt *r)
     }
 }
 
-/* Whether real path p is root or below it. */
-static int below(const char *p, const char *root)
-{
-    size_t n = strlen(root);
-    if (n == 1 && root[0] == '/')
-        return 1;
-    return strncmp(p, root, n) == 0 && (p[n] == '\0' || p[n] == '/');
-}
-
-/* The real path of the root that holds real path p, into root_out; 0 or
- * IMAGO_ERR_AUTH. */
-static int root_of(const imago_config_strlist *roots, const char *p, char *root_out,
-                   imago_error *err)
-{
-    if (!roots || roots->n == 0)
-        return imago_error_set(err, IMAGO_ERR_AUTH,
-                               "no ingest.roots are configured: bulk jobs are refused");
-    for (int i = 0; i < roots->n; i++) {
-        char rr[PATH_MAX];
-        if (!realpath(roots->items[i], rr))
-            continue;
-        if (below(p, rr)) {
-            snprintf(root_out, PATH_MAX, "%s", rr);
-            return 0;
-        }
-    }
-    return imago_error_set(err, IMAGO_ERR_AUTH, "%s is outside ingest.roots", p);
-}
-
-/* Confines an absolute path to the ingest roots without revealing what
- * exists outside them. The path is resolved as far as it exists (the real
- * path of its deepest existing ancestor, then the rest as written, which may
- * not hold a ".." component), and that is checked against the roots. Outside
- * the roots, existing or not, the answer is the same IMAGO_ERR_AUTH naming
- * the path as given; inside them, a path that does not exist is
- * missing_code. On success real_out is the real path and root_out the real
- * path of its root. */
-int imago_ingest_confine(const imago_config_strlist *roots, const char *path, int missing_code,
-                         char *real_out, char *root_out, imago_error *err)
-{
-    imago_error quiet;
-    if (!roots || roots->n == 0)
-        return root_of(roots, path, root_out, err); /* "no ingest.roots are configured" */
-    if (path[0] != '/' || strlen(path) >= PATH_MAX)
-        return imago_error_set(err, IMAGO_ERR_AUTH, "%s is outside ingest.roots", path);
-    if (realpath(path, real_out)) {
-        if (root_of(roots, real_out, root_out, &quiet) != 0)
-            return imago_error_set(err, IMAGO_ERR_AUTH, "%s is outside ingest.roots", path);
-        return 0;
-    }
-    int why = errno;
-    char head[PATH_MAX];
-    snprintf(head, sizeof head, "%s", path);
-    const char *rest = path; /* set by the loop below */
-    char real[PATH_MAX];
-    for (;;) {
-        char *slash = strrchr(head, '/');
-        if (!slash)
-            return imago_error_set(err, IMAGO_ERR_AUTH, "%s is outside ingest.roots", path);
-        *slash = '\0';
-        rest = path + (slash - head) + 1;
-        if (realpath(head[0] ? head : "/", real))
-            break;
-    }
-    /* the first missing component may be a dangling symlink: where it points
-     * is not to be told, so it is outside */
-    char first[PATH_MAX];
-    size_t fl = strcspn(rest, "/");
-    struct stat lst;
-    size_t hl = strlen(head);
-    int fits = hl + 1 + fl < sizeof first;
-    if (fits) {
-        memcpy(first, head, hl);
-        first[hl] = '/';
-        memcpy(first + hl + 1, rest, fl);
-        first[hl + 1 + fl] = '\0';
-    }
-    if (fits && lstat(first, &lst) == 0 && S_ISLNK(lst.st_mode))
-        return imago_error_set(err, IMAGO_ERR_AUTH, "%s is outside ingest.roots", path);
-    /* the part that does not exist is taken as written: no ".." in it */
-    for (const char *c = rest; c && *c;) {
-        const char *e = strchr(c, '/');
-        size_t n = e ? (size_t)(e - c) : strlen(c);
-        if (n == 2 && c[0] == '.' && c[1] == '.')
-            return imago_error_set(err, IMAGO_ERR_AUTH, "%s is outside ingest.roots", path);
-        c = e ? e + 1 : c + n;
-    }
-    size_t rl = strlen(real);
-    int pl = snprintf(real_out, PATH_MAX, "%s%s%s", real, rl && real[rl - 1] == '/' ? "" : "/",
-                      rest);
-    if (pl < 0 || pl >= PATH_MAX || root_of(roots, real_out, root_out, &quiet) != 0)
-        return imago_error_set(err, IMAGO_ERR_AUTH, "%s is outside ingest.roots", path);
-    return imago_error_set(err, missing_code, "%s: %s", path, strerror(why));
-}
-
-/* Opens a confined path for reading without ever blocking: O_NONBLOCK, so
- * a FIFO or a device cannot hang the thread, then fstat on the open file
- * (no race with the check) and only a regular file is accepted. Returns the
- * fd (>= 0) or a negative code. */
-int imago_ingest_open_regular(const char *shown, const char *real, struct stat *st,
-                              imago_error *err)
-{
-    int fd = open(real, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return imago_error_set(err, errno == ENOENT ? IMAGO_ERR_NOT_FOUND : IMAGO_ERR_IO,
-                               "%s: %s", shown, strerror(errno));
-    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
-        close(fd);
-        return imago_error_set(err, IMAGO_ERR_UNSUPPORTED, "%s is not a regular file", shown);
-    }
-    /* a regular file: blocking reads from here on */
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0)
-        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-    return fd;
-}
-
 /* Reads exactly n bytes; 0 or -1. */
 static int read_all(int fd, uint8_t *buf, size_t n)
 {
@@ -326,24 +118,6 @@ static int read_all(int fd, uint8_t *buf, size_t n)
         buf += got;
         n -= (size_t)got;
     }
-    return 0;
-}
-
-/* Resolves a source path (symlinks, ..), confines it to the roots and checks
- * its type. */
-static int resolve_source(const imago_config_strlist *roots, const char *path, int want_dir,
-                          char *real_out, char *root_out, imago_error *err)
-{
-    int rc = imago_ingest_confine(roots, path, IMAGO_ERR_UNSUPPORTED, real_out, root_out, err);
-    if (rc != 0)
-        return rc;
-    struct stat st;
-    if (stat(real_out, &st) != 0)
-        return imago_error_set(err, IMAGO_ERR_UNSUPPORTED, "%s: %s", path, strerror(errno));
-    if (want_dir && !S_ISDIR(st.st_mode))
-        return imago_error_set(err, IMAGO_ERR_UNSUPPORTED, "%s is not a directory", path);
-    if (!want_dir && !S_ISREG(st.st_mode))
-        return imago_error_set(err, IMAGO_ERR_UNSUPPORTED, "%s is not a regular file", path);
     return 0;
 }
 
@@ -388,7 +162,7 @@ int imago_jobs_submit_ingest(imago_jobs *j, const char *source, int is_manifest,
                              imago_error *err)
 {
     char real[PATH_MAX], root[PATH_MAX];
-    int rc = resolve_source(j->roots, source, !is_manifest, real, root, err);
+    int rc = imago_ingest_resolve_source(j->roots, source, !is_manifest, real, root, err);
     if (rc != 0)
         return rc;
     /* the params are a job request the runner parses back (proto) */
@@ -460,188 +234,6 @@ int imago_jobs_submit_pass(imago_jobs *j, const char *kind, const char *params_j
     return 0;
 }
 
-/* ---- listing ----------------------------------------------------------------------- */
-
-typedef struct list {
-    char **src, **ext;
-    size_t n, cap;
-} list;
-
-static void list_add(list *l, char *src, char *ext)
-{
-    if (l->n == l->cap) {
-        l->cap = l->cap ? 2 * l->cap : 256;
-        l->src = imago_xrealloc(l->src, l->cap * sizeof *l->src);
-        l->ext = imago_xrealloc(l->ext, l->cap * sizeof *l->ext);
-    }
-    l->src[l->n] = src;
-    l->ext[l->n] = ext;
-    l->n++;
-}
-
-static void list_free(list *l)
-{
-    for (size_t i = 0; i < l->n; i++) {
-        free(l->src[i]);
-        free(l->ext[i]);
-    }
-    free(l->src);
-    free(l->ext);
-}
-
-static int has_ext(const char *name, const imago_job_request *req, const imago_config *cfg)
-{
-    const char *dot = strrchr(name, '.');
-    if (!dot || dot == name)
-        return 0;
-    if (req->n_extensions > 0) {
-        for (int i = 0; i < req->n_extensions; i++)
-            if (strcasecmp(dot + 1, req->extensions[i]) == 0)
-                return 1;
-        return 0;
-    }
-    for (int i = 0; i < cfg->ingest.extensions.n; i++) {
-        const char *e = cfg->ingest.extensions.items[i];
-        if (strcasecmp(dot, e) == 0 || (e[0] != '.' && strcasecmp(dot + 1, e) == 0))
-            return 1;
-    }
-    return 0;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static void list_dir(imago_jobs *j, const char *dir, const char *root, const imago_job_request *req,
-                     list *l, int depth)
-{
-    DIR *d = opendir(dir);
-    if (!d) {
-        IMAGO_WARN("jobs", "%s: %s (skipped)", dir, strerror(errno));
-        return;
-    }
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue; /* ., .., hidden files */
-        if (n == cap) {
-            cap = cap ? 2 * cap : 64;
-            names = imago_xrealloc(names, cap * sizeof *names);
-        }
-        names[n++] = imago_xstrdup(e->d_name);
-    }
-    closedir(d);
-    if (n > 1)
-        qsort(names, n, sizeof *names, cmp_str);
-    for (size_t i = 0; i < n; i++) {
-        char path[PATH_MAX], real[PATH_MAX];
-        int pl = snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        struct stat st;
-        if (pl < 0 || (size_t)pl >= sizeof path || !realpath(path, real) || stat(real, &st) != 0) {
-            free(names[i]);
-            continue;
-        }
-        /* a symlink out of the roots is not followed */
-        imago_error e2;
-        char r2[PATH_MAX];
-        if (root_of(j->roots, real, r2, &e2) != 0) {
-            IMAGO_WARN("jobs", "%s resolves outside ingest.roots (skipped)", path);
-        } else if (S_ISDIR(st.st_mode)) {
-            if (req->recursive && depth < 64)
-                list_dir(j, path, root, req, l, depth + 1);
-        } else if (S_ISREG(st.st_mode) && has_ext(names[i], req, j->cfg)) {
-            /* external id: the path relative to its ingest root */
-            list_add(l, imago_xstrdup(path), imago_xstrdup(path + strlen(root) + 1));
-        }
-        free(names[i]);
-    }
-    free(names);
-}
-
-/* Items of a manifest: "PATH\nMETADATA" sources when a line has metadata. */
-static int list_manifest(imago_jobs *j, const char *manifest, const char *root, list *l,
-                         imago_error *err)
-{
-    struct stat st;
-    int fd = imago_ingest_open_regular(manifest, manifest, &st, err);
-    if (fd < 0)
-        return fd;
-    FILE *f = fdopen(fd, "rb");
-    if (!f) {
-        close(fd);
-        return imago_error_set(err, IMAGO_ERR_IO, "%s: %s", manifest, strerror(errno));
-    }
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", manifest);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        *slash = '\0';
-    /* lines are read into a bounded buffer: a huge line is an error, not an
-     * allocation of its size */
-    char *line = imago_xmalloc(MANIFEST_LINE_MAX + 2);
-    long lineno = 0;
-    int rc = 0;
-    while (fgets(line, MANIFEST_LINE_MAX + 2, f)) {
-        lineno++;
-        size_t n = strlen(line);
-        if (n == MANIFEST_LINE_MAX + 1 && line[n - 1] != '\n') {
-            rc = imago_error_set(err, IMAGO_ERR_UNSUPPORTED, "%s line %ld: longer than %d bytes",
-                                 manifest, lineno, MANIFEST_LINE_MAX);
-            break;
-        }
-        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' '))
-            line[--n] = '\0';
-        if (n == 0)
-            continue;
-        char *p = NULL, *e = NULL, *m = NULL;
-        imago_error perr;
-        imago_error_clear(&perr);
-        if (imago_manifest_line_parse(line, (size_t)n, &p, &e, &m, &perr) != 0) {
-            rc = imago_error_set(err, IMAGO_ERR_UNSUPPORTED, "%s line %ld: %s", manifest, lineno,
-                                 perr.msg);
-            break;
-        }
-        char path[PATH_MAX];
-        int pl = p[0] == '/' ? snprintf(path, sizeof path, "%s", p)
-                             : snprintf(path, sizeof path, "%s/%s", dir, p);
-        if (pl < 0 || (size_t)pl >= sizeof path) {
-            free(p);
-            free(e);
-            free(m);
-            rc = imago_error_set(err, IMAGO_ERR_UNSUPPORTED, "%s line %ld: path too long", manifest,
-                                 lineno);
-            break;
-        }
-        char *ext = e;
-        if (!ext) {
-            char real[PATH_MAX], r2[PATH_MAX];
-            imago_error e2;
-            if (realpath(path, real) && root_of(j->roots, real, r2, &e2) == 0)
-                ext = imago_xstrdup(real + strlen(r2) + 1);
-            else
-                ext = imago_xstrdup(path);
-        }
-        char *src;
-        if (m) {
-            size_t sl = strlen(path) + strlen(m) + 2;
-            src = imago_xcalloc(1, sl);
-            snprintf(src, sl, "%s\n%s", path, m);
-        } else {
-            src = imago_xstrdup(path);
-        }
-        list_add(l, src, ext);
-        free(p);
-        free(m);
-    }
-    free(line);
-    fclose(f);
-    (void)root;
-    return rc;
-}
-
 /* Lists the items of a pending ingest job and starts it. */
 static int prepare_ingest(imago_jobs *j, int64_t id, imago_error *err)
 {
@@ -665,13 +257,14 @@ static int prepare_ingest(imago_jobs *j, int64_t id, imago_error *err)
     if (rc != 0)
         return rc;
     char real[PATH_MAX], root[PATH_MAX];
-    list l = {0};
-    rc = resolve_source(j->roots, req.path, req.kind == IMAGO_JOB_SOURCE_DIR, real, root, err);
+    imago_ingest_list l = {0};
+    rc = imago_ingest_resolve_source(j->roots, req.path, req.kind == IMAGO_JOB_SOURCE_DIR, real,
+                                     root, err);
     if (rc == 0) {
         if (req.kind == IMAGO_JOB_SOURCE_DIR)
-            list_dir(j, real, root, &req, &l, 0);
+            imago_ingest_list_dir(j->cfg, j->roots, real, root, &req, &l, 0);
         else
-            rc = list_manifest(j, real, root, &l, err);
+            rc = imago_ingest_list_manifest(j->roots, real, root, &l, err);
     }
     if (rc == 0)
         rc = imago_job_add_items(j->ix, id, (const char *const *)l.src, (const char *const *)l.ext,
@@ -680,7 +273,7 @@ static int prepare_ingest(imago_jobs *j, int64_t id, imago_error *err)
         IMAGO_INFO("jobs", "job %lld: %zu items", (long long)id, l.n);
         rc = imago_job_set_state(j->ix, id, IMAGO_JOB_RUNNING, NULL, err);
     }
-    list_free(&l);
+    imago_ingest_list_free(&l);
     imago_job_request_clear(&req);
     return rc;
 }

@@ -1,6 +1,6 @@
 /* server-private: the bulk-ingest jobs runner (jobs.c), the one-image ingest
- * path shared by POST /v1/images, the jobs and `imago index`, and thumbnails
- * (thumb.c).
+ * path shared by POST /v1/images, the jobs and `imago index` and the ingest
+ * confinement (ingest.c), and thumbnails (thumb.c).
  *
  * Thread safety: every imago_jobs_* function may be called from any thread
  * (HTTP handlers, the CLI); imago_jobs_free by the owner only, once.
@@ -15,7 +15,7 @@
 #include "config/config.h"
 #include "engine/engine.h"
 #include "index/index.h"
-#include "server.h"
+#include "proto/proto.h"
 
 /* ---- thumbnails (thumb.c) -------------------------------------------------- */
 
@@ -28,7 +28,7 @@
 int imago_thumb_make(const void *bytes, size_t len, const imago_decode_params *limits, int max_side,
                      void **jpeg, size_t *jpeg_len, imago_error *err);
 
-/* ---- one image -> the index ------------------------------------------------- */
+/* ---- one image -> the index (ingest.c) ------------------------------------------------- */
 
 typedef struct imago_ingest_one {
     const void *bytes; /* the encoded image (borrowed) */
@@ -55,7 +55,7 @@ typedef struct imago_ingest_result {
 int imago_ingest_image(imago_batcher *b, imago_index *ix, const imago_ingest_one *in,
                        imago_ingest_result *out, imago_error *err);
 
-/* ---- ingest confinement -------------------------------------------------------- */
+/* ---- ingest confinement (ingest.c) -------------------------------------------------------- */
 
 /* Confines path (absolute, as sent) to roots without revealing what exists
  * outside them: the path is resolved as far as it exists (symlinks, "..";
@@ -68,6 +68,11 @@ int imago_ingest_image(imago_batcher *b, imago_index *ix, const imago_ingest_one
 int imago_ingest_confine(const imago_config_strlist *roots, const char *path, int missing_code,
                          char *real_out, char *root_out, imago_error *err);
 
+/* The real path of the root that holds real path p into root_out (PATH_MAX
+ * bytes). Returns 0, or IMAGO_ERR_AUTH (outside every root, or no roots). */
+int imago_ingest_root_of(const imago_config_strlist *roots, const char *p, char *root_out,
+                         imago_error *err);
+
 struct stat;
 /* Opens real for reading without ever blocking (O_NONBLOCK, then fstat on the
  * open file: a FIFO or device is refused, not waited on); only a regular
@@ -76,6 +81,35 @@ struct stat;
  * closes it) with *st filled, or a negative code. */
 int imago_ingest_open_regular(const char *shown, const char *real, struct stat *st,
                               imago_error *err);
+
+/* ---- listing a job's source (jobs_list.c) ------------------------------------------------ */
+
+/* Resolves a job's source path (symlinks, ..), confines it to the roots
+ * (imago_ingest_confine; missing: IMAGO_ERR_UNSUPPORTED) and checks it is a
+ * directory (want_dir) or a regular file. real_out and root_out: PATH_MAX. */
+int imago_ingest_resolve_source(const imago_config_strlist *roots, const char *path, int want_dir,
+                                char *real_out, char *root_out, imago_error *err);
+
+/* The items of a job: sources (a path, or "PATH\nMETADATA") and external
+ * ids, both owned. */
+typedef struct imago_ingest_list {
+    char **src, **ext;
+    size_t n, cap;
+} imago_ingest_list;
+
+/* Appends the files of dir (real path, below root) to l: sorted, only
+ * regular files with req's (or cfg's) extensions, into subfolders when
+ * req->recursive (up to 64 deep), symlinks out of roots skipped. */
+void imago_ingest_list_dir(const imago_config *cfg, const imago_config_strlist *roots,
+                           const char *dir, const char *root, const imago_job_request *req,
+                           imago_ingest_list *l, int depth);
+
+/* Appends the lines of a manifest to l. Errors: those of
+ * imago_ingest_open_regular, IMAGO_ERR_UNSUPPORTED (a bad or too long line). */
+int imago_ingest_list_manifest(const imago_config_strlist *roots, const char *manifest,
+                               const char *root, imago_ingest_list *l, imago_error *err);
+
+void imago_ingest_list_free(imago_ingest_list *l);
 
 /* ---- the jobs runner ---------------------------------------------------------- */
 
@@ -112,18 +146,6 @@ int imago_jobs_submit_pass(imago_jobs *j, const char *kind, const char *params_j
                            int64_t *job_id, imago_error *err);
 
 /* ---- the whitening jobs (whitening.c) ------------------------------------------ */
-
-/* The index of the request's slot when READY (else NULL, resp filled with 503
- * not_ready) and its jobs runner (NULL, resp filled, when stopped)
- * (http_index.c). */
-imago_index *imago_index_slot_need_index(imago_http_request *r, imago_http_response *resp);
-imago_jobs *imago_index_slot_need_jobs(imago_http_request *r, imago_http_response *resp);
-/* Fills resp with 202 {"job_id": id} and its Location (http_index.c). */
-int imago_route_job_accepted(imago_http_response *resp, int64_t id);
-/* The /v1/info description of a collection's whitening from its stats
- * (NULL, out untouched, when it has none). */
-const imago_whitening_desc *imago_whitening_desc_of(const imago_index_stats *st,
-                                                    imago_whitening_desc *out);
 
 #define IMAGO_JOB_KIND_WHITEN "whitening"
 #define IMAGO_JOB_KIND_UNWHITEN "whitening_remove"

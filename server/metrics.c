@@ -1,7 +1,9 @@
 /* HTTP metrics in the Prometheus text format: request counts and latency
  * histograms by route, method and status. One mutex: a request takes it once
  * to observe, a scrape once to render; both are short. */
-#include "server.h"
+#include "metrics.h"
+
+#include "common/common.h"
 
 #include <pthread.h>
 #include <stdlib.h>

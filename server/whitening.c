@@ -1,10 +1,12 @@
 /* The collection-learned whitening in the server: the whitening jobs (a
  * reindex that learns or removes it, run by the jobs runner) and the
- * /v1/admin/whitening routes. The learning itself is index/whiten.c.
+ * /v1/admin/whitening routes (POST learns, GET describes, DELETE removes).
+ * The learning itself is index/whiten.c.
  */
+#include "app.h"
 #include "jobs.h"
-#include "server.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,18 +41,25 @@ int imago_whitening_job_run(imago_index *ix, const char *kind, const char *param
 
 /* ---- routes ------------------------------------------------------------------------ */
 
-int imago_route_whitening_learn(imago_http_request *r, imago_http_response *resp,
-                                const imago_whitening_request *wr)
+int imago_api_whitening_learn(imago_http_request *r, imago_http_response *resp)
 {
-    imago_index *ix = imago_index_slot_need_index(r, resp);
+    const char *body;
+    size_t len;
+    if (imago_app_json_body(r, resp, &body, &len))
+        return IMAGO_HTTP_DONE;
+    imago_whitening_request req;
+    const imago_whitening_request *wr = &req;
+    imago_error err;
+    imago_error_clear(&err);
+    if (imago_whitening_request_parse(body, len, &req, &err) != 0)
+        return imago_http_fail_code(resp, &err, IMAGO_API_CTX_JSON);
+    imago_index *ix = imago_app_need_index(r, resp);
     if (!ix)
         return IMAGO_HTTP_DONE;
-    imago_jobs *j = imago_index_slot_need_jobs(r, resp);
+    imago_jobs *j = imago_app_need_jobs(r, resp);
     if (!j)
         return IMAGO_HTTP_DONE;
     imago_index_stats st;
-    imago_error err;
-    imago_error_clear(&err);
     if (imago_index_stats_get(ix, &st, &err) != 0)
         return imago_http_fail(resp, IMAGO_API_INTERNAL, err.msg);
     char msg[256];
@@ -81,7 +90,7 @@ int imago_route_whitening_learn(imago_http_request *r, imago_http_response *resp
     free(params);
     if (rc != 0)
         return imago_http_fail_code(resp, &err, IMAGO_API_CTX_GENERIC);
-    return imago_route_job_accepted(resp, id);
+    return imago_app_job_accepted(resp, id);
 }
 
 const imago_whitening_desc *imago_whitening_desc_of(const imago_index_stats *st,
@@ -108,7 +117,7 @@ const imago_whitening_desc *imago_whitening_desc_of(const imago_index_stats *st,
 static imago_index *with_whitening(imago_http_request *r, imago_http_response *resp,
                                    imago_index_stats *st)
 {
-    imago_index *ix = imago_index_slot_need_index(r, resp);
+    imago_index *ix = imago_app_need_index(r, resp);
     if (!ix)
         return NULL;
     imago_error err;
@@ -126,10 +135,10 @@ static imago_index *with_whitening(imago_http_request *r, imago_http_response *r
     return ix;
 }
 
-int imago_route_whitening_get(imago_http_request *r, imago_http_response *resp)
+int imago_api_whitening_get(imago_http_request *r, imago_http_response *resp)
 {
     imago_index_stats st;
-    if (!with_whitening(r, resp, &st))
+    if (imago_app_no_query(r, resp) || !with_whitening(r, resp, &st))
         return IMAGO_HTTP_DONE;
     imago_whitening_desc wd;
     char *json = NULL;
@@ -141,12 +150,12 @@ int imago_route_whitening_get(imago_http_request *r, imago_http_response *resp)
     return IMAGO_HTTP_DONE;
 }
 
-int imago_route_whitening_remove(imago_http_request *r, imago_http_response *resp)
+int imago_api_whitening_remove(imago_http_request *r, imago_http_response *resp)
 {
     imago_index_stats st;
-    if (!with_whitening(r, resp, &st))
+    if (imago_app_no_query(r, resp) || !with_whitening(r, resp, &st))
         return IMAGO_HTTP_DONE;
-    imago_jobs *j = imago_index_slot_need_jobs(r, resp);
+    imago_jobs *j = imago_app_need_jobs(r, resp);
     if (!j)
         return IMAGO_HTTP_DONE;
     int64_t id = 0;
@@ -154,5 +163,5 @@ int imago_route_whitening_remove(imago_http_request *r, imago_http_response *res
     imago_error_clear(&err);
     if (imago_jobs_submit_pass(j, IMAGO_JOB_KIND_UNWHITEN, NULL, &id, &err) != 0)
         return imago_http_fail_code(resp, &err, IMAGO_API_CTX_GENERIC);
-    return imago_route_job_accepted(resp, id);
+    return imago_app_job_accepted(resp, id);
 }

@@ -8,7 +8,7 @@
  * before READY and read by request threads only after seeing READY. close()
  * joins the loader first, so a shutdown during the load waits for it.
  */
-#include "server.h"
+#include "app.h"
 
 #include "cfg_params.h"
 
