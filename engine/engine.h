@@ -276,7 +276,8 @@ void imago_batcher_decode_params(const imago_batcher *b, imago_decode_params *ou
 int imago_batcher_dim(const imago_batcher *b);
 
 /* Changes max_delay_us for the batches formed from now on (for an embedder
- * that tunes it while running; the server sets it once). Returns IMAGO_ERR_INVALID for a negative value. */
+ * that tunes it while running; the server sets it once). Returns
+ * IMAGO_ERR_INVALID for a negative value. */
 int imago_batcher_set_max_delay(imago_batcher *b, int64_t max_delay_us, imago_error *err);
 
 /* A consistent snapshot of the batcher's counters (for /metrics). */
