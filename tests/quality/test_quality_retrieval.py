@@ -318,7 +318,9 @@ def convert_model():
     os.makedirs(WORK, exist_ok=True)
     model = os.path.join(WORK, "mnv2-imagenet-tf_same-512.safetensors")
     if not os.path.exists(model) or os.path.getmtime(model) < os.path.getmtime(PTH):
-        tmp = model + ".tmp"
+        # the two quality tests may convert at the same time: each into its own
+        # file, then an atomic rename (both write the same model)
+        tmp = "%s.%d.tmp" % (model, os.getpid())
         r = subprocess.run([sys.executable, os.path.join(SRC, "tools", "convert.py"), PTH,
                             "--out", tmp, "--layout", "torchvision-mobilenet_v2",
                             "--padding", "tf_same", "--mean", "0.5,0.5,0.5", "--std",
