@@ -698,14 +698,20 @@ int imago_http_open(const imago_config *cfg, const imago_route *routes, int n_ro
     int tls = cfg->server.tls_cert[0] && cfg->server.tls_key[0];
     if (tls) {
 #if IMAGO_HAVE_TLS
-        rc = imago_http_read_file(cfg->server.tls_cert, &s->tls_cert, err);
-        if (rc == 0)
-            rc = imago_http_read_file(cfg->server.tls_key, &s->tls_key, err);
+        /* PEM files of at most 1 MiB, NUL-terminated as libmicrohttpd wants */
+        void *pem = NULL;
+        size_t pem_len = 0;
+        rc = imago_read_file(cfg->server.tls_cert, (size_t)1 << 20, &pem, &pem_len, err);
+        s->tls_cert = pem;
+        if (rc == 0) {
+            pem = NULL;
+            rc = imago_read_file(cfg->server.tls_key, (size_t)1 << 20, &pem, &pem_len, err);
+            s->tls_key = pem;
+        }
         if (rc)
             goto fail;
         flags |= MHD_USE_TLS;
 #else
-        (void)imago_http_read_file;
         rc = imago_error_set(err, IMAGO_ERR_UNSUPPORTED,
                              "server.tls_cert: this libmicrohttpd was built without TLS");
         goto fail;

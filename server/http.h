@@ -150,9 +150,6 @@ char *imago_http_log_escape(const char *s, char *out, size_t cap);
 int imago_http_listen_addr(const char *listen, int port, struct sockaddr_storage *ss, int *v6,
                            imago_error *err);
 
-/* Reads a whole file of at most 1 MiB into a new NUL-terminated string
- * (*out, caller frees). Returns 0 or IMAGO_ERR_IO. */
-int imago_http_read_file(const char *path, char **out, imago_error *err);
 
 /* ---- the daemon (http.c) ---------------------------------------------------------- */
 

@@ -168,39 +168,6 @@ char *imago_http_log_escape(const char *s, char *out, size_t cap)
 
 /* ---- the listen address and the TLS files ---------------------------------------- */
 
-int imago_http_read_file(const char *path, char **out, imago_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return imago_error_set(err, IMAGO_ERR_IO, "opening %s: %s", path, strerror(errno));
-    size_t cap = 4096, n = 0;
-    char *buf = imago_xmalloc(cap);
-    for (;;) {
-        if (n + 1 >= cap) {
-            if (cap > (1u << 20)) {
-                fclose(f);
-                free(buf);
-                return imago_error_set(err, IMAGO_ERR_IO, "%s: larger than 1 MiB", path);
-            }
-            cap *= 2;
-            buf = imago_xrealloc(buf, cap);
-        }
-        size_t got = fread(buf + n, 1, cap - n - 1, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return imago_error_set(err, IMAGO_ERR_IO, "reading %s failed", path);
-    }
-    buf[n] = '\0';
-    *out = buf;
-    return 0;
-}
-
 int imago_http_listen_addr(const char *listen, int port, struct sockaddr_storage *ss, int *v6,
                            imago_error *err)
 {
